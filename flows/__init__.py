@@ -1,0 +1,1 @@
+"""Prefect flows that orchestrate search rounds (the ``nas-search`` flow)."""

@@ -1,0 +1,86 @@
+"""Architecture + weights -> keras.Model, and back. One of the two modules that import Keras."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from nas.graph import BN_EPSILON, INPUT, Architecture, Layer
+from nas.weights import Weights, check_weights, weight_shapes
+
+
+def _keras_layer(layer: Layer) -> keras.layers.Layer:
+    cfg = dict(layer.config)
+    name = layer.id
+    match layer.kind:
+        case "Conv2D":
+            return keras.layers.Conv2D(
+                cfg["filters"], cfg["kernel_size"], strides=cfg["strides"], padding="same", name=name
+            )
+        case "Dense":
+            return keras.layers.Dense(cfg["units"], name=name)
+        case "BatchNormalization":
+            return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+        case "ReLU":
+            return keras.layers.ReLU(name=name)
+        case "MaxPooling2D":
+            p = cfg["pool_size"]
+            return keras.layers.MaxPooling2D(p, strides=p, padding="same", name=name)
+        case "GlobalAveragePooling2D":
+            return keras.layers.GlobalAveragePooling2D(name=name)
+        case "Flatten":
+            return keras.layers.Flatten(name=name)
+        case "Dropout":
+            return keras.layers.Dropout(cfg["rate"], name=name)
+        case "Add":
+            return keras.layers.Add(name=name)
+        case "Concatenate":
+            return keras.layers.Concatenate(axis=-1, name=name)
+        case "Softmax":
+            return keras.layers.Softmax(name=name)
+    raise ValueError(f"layer {layer.id!r} has kind {layer.kind!r}, which the Keras builder cannot build")
+
+
+def build_model(arch: Architecture, weights: Weights | None = None) -> keras.Model:
+    """A functional Keras model of ``arch`` whose layers are named by layer id.
+
+    With ``weights`` the model carries them exactly (ValueError if any shape disagrees); without,
+    Keras initialises it (seed it with ``keras.utils.set_random_seed`` for repeatable runs).
+    """
+    if weights is not None:
+        check_weights(arch, weights)
+    tensors = {INPUT: keras.Input(shape=arch.input_shape, name=INPUT)}
+    for lay in arch.layers:
+        inputs = [tensors[i] for i in lay.inputs]
+        tensors[lay.id] = _keras_layer(lay)(inputs if len(inputs) > 1 else inputs[0])
+    model = keras.Model(tensors[INPUT], tensors[arch.output], name=f"arch_{arch.id[:12]}")
+    if weights is not None:
+        for layer_id, arrays in weights.items():
+            model.get_layer(layer_id).set_weights([np.asarray(a) for a in arrays])
+    return model
+
+
+def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.ndarray, ...]]:
+    """The weights of ``model`` as numpy arrays keyed by the layer ids of ``arch``."""
+    out = {}
+    for layer_id in weight_shapes(arch):
+        try:
+            layer = model.get_layer(layer_id)
+        except ValueError:
+            raise ValueError(f"model {model.name!r} has no layer {layer_id!r}; was it built from this architecture?") from None
+        out[layer_id] = tuple(np.array(a) for a in layer.get_weights())
+    check_weights(arch, out)
+    return out
+
+
+def predict(arch: Architecture, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode outputs of ``arch`` with ``weights`` on ``x``."""
+    model = build_model(arch, weights)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def preservation_error(
+    parent: Architecture, parent_weights: Weights, child: Architecture, child_weights: Weights, x: np.ndarray
+) -> float:
+    """``max |child(x) - parent(x)|`` in inference mode: how far a morphism changed the function."""
+    return float(np.max(np.abs(predict(child, child_weights, x) - predict(parent, parent_weights, x))))

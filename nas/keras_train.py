@@ -1,0 +1,114 @@
+"""Training an architecture with Keras. One of the two modules that import Keras."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from nas.graph import Architecture
+from nas.keras_builder import build_model, read_weights
+from nas.weights import Weights
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, numpy and the backend, and ask TensorFlow for deterministic ops (CPU runs repeat exactly)."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "early_stopping_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if "patience" in name else 1):
+                raise ValueError(f"train.{name}={value!r} must be a positive integer")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train.learning_rate={self.learning_rate!r} must be positive")
+
+
+@dataclass
+class TrainResult:
+    """What one training produced: the best weights (by validation loss) and the per-epoch record."""
+
+    weights: dict[str, tuple[np.ndarray, ...]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def val_accuracy(self) -> float:
+        """Validation accuracy of the kept (best validation loss) epoch."""
+        best = min(self.history, key=lambda h: h["val_loss"])
+        return best["val_accuracy"]
+
+
+class _EpochHook(keras.callbacks.Callback):
+    def __init__(self, fn: EpochCallback) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.fn(epoch, {k: float(v) for k, v in (logs or {}).items()})
+
+
+def train(
+    arch: Architecture,
+    weights: Weights | None,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    config: TrainConfig,
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping.
+
+    Stops after ``early_stopping_patience`` epochs without a better validation loss and returns
+    the weights of the best epoch. ``on_epoch(epoch, logs)`` is called after every epoch.
+    """
+    model = build_model(arch, weights)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    if on_epoch is not None:
+        callbacks.append(_EpochHook(on_epoch))
+    start = time.perf_counter()
+    fit = model.fit(
+        x_train,
+        y_train,
+        validation_data=(x_val, y_val),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    keys = list(fit.history)
+    history = [{k: float(fit.history[k][e]) for k in keys} for e in range(len(fit.history["loss"]))]
+    return TrainResult(read_weights(model, arch), history, seconds)

@@ -1,0 +1,42 @@
+"""Shared fixtures: small architectures and non-trivial weights (as if trained)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from nas.graph import Architecture
+from nas.initial import initial_cnn, initial_mlp
+from nas.weights import init_weights
+
+
+def trained_like_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
+    """Random weights with non-zero biases and BatchNorm statistics far from the identity."""
+    out = {}
+    for layer_id, arrays in init_weights(arch, rng).items():
+        if arch.by_id[layer_id].kind == "BatchNormalization":
+            c = arrays[0].shape[0]
+            out[layer_id] = (
+                rng.uniform(0.5, 1.5, c).astype("f4"),
+                rng.normal(0, 0.3, c).astype("f4"),
+                rng.normal(0, 0.3, c).astype("f4"),
+                rng.uniform(0.5, 2.0, c).astype("f4"),
+            )
+        else:
+            kernel, bias = arrays
+            out[layer_id] = (kernel, rng.normal(0, 0.1, bias.shape).astype("f4"))
+    return out
+
+
+@pytest.fixture
+def small_cnn() -> Architecture:
+    return initial_cnn((12, 12, 2), 5, blocks=3, filters=8, dense_units=8)
+
+
+@pytest.fixture
+def small_mlp() -> Architecture:
+    return initial_mlp((20,), 4, layers=2, units=8)
