@@ -11,10 +11,12 @@ def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from nas.data import load_splits
+    from nas.graph import Architecture
     from nas.initial import initial_architecture
     from nas.keras_builder import preservation_error
     from nas.keras_train import TrainConfig, make_deterministic, train
     from nas.morphisms import random_morphism
+    from nas.weights import Weights
 
     make_deterministic(args.seed)
     data = load_splits(args.dataset, seed=args.seed)
@@ -31,7 +33,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     rng = np.random.default_rng(args.seed)
     probe = data.x_val[:256]
-    child, weights = arch, parent.weights
+    child: Architecture = arch
+    weights: Weights = parent.weights
     for step in range(args.morphisms):
         found = random_morphism(child, rng, max_params=args.max_params, max_layers=args.max_layers)
         if found is None:

@@ -26,6 +26,9 @@ from typing import Any
 
 INPUT = "input"
 BN_EPSILON = 1e-3  # Keras' default; the builder passes it explicitly so morphisms can rely on it.
+# PyTorch's BatchNorm momentum, as in Auto-Keras: Keras' 0.99 leaves the moving statistics far from the
+# batch statistics after the few epochs a search trains for, and inference-mode accuracy collapses.
+BN_MOMENTUM = 0.9
 JSON_FORMAT = 1
 
 Shape = tuple[int, ...]

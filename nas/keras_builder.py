@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from nas.graph import BN_EPSILON, INPUT, Architecture, Layer
+from nas.graph import BN_EPSILON, BN_MOMENTUM, INPUT, Architecture, Layer
 from nas.weights import Weights, check_weights, weight_shapes
 
 
@@ -20,7 +20,7 @@ def _keras_layer(layer: Layer) -> keras.layers.Layer:
         case "Dense":
             return keras.layers.Dense(cfg["units"], name=name)
         case "BatchNormalization":
-            return keras.layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+            return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
         case "ReLU":
             return keras.layers.ReLU(name=name)
         case "MaxPooling2D":
@@ -67,7 +67,9 @@ def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.n
         try:
             layer = model.get_layer(layer_id)
         except ValueError:
-            raise ValueError(f"model {model.name!r} has no layer {layer_id!r}; was it built from this architecture?") from None
+            raise ValueError(
+                f"model {model.name!r} has no layer {layer_id!r}; was it built from this architecture?"
+            ) from None
         out[layer_id] = tuple(np.array(a) for a in layer.get_weights())
     check_weights(arch, out)
     return out

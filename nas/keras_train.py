@@ -13,7 +13,7 @@ from nas.graph import Architecture
 from nas.keras_builder import build_model, read_weights
 from nas.weights import Weights
 
-EpochCallback = Callable[[int, dict[str, float]], None]
+EpochCallback = Callable[[int, dict[str, float]], bool | None]  # True stops training
 
 
 def make_deterministic(seed: int) -> None:
@@ -45,17 +45,17 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What one training produced: the best weights (by validation loss) and the per-epoch record."""
+    """What one training produced: the kept weights, the epoch they come from, the per-epoch record."""
 
     weights: dict[str, tuple[np.ndarray, ...]]
     history: list[dict[str, float]] = field(default_factory=list)
+    kept_epoch: int = 0  # index into history of the epoch whose weights were kept
     seconds: float = 0.0
 
     @property
     def val_accuracy(self) -> float:
-        """Validation accuracy of the kept (best validation loss) epoch."""
-        best = min(self.history, key=lambda h: h["val_loss"])
-        return best["val_accuracy"]
+        """Validation accuracy of the kept weights."""
+        return self.history[self.kept_epoch]["val_accuracy"]
 
 
 class _EpochHook(keras.callbacks.Callback):
@@ -64,7 +64,8 @@ class _EpochHook(keras.callbacks.Callback):
         self.fn = fn
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.fn(epoch, {k: float(v) for k, v in (logs or {}).items()})
+        if self.fn(epoch, {k: float(v) for k, v in (logs or {}).items()}):
+            self.model.stop_training = True
 
 
 def train(
@@ -80,8 +81,10 @@ def train(
 ) -> TrainResult:
     """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping.
 
-    Stops after ``early_stopping_patience`` epochs without a better validation loss and returns
-    the weights of the best epoch. ``on_epoch(epoch, logs)`` is called after every epoch.
+    With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
+    loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
+    ``on_epoch(epoch, logs)`` is called after every epoch;
+    returning True stops training there.
     """
     model = build_model(arch, weights)
     model.compile(
@@ -111,4 +114,7 @@ def train(
     seconds = time.perf_counter() - start
     keys = list(fit.history)
     history = [{k: float(fit.history[k][e]) for k in keys} for e in range(len(fit.history["loss"]))]
-    return TrainResult(read_weights(model, arch), history, seconds)
+    # As EarlyStopping restores: the first epoch with the lowest validation loss (NaN never improves).
+    losses = np.nan_to_num([h["val_loss"] for h in history], nan=np.inf)
+    kept = int(np.argmin(losses)) if config.early_stopping_patience else len(history) - 1
+    return TrainResult(read_weights(model, arch), history, kept, seconds)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -52,6 +52,10 @@ class Morphism:
     def arg(self, key: str) -> Any:
         return dict(self.args)[key]
 
+    @overload
+    def apply(self, arch: Architecture, weights: None = None) -> tuple[Architecture, None]: ...
+    @overload
+    def apply(self, arch: Architecture, weights: Weights) -> tuple[Architecture, Weights]: ...
     def apply(self, arch: Architecture, weights: Weights | None = None) -> tuple[Architecture, Weights | None]:
         """The child architecture and, when parent weights are given, its weights."""
         a = dict(self.args)
@@ -64,7 +68,11 @@ class Morphism:
         raise ValueError(f"unknown morphism kind {self.kind!r}; known kinds: {', '.join(KINDS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "args": {k: list(v) if isinstance(v, tuple) else v for k, v in self.args}, "exact": self.exact}
+        return {
+            "kind": self.kind,
+            "args": {k: list(v) if isinstance(v, tuple) else v for k, v in self.args},
+            "exact": self.exact,
+        }
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Morphism:
@@ -204,6 +212,7 @@ def _apply_deeper(
     if weights is None:
         return child, None
     out = dict(weights)
+    kernel: np.ndarray
     if len(shape) == 3:
         kernel = np.zeros((kernel_size, kernel_size, c, c), "f4")
         kernel[kernel_size // 2, kernel_size // 2] = np.eye(c, dtype="f4")
@@ -279,13 +288,13 @@ def _layouts(arch: Architecture, producers: set[str], dup: Sequence[int], width:
             layouts[lay.id] = [(s * c_old + src, new) for s in range(spatial) for src, new in changed[0]]  # type: ignore[union-attr]
         elif lay.kind == "Concatenate":
             offset, merged = 0, []
-            for src_id, lay_in in zip(lay.inputs, changed):
+            for src_id, lay_in in zip(lay.inputs, changed, strict=True):
                 c_old = arch.shapes[src_id][-1]
                 merged += [(offset + s, n) for s, n in (lay_in or [(i, False) for i in range(c_old)])]
                 offset += c_old
             layouts[lay.id] = merged
         elif lay.kind == "Add":
-            missing = [i for i, lay_in in zip(lay.inputs, changed) if lay_in is None]
+            missing = [i for i, lay_in in zip(lay.inputs, changed, strict=True) if lay_in is None]
             if missing:
                 raise _MoreProducers(set().union(*(_widening_producers(arch, i) for i in missing)))
             if any(lay_in != changed[0] for lay_in in changed):
@@ -396,7 +405,7 @@ def _apply_skip(
     *pool_ids, mix_id, merge_id = ids
     new = []
     last = src
-    for pid, p in zip(pool_ids, pools):
+    for pid, p in zip(pool_ids, pools, strict=True):
         new.append(Layer.make(pid, "MaxPooling2D", [last], pool_size=p.get("pool_size")))
         last = pid
     conv_cfg: dict[str, int] = {"filters": c_dst, "kernel_size": 1, "strides": 1} if image else {"units": c_dst}

@@ -123,7 +123,10 @@ def test_initial_architecture_picks_by_input_rank() -> None:
         ((Layer.make("a", "Dense", ["b"], units=2), Layer.make("b", "Dense", ["a"], units=2)), "cycle"),
         ((Layer.make("a", "Dense", ["nowhere"], units=2),), "reads 'nowhere'"),
         ((Layer.make("a", "Dense", [INPUT], units=2), Layer.make("a", "ReLU", ["a"])), "used twice"),
-        ((Layer.make("a", "Dense", [INPUT], units=2), Layer.make("b", "Dense", [INPUT], units=2)), "exactly one output"),
+        (
+            (Layer.make("a", "Dense", [INPUT], units=2), Layer.make("b", "Dense", [INPUT], units=2)),
+            "exactly one output",
+        ),
         (
             (
                 Layer.make("a", "Dense", [INPUT], units=2),

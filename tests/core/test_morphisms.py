@@ -116,7 +116,7 @@ def test_planning_is_deterministic(small_cnn: Architecture) -> None:
     def chain(seed: int) -> list[Morphism]:
         rng, arch, out = np.random.default_rng(seed), small_cnn, []
         for _ in range(6):
-            m, arch = random_morphism(arch, rng)  # type: ignore[misc]
+            m, arch = random_morphism(arch, rng)
             out.append(m)
         return out
 
@@ -128,7 +128,7 @@ def test_morphism_json_round_trip_replays_the_same_child(small_cnn: Architecture
     rng = np.random.default_rng(5)
     arch, chain = small_cnn, []
     for _ in range(5):
-        m, arch = random_morphism(arch, rng)  # type: ignore[misc]
+        m, arch = random_morphism(arch, rng)
         chain.append(m)
     logged = json.loads(json.dumps([m.to_dict() for m in chain]))
     replayed = [Morphism.from_dict(d) for d in logged]
@@ -151,9 +151,9 @@ def test_weights_follow_every_morphism(small_cnn: Architecture) -> None:
     rng = np.random.default_rng(2)
     arch, weights = small_cnn, init_weights(small_cnn, rng)
     for kind in KINDS:
-        m, _ = random_morphism(arch, rng, kinds=[kind])  # type: ignore[misc]
-        arch, weights = m.apply(arch, weights)  # type: ignore[assignment]
-        check_weights(arch, weights)  # type: ignore[arg-type]
+        m, _ = random_morphism(arch, rng, kinds=[kind])
+        arch, weights = m.apply(arch, weights)
+        check_weights(arch, weights)
 
 
 def test_deeper_leaves_parent_weights_untouched(small_mlp: Architecture) -> None:
@@ -162,7 +162,7 @@ def test_deeper_leaves_parent_weights_untouched(small_mlp: Architecture) -> None
     before = {k: [a.copy() for a in v] for k, v in weights.items()}
     wider(small_mlp, weights, rng, layer="dense_1", n_add=4)
     deeper(small_mlp, weights, rng, after="dense_1")
-    assert all(all(np.array_equal(a, b) for a, b in zip(weights[k], before[k])) for k in weights)
+    assert all(all(np.array_equal(a, b) for a, b in zip(weights[k], before[k], strict=True)) for k in weights)
 
 
 @settings(max_examples=60, deadline=None)
@@ -175,10 +175,10 @@ def test_random_chains_stay_valid(seed: int, length: int, image: bool) -> None:
         found = random_morphism(arch, rng, max_params=200_000, max_layers=80)
         assert found is not None
         m, planned = found
-        arch, weights = m.apply(arch, weights)  # type: ignore[assignment]
+        arch, weights = m.apply(arch, weights)
         assert arch == planned
         assert Architecture.from_json(arch.to_json()).id == arch.id
-        check_weights(arch, weights)  # type: ignore[arg-type]
+        check_weights(arch, weights)
         assert arch.param_count <= 200_000 and arch.n_layers <= 80
         assert arch.output_shape == (5,) if image else (4,)
 

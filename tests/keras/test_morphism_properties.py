@@ -36,8 +36,8 @@ def test_exact_morphism_chains_keep_the_function_and_train(seed: int, length: in
         assert found is not None
         m, _ = found
         assert m.exact
-        arch, weights = m.apply(arch, weights)  # type: ignore[assignment]
-        after = predict(arch, weights, x)  # type: ignore[arg-type]
+        arch, weights = m.apply(arch, weights)
+        after = predict(arch, weights, x)
         assert np.max(np.abs(after - before)) <= TOLERANCE, m.describe()
         before = after
     model = build_model(arch, weights)
@@ -58,7 +58,7 @@ def test_each_kind_is_exact_on_trained_like_weights(kind: str, image: bool) -> N
     assert found is not None
     child, child_weights = found[0].apply(arch, weights)
     x = rng.normal(size=(64, *arch.input_shape)).astype("f4")
-    assert preservation_error(arch, weights, child, child_weights, x) <= TOLERANCE  # type: ignore[arg-type]
+    assert preservation_error(arch, weights, child, child_weights, x) <= TOLERANCE
 
 
 def test_approximate_deeper_is_measured_not_hidden() -> None:
@@ -70,7 +70,7 @@ def test_approximate_deeper_is_measured_not_hidden() -> None:
     assert not m.exact
     child, child_weights = m.apply(arch, weights)
     x = rng.normal(size=(64, *arch.input_shape)).astype("f4")
-    assert preservation_error(arch, weights, child, child_weights, x) > TOLERANCE  # type: ignore[arg-type]
+    assert preservation_error(arch, weights, child, child_weights, x) > TOLERANCE
 
 
 def test_corrupted_weights_would_be_caught(small_cnn: Architecture) -> None:
@@ -80,8 +80,8 @@ def test_corrupted_weights_would_be_caught(small_cnn: Architecture) -> None:
     found = random_morphism(small_cnn, rng, kinds=["add_skip"])
     assert found is not None
     child, child_weights = found[0].apply(small_cnn, weights)
-    new_conv = next(k for k in child_weights if k not in weights)  # type: ignore[union-attr]
-    kernel, bias = child_weights[new_conv]  # type: ignore[index]
-    broken = {**child_weights, new_conv: (kernel + 0.5, bias)}  # type: ignore[dict-item]
+    new_conv = next(k for k in child_weights if k not in weights)
+    kernel, bias = child_weights[new_conv]
+    broken = {**child_weights, new_conv: (kernel + 0.5, bias)}
     x = rng.normal(size=(64, *small_cnn.input_shape)).astype("f4")
     assert preservation_error(small_cnn, weights, child, broken, x) > TOLERANCE
