@@ -17,6 +17,7 @@ Two identities matter:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -182,28 +183,45 @@ class Architecture:
                 if src != INPUT and src not in by_id:
                     raise ValueError(f"layer {layer.id!r} reads {src!r}, which is neither a layer nor {INPUT!r}")
         ordered, shapes = self._canonical_order(by_id)
-        sinks = [lay.id for lay in ordered if not any(lay.id in other.inputs for other in ordered)]
+        read = {src for lay in ordered for src in lay.inputs}
+        sinks = [lay.id for lay in ordered if lay.id not in read]
         if len(sinks) != 1:
             raise ValueError(f"the graph must have exactly one output layer, found {sinks or 'none'}")
         object.__setattr__(self, "layers", tuple(ordered))
         object.__setattr__(self, "shapes", shapes)
 
     def _canonical_order(self, by_id: Mapping[str, Layer]) -> tuple[list[Layer], dict[str, Shape]]:
-        """Kahn's algorithm; among ready layers the smallest structural signature goes first."""
+        """Kahn's algorithm; among ready layers the smallest structural signature goes first.
+
+        A layer's signature is fixed once all its inputs are placed, so ready layers wait in a heap.
+        repr() keeps the ordering total across int/float configs; the id breaks exact ties.
+        """
         rank = {INPUT: -1}
         shapes: dict[str, Shape] = {INPUT: self.input_shape}
-        pending = dict(by_id)
+        waiting = {lay.id: len(set(lay.inputs)) for lay in by_id.values()}
+        readers: dict[str, list[str]] = {}
+        for lay in by_id.values():
+            for src in set(lay.inputs):
+                readers.setdefault(src, []).append(lay.id)
+        ready: list[tuple[str, str]] = []
+
+        def release(node: str) -> None:
+            for reader in readers.get(node, ()):
+                waiting[reader] -= 1
+                if waiting[reader] == 0:
+                    lay = by_id[reader]
+                    heapq.heappush(ready, (repr(_signature(lay, rank)), lay.id))
+
+        release(INPUT)
         ordered: list[Layer] = []
-        while pending:
-            ready = [lay for lay in pending.values() if all(i in rank for i in lay.inputs)]
-            if not ready:
-                raise ValueError(f"the graph has a cycle through layers {sorted(pending)}")
-            # repr() keeps the ordering total across int/float configs; the id breaks exact ties.
-            nxt = min(ready, key=lambda lay: (repr(_signature(lay, rank)), lay.id))
+        while ready:
+            nxt = by_id[heapq.heappop(ready)[1]]
             shapes[nxt.id] = _out_shape(nxt, [shapes[i] for i in nxt.inputs])
             rank[nxt.id] = len(ordered)
             ordered.append(nxt)
-            del pending[nxt.id]
+            release(nxt.id)
+        if len(ordered) < len(by_id):
+            raise ValueError(f"the graph has a cycle through layers {sorted(set(by_id) - set(rank))}")
         return ordered, shapes
 
     # --- look-up -----------------------------------------------------------------------

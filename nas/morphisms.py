@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, overload
 
 import numpy as np
@@ -105,14 +106,15 @@ def apply_chain(
 # --- where morphisms may act ---------------------------------------------------------------
 
 
-def _body(arch: Architecture) -> list[str]:
+@lru_cache(maxsize=4096)
+def _body(arch: Architecture) -> tuple[str, ...]:
     """Main-chain layers outside the classifier head, input to output."""
-    return [n for n in arch.main_chain if n != INPUT and n not in arch.head]
+    return tuple(n for n in arch.main_chain if n != INPUT and n not in arch.head)
 
 
 def deeper_targets(arch: Architecture) -> list[str]:
     """Layers after which ``deeper`` may insert a layer."""
-    return _body(arch)
+    return list(_body(arch))
 
 
 def wider_targets(arch: Architecture) -> list[str]:
@@ -120,18 +122,26 @@ def wider_targets(arch: Architecture) -> list[str]:
     return [n for n in _body(arch) if arch.by_id[n].kind in MIXING_KINDS]
 
 
-def skip_pairs(arch: Architecture) -> list[tuple[str, str]]:
-    """(src, dst) pairs a skip connection may join: same rank, a Conv/Dense between, shapes that pooling can match."""
+@lru_cache(maxsize=4096)
+def skip_pairs(arch: Architecture) -> tuple[tuple[str, str], ...]:
+    """(src, dst) pairs a skip may join: same rank, a Conv/Dense between, shapes that copied pooling matches.
+
+    The same rules as ``_skip_branch_pools``, walked once per source instead of checked per pair.
+    """
     body = _body(arch)
     pairs = []
     for i, src in enumerate(body):
+        s_shape = arch.shapes[src]
+        spatial, mixed = s_shape[:-1], False
         for dst in body[i + 1 :]:
-            try:
-                _skip_branch_pools(arch, src, dst)
-            except ValueError:
-                continue
-            pairs.append((src, dst))
-    return pairs
+            lay = arch.by_id[dst]
+            if lay.kind == "MaxPooling2D":
+                spatial = tuple(-(-d // lay.get("pool_size")) for d in spatial)
+            mixed = mixed or lay.kind in MIXING_KINDS
+            d_shape = arch.shapes[dst]
+            if mixed and len(d_shape) == len(s_shape) and spatial == d_shape[:-1]:
+                pairs.append((src, dst))
+    return tuple(pairs)
 
 
 def _nonnegative(arch: Architecture, node: str) -> bool:
@@ -148,7 +158,7 @@ def _check_body(arch: Architecture, node: str, role: str) -> None:
     arch.layer(node)  # names a missing id
     if node not in _body(arch):
         raise ValueError(
-            f"{role} {node!r} is not a main-chain layer outside the classifier head; choose one of {_body(arch)}"
+            f"{role} {node!r} is not a main-chain layer outside the classifier head; choose one of {list(_body(arch))}"
         )
 
 
@@ -462,6 +472,15 @@ def plan(arch: Architecture, rng: np.random.Generator, kind: str) -> Morphism:
     return plan_skip(arch, rng, kind)
 
 
+def _added_layers(arch: Architecture, m: Morphism) -> int:
+    """How many layers ``m`` adds to ``arch``."""
+    if m.kind == "deeper":
+        return 1 + m.arg("bn") + m.arg("relu")
+    if m.kind == "wider":
+        return 0
+    return len(_skip_branch_pools(arch, m.arg("src"), m.arg("dst"))) + 2
+
+
 def random_morphism(
     arch: Architecture,
     rng: np.random.Generator,
@@ -484,6 +503,8 @@ def random_morphism(
         for _ in range(tries):
             try:
                 m = plan(arch, rng, str(kind))
+                if max_layers is not None and arch.n_layers + _added_layers(arch, m) > max_layers:
+                    continue  # known without building the child
                 child, _ = m.apply(arch)
             except ValueError:
                 continue  # no valid place for this kind, or an Add stops this widening
