@@ -72,9 +72,10 @@ def optimize_acquisition(
     """The neighbour of the trained ``roots`` (model id, point) with the highest UCB.
 
     ``score(points)`` returns the surrogate's (mean, std). Points whose id is in ``excluded``
-    (trained, pending, or already proposed) are never proposed nor expanded.
+    (trained, pending, or already proposed) are never proposed, but the search may pass through
+    them to reach new points.
     """
-    seen = set(excluded)
+    seen = {point.id for _, point in roots}  # expanded or queued once at most
     counter = 0  # tie-breaker, so the heap never compares points
     heap: list[tuple[float, int, Candidate]] = []
     mean, std = score([p for _, p in roots])
@@ -98,7 +99,7 @@ def optimize_acquisition(
             for (step, child), m, s in zip(fresh, mean, std, strict=True):
                 acq = float(ucb(m, s, config.beta))
                 cand = Candidate(node.root_id, (*node.steps, step), child, acq, float(m), float(s))
-                if best is None or acq > best.acquisition:
+                if child.id not in excluded and (best is None or acq > best.acquisition):
                     best = cand
                 if acq >= node.acquisition or rng.random() < math.exp((acq - node.acquisition) / t):
                     heapq.heappush(heap, (-acq, counter, cand))

@@ -66,6 +66,8 @@ class GaussianProcess:
         self.length_scale_bounds = length_scale_bounds
         self.noise_bounds = noise_bounds
         self.kernel_entries_ = 0  # kernel matrix entries computed so far (for the incremental-refit promise)
+        self.L_: np.ndarray
+        self.jitter_: float
 
     # --- fitting ------------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ class CellSpace:
         out = []
         for i in picked:
             e, op = moves[int(i)]
-            out.append((EdgeChange(e, op), Cell(point.ops[:e] + (op,) + point.ops[e + 1 :])))
+            out.append((EdgeChange(e, op), Cell((*point.ops[:e], op, *point.ops[e + 1 :]))))
         return out
 
     def descriptor(self, point: Cell) -> tuple[str, ...]:

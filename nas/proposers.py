@@ -87,7 +87,8 @@ class Proposer(Protocol):
 def _first_proposal(space: Any, history: History, rng: np.random.Generator, taken: set[str]) -> Proposal | None:
     """With nothing trained yet: the initial point, else a random walk from it."""
     start = space.initial()
-    point, steps = start, ()
+    point = start
+    steps: tuple[Any, ...] = ()
     for _ in range(32):
         if point.id not in taken:
             return Proposal(None, steps, point)
