@@ -1,0 +1,271 @@
+"""The event log on MLflow: one parent run per search, one child run per event.
+
+A child run holds the sealed record as the artifact ``event.json``, the payload's scalar fields as
+params (write-once), per-epoch metrics for trainings, and attached files under ``files/``. Tags
+(``nas.search_id``, ``nas.seq``, ``nas.type``) only help look-up.
+
+The commit point of an event is a param on the parent run, ``seq.000007 = <hash>``: MLflow refuses
+to change a param's value, atomically (the params table's primary key), so of two writers racing
+for one seq exactly one commits; the other deletes its child run and gets ``ConcurrencyError``.
+A child run is written completely before its claim, so a crash leaves either an unclaimed run
+(ignored, and deleted by ``repair``) or a claimed one that only lacks its FINISHED status (which
+``repair`` sets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nas.event_log import Attachments, ChainError, ConcurrencyError, EventLog
+
+DEFAULT_EXPERIMENT = "nas"
+CLAIM = re.compile(r"^seq\.(\d{6})$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory (made explicit)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_search_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ValueError(
+            f"search name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def run_name(record: dict[str, Any]) -> str:
+    """A run name that reads well in the MLflow UI, e.g. ``0007 trained m5 val_acc=0.973``."""
+    p, seq = record["payload"], f"{record['seq']:04d}"
+    match record["type"]:
+        case "SearchStarted":
+            return f"{seq} started {p['name']}"
+        case "ArchitectureProposed":
+            chain = "+".join(m["kind"] for m in p["morphisms"]) or "initial"
+            origin = f" from {p['parent_model_id']}" if p["parent_model_id"] else ""
+            return f"{seq} proposed {p['model_id']}{origin} ({chain})"
+        case "SurrogateRefitted":
+            return f"{seq} refit n={p['observations']}"
+        case "TrainingStarted":
+            return f"{seq} training {p['model_id']}"
+        case "TrainingCompleted":
+            return f"{seq} trained {p['model_id']} val_acc={p['val_accuracy']:.3f}"
+        case "TrainingFailed":
+            return f"{seq} failed {p['model_id']} {p['reason']}"
+        case "SearchFinished":
+            best = p["best_model_id"] or "none"
+            acc = f" val_acc={p['val_accuracy']:.3f}" if p["val_accuracy"] is not None else ""
+            return f"{seq} finished best={best}{acc}"
+        case _:
+            return f"{seq} {record['type']}"
+
+
+def scalar_params(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Payload fields as MLflow params: scalars and nested dicts of scalars; long text and lists stay in the artifact."""
+    out: dict[str, str] = {}
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            out.update(scalar_params(value, f"{prefix}{key}."))
+        elif value is None or isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 500):
+            out[f"{prefix}{key}"] = str(value)
+    return out
+
+
+class MlflowEventLog(EventLog):
+    """Event log of search ``search_id`` in MLflow experiment ``experiment``."""
+
+    def __init__(self, search_id: str, *, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        super().__init__(check_search_name(search_id))
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.experiment_name = experiment
+        self._experiment_id: str | None = None
+        self._records: dict[str, dict[str, Any]] = {}  # run id -> sealed record (verified against its claim)
+        self._runs_by_seq: dict[int, Any] = {}
+
+    # --- runs --------------------------------------------------------------------------------
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment_name)
+            if exp is None:
+                try:
+                    self._experiment_id = self.client.create_experiment(self.experiment_name)
+                except Exception:  # created by another process meanwhile
+                    exp = self.client.get_experiment_by_name(self.experiment_name)
+                    if exp is None:
+                        raise
+                    self._experiment_id = exp.experiment_id
+            else:
+                self._experiment_id = exp.experiment_id
+        return self._experiment_id
+
+    def _search(self, role: str) -> Iterator[Any]:
+        token = None
+        query = f"tags.`nas.search_id` = '{self.search_id}' and tags.`nas.role` = '{role}'"
+        while True:
+            page = self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=token)
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def parent_run(self) -> Any | None:
+        """The search's parent run (the oldest, should two processes have created one at once)."""
+        runs = sorted(self._search("search"), key=lambda r: (r.info.start_time, r.info.run_id))
+        return runs[0] if runs else None
+
+    def _ensure_parent(self, record: dict[str, Any]) -> Any:
+        parent = self.parent_run()
+        if parent is not None:
+            return parent
+        if record["type"] != "SearchStarted":
+            raise ValueError(f"search {self.search_id!r} has no parent run; its log must start with SearchStarted")
+        tags = {"nas.search_id": self.search_id, "nas.role": "search"}
+        created = self.client.create_run(self.experiment_id, run_name=self.search_id, tags=tags)
+        parent = self.parent_run()
+        if parent is not None and parent.info.run_id != created.info.run_id:
+            self.client.delete_run(created.info.run_id)  # lost the race: keep one parent
+        return parent
+
+    def event_runs(self) -> list[Any]:
+        """Every active child run of this search, claimed or not (for the audit)."""
+        return list(self._search("event"))
+
+    # --- EventLog -------------------------------------------------------------------------------
+
+    def claims(self) -> dict[int, str]:
+        parent = self.parent_run()
+        if parent is None:
+            return {}
+        return {int(m.group(1)): v for k, v in parent.data.params.items() if (m := CLAIM.match(k))}
+
+    def _load(self) -> list[dict[str, Any]]:
+        claims = self.claims()
+        if not claims:
+            return []
+        runs: dict[tuple[int, str], Any] = {}
+        for run in self.event_runs():
+            seq, h = run.data.tags.get("nas.seq"), run.data.params.get("nas.hash")
+            if seq and seq.isdigit() and h:
+                runs.setdefault((int(seq), h), run)
+        records = []
+        for seq in range(1, max(claims) + 1):
+            if seq not in claims:
+                raise ChainError(seq, "no committed event: the log has a gap")
+            run = runs.get((seq, claims[seq]))
+            if run is None:
+                raise ChainError(seq, "the committed event's run is missing (deleted?)")
+            self._runs_by_seq[seq] = run
+            records.append(self._record(run, seq, claims[seq]))
+        return records
+
+    def _record(self, run: Any, seq: int, claimed: str) -> dict[str, Any]:
+        cached = self._records.get(run.info.run_id)
+        if cached is not None and cached["hash"] == claimed:
+            return cached
+        import mlflow
+
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path="event.json", dst_path=tmp, tracking_uri=self.uri
+                )
+                record = json.loads(Path(path).read_text())
+            except Exception as e:
+                raise ChainError(seq, f"the event.json artifact of run {run.info.run_id} cannot be read ({e})") from e
+        if record.get("hash") != claimed:
+            raise ChainError(seq, f"the event.json artifact of run {run.info.run_id} is not the committed event")
+        self._records[run.info.run_id] = record
+        return record
+
+    def _commit(self, sealed: list[dict[str, Any]], attachments: Attachments) -> None:
+        from mlflow.entities import Metric, Param
+        from mlflow.exceptions import MlflowException
+
+        parent = self._ensure_parent(sealed[0])
+        for rec in sealed:
+            payload = rec["payload"]
+            tags = {
+                "mlflow.parentRunId": parent.info.run_id,
+                "nas.search_id": self.search_id,
+                "nas.role": "event",
+                "nas.seq": str(rec["seq"]),
+                "nas.type": rec["type"],
+            }
+            run = self.client.create_run(self.experiment_id, run_name=run_name(rec), tags=tags)
+            run_id = run.info.run_id
+            params = {
+                **scalar_params(payload),
+                "nas.hash": rec["hash"],
+                "nas.prev_hash": rec["prev_hash"],
+                "nas.schema_version": str(rec["schema_version"]),
+                "nas.type": rec["type"],
+            }
+            metrics = []
+            for step, epoch in enumerate(payload.get("epochs") or []):
+                metrics += [Metric(k, v, 0, step) for k, v in epoch.items() if v is not None]
+            self.client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], metrics=metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "event.json").write_text(json.dumps(rec, sort_keys=True, indent=1))
+                self.client.log_artifact(run_id, str(Path(tmp) / "event.json"))
+            for name, path in attachments.get(rec["seq"], {}).items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    named = Path(tmp) / name
+                    named.write_bytes(Path(path).read_bytes())
+                    self.client.log_artifact(run_id, str(named), artifact_path="files")
+            try:
+                self.client.log_param(parent.info.run_id, f"seq.{rec['seq']:06d}", rec["hash"])  # the commit point
+            except MlflowException as e:
+                self.client.delete_run(run_id)
+                raise ConcurrencyError(
+                    f"search {self.search_id!r}: seq {rec['seq']} was committed by another writer; "
+                    "re-read the log and retry"
+                ) from e
+            self.client.set_terminated(run_id, "FINISHED")
+            self._records[run_id] = rec
+
+    def attachment(self, seq: int, name: str) -> Path:
+        run = self._runs_by_seq.get(seq)
+        if run is None:
+            self._load()
+            run = self._runs_by_seq.get(seq)
+        if run is None:
+            raise FileNotFoundError(f"search {self.search_id!r} has no event seq {seq}")
+        import mlflow
+
+        target = Path(tempfile.mkdtemp(prefix="nas-attachment-"))
+        try:
+            return Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run.info.run_id, artifact_path=f"files/{name}", dst_path=str(target), tracking_uri=self.uri
+                )
+            )
+        except Exception as e:
+            raise FileNotFoundError(f"event seq {seq} of search {self.search_id!r} has no attachment {name!r}") from e
+
+    def repair(self) -> list[str]:
+        """After a crash: finish claimed runs left RUNNING, delete unclaimed ones. Returns what it did."""
+        claims = self.claims()
+        done = []
+        for run in self.event_runs():
+            seq = int(run.data.tags.get("nas.seq", "0") or 0)
+            if claims.get(seq) == run.data.params.get("nas.hash"):
+                if run.info.status != "FINISHED":
+                    self.client.set_terminated(run.info.run_id, "FINISHED")
+                    done.append(f"finished run {run.info.run_id} (seq {seq})")
+            elif run.info.status == "RUNNING":
+                self.client.delete_run(run.info.run_id)
+                done.append(f"deleted unclaimed run {run.info.run_id} (seq {seq})")
+        return done

@@ -1,0 +1,176 @@
+"""Events: the source of truth of a search. Frozen dataclasses named in the past tense.
+
+Every event carries ``search_id``, ``seq`` (1, 2, ... with no gaps) and, through its class, a
+``schema_version``. The canonical JSON codec (sorted keys, no spaces, no NaN) is what gets hashed
+and stored; reading an old record upcasts it step by step to the current version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    search_id: str
+    seq: int
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class SearchStarted(Event):
+    """A search began: everything needed to rerun it."""
+
+    name: str
+    config: dict[str, Any]
+    dataset_fingerprint: str
+    code_version: str
+    seed: int
+    initial_architecture: str  # canonical JSON
+    TYPE: ClassVar[str] = "SearchStarted"
+
+
+@dataclass(frozen=True)
+class ArchitectureProposed(Event):
+    """The proposer chose a model to train: where it comes from and why."""
+
+    model_id: str
+    parent_model_id: str | None
+    morphisms: list[dict[str, Any]]
+    architecture_id: str
+    architecture: str  # canonical JSON
+    strategy: str
+    acquisition: float | None = None
+    gp_mean: float | None = None
+    gp_std: float | None = None
+    candidates: int = 0
+    proposal_seconds: float = 0.0
+    TYPE: ClassVar[str] = "ArchitectureProposed"
+
+
+@dataclass(frozen=True)
+class SurrogateRefitted(Event):
+    """The Gaussian process was refitted on every observation so far."""
+
+    observations: int
+    length_scale: float
+    noise: float
+    log_marginal_likelihood: float
+    seconds: float
+    TYPE: ClassVar[str] = "SurrogateRefitted"
+
+
+@dataclass(frozen=True)
+class TrainingStarted(Event):
+    model_id: str
+    attempt: int = 1
+    TYPE: ClassVar[str] = "TrainingStarted"
+
+
+@dataclass(frozen=True)
+class TrainingCompleted(Event):
+    """A model trained; its weights are an artifact of this event's run."""
+
+    model_id: str
+    architecture_id: str
+    val_accuracy: float
+    param_count: int
+    epochs: list[dict[str, float | None]] = field(default_factory=list)
+    preservation_error: float | None = None
+    seconds: float = 0.0
+    TYPE: ClassVar[str] = "TrainingCompleted"
+
+
+FAILURE_REASONS = ("out_of_memory", "nan_loss", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class TrainingFailed(Event):
+    model_id: str
+    reason: str  # one of FAILURE_REASONS
+    error: str = ""
+    param_count: int = 0
+    seconds: float = 0.0
+    TYPE: ClassVar[str] = "TrainingFailed"
+
+
+@dataclass(frozen=True)
+class SearchFinished(Event):
+    best_model_id: str | None
+    val_accuracy: float | None
+    reason: str
+    TYPE: ClassVar[str] = "SearchFinished"
+
+
+@dataclass(frozen=True)
+class ModelRegistered(Event):
+    model_id: str
+    registered_name: str
+    version: str
+    TYPE: ClassVar[str] = "ModelRegistered"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (
+        SearchStarted,
+        ArchitectureProposed,
+        SurrogateRefitted,
+        TrainingStarted,
+        TrainingCompleted,
+        TrainingFailed,
+        SearchFinished,
+        ModelRegistered,
+    )
+}
+
+# (type, version) -> function turning that version's payload into the next version's.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, no NaN or infinity: the one byte string a value hashes as."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """NaN and infinities become None so metrics stay valid JSON."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def to_record(event: Event) -> dict[str, Any]:
+    """The JSON-able record of ``event``: type, schema_version, search_id, seq and payload."""
+    payload = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in ("search_id", "seq")}
+    return {
+        "type": event.TYPE,
+        "schema_version": event.VERSION,
+        "search_id": event.search_id,
+        "seq": event.seq,
+        "payload": payload,
+    }
+
+
+def from_record(record: dict[str, Any]) -> Event:
+    """The event in ``record``, upcast to the current schema version; ValueError for unknown types."""
+    kind, version = record.get("type"), record.get("schema_version")
+    cls = EVENT_TYPES.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event type {kind!r} at seq {record.get('seq')}; is this code older than the log?")
+    if not isinstance(version, int) or version > cls.VERSION:
+        raise ValueError(f"event {kind} seq {record.get('seq')} has schema version {version!r}; this code reads up to {cls.VERSION}")
+    payload = dict(record["payload"])
+    while version < cls.VERSION:
+        payload = UPCASTERS[(cls.TYPE, version)](payload)
+        version += 1
+    try:
+        return cls(search_id=record["search_id"], seq=record["seq"], **payload)
+    except TypeError as e:
+        raise ValueError(f"event {kind} seq {record.get('seq')} does not fit schema version {cls.VERSION}: {e}") from e

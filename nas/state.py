@@ -1,0 +1,205 @@
+"""SearchState = fold(apply, events). Nothing else changes the state of a search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache, reduce, singledispatch
+from typing import Any
+
+from nas.events import (
+    ArchitectureProposed,
+    Event,
+    ModelRegistered,
+    SearchFinished,
+    SearchStarted,
+    SurrogateRefitted,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+)
+from nas.graph import Architecture
+from nas.proposers import History, Observation
+
+OOM_CAP_FACTOR = 0.75  # after an out-of-memory failure the size cap falls below the failed model's size
+
+
+@lru_cache(maxsize=8192)
+def parse_architecture(text: str) -> Architecture:
+    """Architectures are logged as canonical JSON; parsing is cached because replays repeat it."""
+    return Architecture.from_json(text)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """One proposed model and what became of it."""
+
+    model_id: str
+    parent_id: str | None
+    architecture: str  # canonical JSON
+    architecture_id: str
+    morphisms: tuple[dict[str, Any], ...]
+    proposed_seq: int
+    status: str = "proposed"  # proposed -> training -> trained | failed
+    attempts: int = 0
+    val_accuracy: float | None = None
+    param_count: int | None = None
+    completed_seq: int | None = None  # the TrainingCompleted event, whose run holds the weights
+    failure: str | None = None
+    train_seconds: float = 0.0
+
+    @property
+    def arch(self) -> Architecture:
+        return parse_architecture(self.architecture)
+
+
+@dataclass(frozen=True)
+class SearchState:
+    """Everything known about a search, rebuilt from its events."""
+
+    search_id: str = ""
+    name: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    initial_architecture: str = ""
+    last_seq: int = 0
+    models: Mapping[str, ModelRecord] = field(default_factory=dict)  # in proposal order
+    trained_order: tuple[str, ...] = ()  # model ids in the order their training completed
+    max_params: int | None = None  # the size cap; an out-of-memory failure lowers it
+    best_model_id: str | None = None
+    refits: int = 0
+    spent_seconds: float = 0.0  # proposal + training seconds recorded so far: the budget already used
+    finished: bool = False
+    finish_reason: str | None = None
+    registered: tuple[tuple[str, str, str], ...] = ()  # (model id, registered name, version)
+
+    @property
+    def started(self) -> bool:
+        return self.last_seq > 0
+
+    def count(self, status: str) -> int:
+        return sum(m.status == status for m in self.models.values())
+
+    @property
+    def unfinished(self) -> list[ModelRecord]:
+        """Proposed or started models with no end: trained (again) on resume."""
+        return [m for m in self.models.values() if m.status in ("proposed", "training")]
+
+    @property
+    def best(self) -> ModelRecord | None:
+        return self.models[self.best_model_id] if self.best_model_id else None
+
+    def history(self) -> History:
+        """What the proposers may read: trained models in completion order, pending ones, every id seen."""
+        trained = tuple(
+            Observation(mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0))
+            for mid in self.trained_order
+        )
+        pending = tuple(m.arch for m in self.unfinished)
+        seen = frozenset(m.architecture_id for m in self.models.values())
+        return History(trained, pending, seen)
+
+
+def _with_model(state: SearchState, model: ModelRecord, **changes: Any) -> SearchState:
+    return replace(state, models={**state.models, model.model_id: model}, **changes)
+
+
+@singledispatch
+def apply(event: Event, state: SearchState) -> SearchState:
+    raise ValueError(f"no rule to apply {type(event).__name__}")
+
+
+@apply.register
+def _(event: SearchStarted, state: SearchState) -> SearchState:
+    cap = event.config.get("search", {}).get("max_params")
+    return replace(
+        state,
+        search_id=event.search_id,
+        name=event.name,
+        config=event.config,
+        seed=event.seed,
+        initial_architecture=event.initial_architecture,
+        max_params=cap,
+    )
+
+
+@apply.register
+def _(event: ArchitectureProposed, state: SearchState) -> SearchState:
+    model = ModelRecord(
+        event.model_id,
+        event.parent_model_id,
+        event.architecture,
+        event.architecture_id,
+        tuple(event.morphisms),
+        event.seq,
+    )
+    return _with_model(state, model, spent_seconds=state.spent_seconds + event.proposal_seconds)
+
+
+@apply.register
+def _(event: SurrogateRefitted, state: SearchState) -> SearchState:
+    return replace(state, refits=state.refits + 1, spent_seconds=state.spent_seconds + event.seconds)
+
+
+@apply.register
+def _(event: TrainingStarted, state: SearchState) -> SearchState:
+    model = state.models[event.model_id]
+    return _with_model(state, replace(model, status="training", attempts=event.attempt))
+
+
+@apply.register
+def _(event: TrainingCompleted, state: SearchState) -> SearchState:
+    model = replace(
+        state.models[event.model_id],
+        status="trained",
+        val_accuracy=event.val_accuracy,
+        param_count=event.param_count,
+        completed_seq=event.seq,
+        train_seconds=event.seconds,
+    )
+    best = state.best
+    better = best is None or event.val_accuracy > (best.val_accuracy or 0.0)
+    return _with_model(
+        state,
+        model,
+        trained_order=(*state.trained_order, event.model_id),
+        best_model_id=event.model_id if better else state.best_model_id,
+        spent_seconds=state.spent_seconds + event.seconds,
+    )
+
+
+@apply.register
+def _(event: TrainingFailed, state: SearchState) -> SearchState:
+    model = replace(
+        state.models[event.model_id],
+        status="failed",
+        failure=event.reason,
+        param_count=event.param_count,
+        train_seconds=event.seconds,
+    )
+    cap = state.max_params
+    if event.reason == "out_of_memory" and event.param_count:
+        lowered = int(event.param_count * OOM_CAP_FACTOR)
+        cap = lowered if cap is None else min(cap, lowered)
+    return _with_model(state, model, max_params=cap, spent_seconds=state.spent_seconds + event.seconds)
+
+
+@apply.register
+def _(event: SearchFinished, state: SearchState) -> SearchState:
+    return replace(state, finished=True, finish_reason=event.reason)
+
+
+@apply.register
+def _(event: ModelRegistered, state: SearchState) -> SearchState:
+    return replace(state, registered=(*state.registered, (event.model_id, event.registered_name, event.version)))
+
+
+def fold(events: Iterable[Event], state: SearchState | None = None) -> SearchState:
+    """The state after ``events`` (in seq order), starting from ``state`` or from nothing."""
+
+    def step(s: SearchState, e: Event) -> SearchState:
+        if e.seq != s.last_seq + 1:
+            raise ValueError(f"event seq {e.seq} follows seq {s.last_seq}: the log has a gap or is out of order")
+        return replace(apply(e, s), last_seq=e.seq)
+
+    return reduce(step, events, state or SearchState())
