@@ -51,6 +51,142 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(value: object) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _progress(line: str) -> None:
+    print(line, flush=True)
+
+
+def _epoch(epoch: int, logs: dict[str, float]) -> None:
+    acc = logs.get("val_accuracy", float("nan"))
+    print(f"    epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  val_accuracy {acc:.4f}", flush=True)
+
+
+def _finish_line(state: object, uri: str) -> None:
+    from nas.replay import summary
+
+    info = summary(state, state.last_seq)  # type: ignore[arg-type, attr-defined]
+    if info["best_model"]:
+        print(
+            f"search {info['search']}: best model {info['best_model']} "
+            f"(architecture {info['best_architecture'][:12]}) val_accuracy {info['best_val_accuracy']:.4f}; "
+            f"{info['trained']} trained, {info['failed']} failed"
+        )
+    else:
+        print(f"search {info['search']}: no model trained ({info['failed']} failed)")
+    print(f"browse it: mlflow ui --backend-store-uri {uri}")
+
+
+def _search(args: argparse.Namespace) -> int:
+    """Run a new search in this process on the local MLflow store (or MLFLOW_TRACKING_URI)."""
+    import time
+    from pathlib import Path
+
+    from nas.config import load
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.runner import run_search, splits_for
+
+    config = load(Path(args.config) if args.config else None, args.set)
+    splits = splits_for(config)  # bad data is refused before anything is logged
+    name = args.name or f"{config['search']['strategy']}-{config['data']['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    log = MlflowEventLog(name)
+    if log.claims():
+        raise ValueError(f"search {name!r} already exists; continue it with: nas resume {name}")
+    state = run_search(log, config, splits, progress=_progress, on_epoch=_epoch)
+    _finish_line(state, log.uri)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue a search that stopped for any reason."""
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.runner import run_search
+
+    log = MlflowEventLog(args.name)
+    state = run_search(log, None, progress=_progress, on_epoch=_epoch)
+    _finish_line(state, log.uri)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """Rebuild a search's state from its events alone."""
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.replay import summary, verify
+    from nas.state import fold
+
+    log = MlflowEventLog(args.name)
+    events = log.read()
+    if not events:
+        raise ValueError(f"no search named {args.name!r} in {log.uri}; nas ls lists the searches")
+    info = summary(fold(events), len(events))
+    if args.verify:
+        divergence = verify(events)
+        info["verified"] = divergence is None
+        if divergence is not None:
+            info["first_divergence"] = {"seq": divergence.seq, "problem": divergence.problem}
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>18}: {value}")
+    return 1 if info.get("verified") is False else 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Check a search's MLflow runs against its hash chain; show the best model's lineage."""
+    from nas.audit import audit
+    from nas.event_log.mlflow import MlflowEventLog
+
+    report = audit(MlflowEventLog(args.name))
+    if args.json:
+        _print_json(report.to_dict())
+    elif report.ok:
+        print(f"audit passed: search {report.search}, {report.events} events, chain intact, no extra runs")
+        for step in report.lineage:
+            how = ", ".join(step["morphisms"]) or "initial network"
+            print(f"  {step['model']:>5}  val_accuracy {step['val_accuracy']:.4f}  {step['params']:>10,} params  {how}")
+    else:
+        seq, problem = report.findings[0]
+        print(f"audit FAILED: search {report.search}, first bad event seq {seq}: {problem}")
+        for seq, problem in report.findings[1:]:
+            print(f"  also seq {seq}: {problem}")
+    return 0 if report.ok else 1
+
+
+def _ls(args: argparse.Namespace) -> int:
+    """The searches in the store, with status, models trained and best accuracy."""
+    from mlflow.tracking import MlflowClient
+
+    from nas.event_log.mlflow import DEFAULT_EXPERIMENT, MlflowEventLog, tracking_uri
+    from nas.replay import summary
+    from nas.state import fold
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "tags.`nas.role` = 'search'") if exp else []
+    rows = []
+    for run in runs:
+        name = run.data.tags["nas.search_id"]
+        events = MlflowEventLog(name).read()
+        rows.append(summary(fold(events), len(events)))
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print(f"no searches in {tracking_uri()}")
+    for r in rows:
+        acc = f"{r['best_val_accuracy']:.4f}" if r["best_val_accuracy"] is not None else "-"
+        print(
+            f"{r['search']:<40} {r['status']:<10} {r['strategy']:<9} "
+            f"trained {r['trained']:>3}  failed {r['failed']:>2}  best {acc}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
     parser = argparse.ArgumentParser(prog="nas", description=__doc__)
@@ -65,6 +201,27 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--max-layers", type=int, default=60)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
+
+    search = sub.add_parser("search", help="run a new search in this process (local MLflow unless MLFLOW_TRACKING_URI)")
+    search.add_argument("--config", help="settings file (default: params.yaml)")
+    search.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", help="override a setting")
+    search.add_argument("--name", help="search name (default: <strategy>-<dataset>-<time>)")
+    search.set_defaults(run=_search)
+    resume = sub.add_parser("resume", help="continue a search that stopped for any reason")
+    resume.add_argument("name")
+    resume.set_defaults(run=_resume)
+    replay = sub.add_parser("replay", help="rebuild a search's state from its events")
+    replay.add_argument("name")
+    replay.add_argument("--json", action="store_true")
+    replay.add_argument("--verify", action="store_true", help="re-run the proposer and check every logged step")
+    replay.set_defaults(run=_replay)
+    audit = sub.add_parser("audit", help="verify a search's MLflow runs and show the best model's lineage")
+    audit.add_argument("name")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(run=_audit)
+    ls = sub.add_parser("ls", help="list searches with status, models trained and best accuracy")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=_ls)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -6,6 +6,7 @@ Images come as float32 in [0, 1] with shape (N, H, W, C); labels as int64 from 0
 from __future__ import annotations
 
 import gzip
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
@@ -86,3 +87,13 @@ def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 
     """A built-in dataset, split."""
     x, y = load(name)
     return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+def fingerprint(splits: Splits) -> str:
+    """sha256 over every split's bytes, shapes and dtypes: changes whenever the data a search sees does."""
+    digest = hashlib.sha256()
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        array = np.ascontiguousarray(getattr(splits, name))
+        digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

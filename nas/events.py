@@ -165,7 +165,9 @@ def from_record(record: dict[str, Any]) -> Event:
     if cls is None:
         raise ValueError(f"unknown event type {kind!r} at seq {record.get('seq')}; is this code older than the log?")
     if not isinstance(version, int) or version > cls.VERSION:
-        raise ValueError(f"event {kind} seq {record.get('seq')} has schema version {version!r}; this code reads up to {cls.VERSION}")
+        raise ValueError(
+            f"event {kind} seq {record.get('seq')} has schema version {version!r}; this code reads up to {cls.VERSION}"
+        )
     payload = dict(record["payload"])
     while version < cls.VERSION:
         payload = UPCASTERS[(cls.TYPE, version)](payload)

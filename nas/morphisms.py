@@ -94,12 +94,16 @@ def _morphism(kind: str, exact: bool = True, **args: Any) -> Morphism:
     return Morphism(kind, tuple(sorted(args.items())), exact)
 
 
+@overload
+def apply_chain(arch: Architecture, weights: None, chain: Iterable[Morphism]) -> tuple[Architecture, None]: ...
+@overload
+def apply_chain(arch: Architecture, weights: Weights, chain: Iterable[Morphism]) -> tuple[Architecture, Weights]: ...
 def apply_chain(
     arch: Architecture, weights: Weights | None, chain: Iterable[Morphism]
 ) -> tuple[Architecture, Weights | None]:
     """Apply morphisms in order; the result of a logged chain is the logged child."""
     for m in chain:
-        arch, weights = m.apply(arch, weights)
+        arch, weights = m.apply(arch, weights)  # type: ignore[call-overload]
     return arch, weights
 
 

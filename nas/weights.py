@@ -7,6 +7,7 @@ BatchNormalization: (gamma, beta, moving_mean, moving_variance). Other layers ha
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +60,20 @@ def check_weights(arch: Architecture, weights: Weights) -> None:
         got = tuple(tuple(a.shape) for a in weights[layer_id])
         if got != shapes:
             raise ValueError(f"weights for layer {layer_id!r} have shapes {got}, expected {shapes}")
+
+
+def save_weights(path: str | Path, weights: Weights) -> None:
+    """Write weights to an ``.npz`` (keys ``<layer id>/<index>``): exact, backend-free."""
+    arrays = {f"{layer_id}/{i}": a for layer_id, group in weights.items() for i, a in enumerate(group)}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def load_weights(path: str | Path) -> dict[str, tuple[np.ndarray, ...]]:
+    """Weights written by ``save_weights``."""
+    grouped: dict[str, dict[int, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            layer_id, _, index = key.rpartition("/")
+            grouped.setdefault(layer_id, {})[int(index)] = data[key]
+    return {k: tuple(v[i] for i in sorted(v)) for k, v in grouped.items()}

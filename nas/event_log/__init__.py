@@ -94,9 +94,7 @@ class EventLog(ABC):
             return
         existing = self._load()
         if len(existing) != expected_seq:
-            if len(existing) >= events[-1].seq and all(
-                record_of(existing[e.seq - 1]) == to_record(e) for e in events
-            ):
+            if len(existing) >= events[-1].seq and all(record_of(existing[e.seq - 1]) == to_record(e) for e in events):
                 return  # the same events are already there: a retry
             raise ConcurrencyError(
                 f"search {self.search_id!r} is at seq {len(existing)}, not {expected_seq}: "

@@ -25,6 +25,7 @@ from typing import Any
 from nas.event_log import Attachments, ChainError, ConcurrencyError, EventLog
 
 DEFAULT_EXPERIMENT = "nas"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per event read is noise
 CLAIM = re.compile(r"^seq\.(\d{6})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -37,7 +38,8 @@ def tracking_uri() -> str:
 def check_search_name(name: str) -> str:
     if not NAME.match(name):
         raise ValueError(
-            f"search name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"search name {name!r} is not allowed: "
+            "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
 
@@ -69,7 +71,7 @@ def run_name(record: dict[str, Any]) -> str:
 
 
 def scalar_params(payload: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Payload fields as MLflow params: scalars and nested dicts of scalars; long text and lists stay in the artifact."""
+    """Payload fields as MLflow params: scalars and nested dicts of them; long text and lists stay in the artifact."""
     out: dict[str, str] = {}
     for key, value in payload.items():
         if isinstance(value, dict):

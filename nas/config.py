@@ -1,0 +1,110 @@
+"""Search configuration: ``params.yaml`` groups, ``--set`` overrides, one clear error for a bad value."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# group -> key -> (type, check, what a good value is)
+_POSITIVE = (lambda v: v > 0, "a positive number")
+_FRACTION = (lambda v: 0 < v < 1, "a number between 0 and 1")
+_ANY = (lambda v: True, "")
+SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+    "data": {
+        "dataset": (str, *_ANY),
+        "val_fraction": (float, *_FRACTION),
+        "test_fraction": (float, *_FRACTION),
+        "seed": (int, lambda v: v >= 0, "a non-negative integer"),
+    },
+    "search": {
+        "strategy": (str, lambda v: v in ("bayesian", "random", "evolution"), "one of bayesian, random, evolution"),
+        "max_models": (int, *_POSITIVE),
+        "time_budget_s": (float, *_POSITIVE),
+        "seed": (int, lambda v: v >= 0, "a non-negative integer"),
+        "trainers": (int, *_POSITIVE),
+        "max_params": (int, *_POSITIVE),
+        "max_layers": (int, *_POSITIVE),
+        "beta": (float, lambda v: v >= 0, "a non-negative number"),
+        "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
+        "initial_width": (int, *_POSITIVE),
+        "initial_depth": (int, *_POSITIVE),
+    },
+    "train": {
+        "epochs": (int, *_POSITIVE),
+        "batch_size": (int, *_POSITIVE),
+        "learning_rate": (float, *_POSITIVE),
+        "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
+        "timeout_s": (float, *_POSITIVE),
+    },
+}
+DEFAULT_FILE = Path("params.yaml")
+
+
+def _coerce(key: str, value: Any, typ: type) -> Any:
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, typ) or isinstance(value, bool):
+        kind = {float: "a number", int: "an integer", str: "a string"}[typ]
+        raise ValueError(f"{key}={value!r} must be {kind}")
+    return value
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A complete, checked copy of ``config``; ValueError naming the first unknown key or bad value."""
+    out: dict[str, Any] = {}
+    for group, values in config.items():
+        if group not in SCHEMA:
+            raise ValueError(f"unknown settings group {group!r}; groups are {', '.join(SCHEMA)}")
+        if not isinstance(values, Mapping):
+            raise ValueError(f"settings group {group!r} must be a mapping of keys to values")
+        for key, value in values.items():
+            if key not in SCHEMA[group]:
+                raise ValueError(f"unknown setting '{group}.{key}'; {group} has {', '.join(SCHEMA[group])}")
+            typ, check, good = SCHEMA[group][key]
+            value = _coerce(f"{group}.{key}", value, typ)
+            if not check(value):
+                raise ValueError(f"{group}.{key}={value!r} must be {good}")
+            out.setdefault(group, {})[key] = value
+    missing = [f"{g}.{k}" for g, keys in SCHEMA.items() for k in keys if k not in out.get(g, {})]
+    if missing:
+        raise ValueError(f"settings {', '.join(missing)} are missing; params.yaml must set every key")
+    if out["data"]["val_fraction"] + out["data"]["test_fraction"] >= 1:
+        raise ValueError("data.val_fraction + data.test_fraction must be below 1, or nothing is left to train on")
+    return out
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``config`` with ``group.key=value`` overrides (values parsed as YAML)."""
+    out = copy.deepcopy(dict(config))
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        group, dot, key = path.strip().partition(".")
+        if not sep or not dot or not key:
+            raise ValueError(f"--set {item!r} must look like group.key=value, e.g. search.max_models=4")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value does not parse ({e})") from e
+        out.setdefault(group, {})
+        if not isinstance(out[group], dict):
+            raise ValueError(f"--set {item!r}: {group!r} is not a settings group")
+        out[group][key] = value
+    return out
+
+
+def load(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Settings from ``path`` (default ./params.yaml) with overrides, validated."""
+    path = path or DEFAULT_FILE
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"settings file {str(path)!r} does not exist; pass --config PATH") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"settings file {str(path)!r} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"settings file {str(path)!r} must hold groups of settings (data, search, train)")
+    return validate(apply_overrides(raw, overrides))

@@ -1,0 +1,85 @@
+"""Replaying a log: the state it adds up to, and whether re-running the proposer reproduces it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nas.events import ArchitectureProposed, Event, SurrogateRefitted
+from nas.search import Proposing
+from nas.state import SearchState, fold
+
+
+def summary(state: SearchState, events: int) -> dict[str, Any]:
+    """What a person wants to know about a search, JSON-able."""
+    best = state.best
+    return {
+        "search": state.search_id,
+        "events": events,
+        "status": "finished" if state.finished else "unfinished",
+        "finish_reason": state.finish_reason,
+        "strategy": state.config.get("search", {}).get("strategy"),
+        "trained": state.count("trained"),
+        "failed": state.count("failed"),
+        "pending": len(state.unfinished),
+        "best_model": best.model_id if best else None,
+        "best_architecture": best.architecture_id if best else None,
+        "best_val_accuracy": best.val_accuracy if best else None,
+        "spent_seconds": round(state.spent_seconds, 3),
+        "max_params": state.max_params,
+    }
+
+
+@dataclass(frozen=True)
+class Divergence:
+    seq: int
+    problem: str
+
+
+def _groups(events: Sequence[Event]) -> list[list[Event]]:
+    """Consecutive proposal events (a refit and the proposals of one ask) grouped; others alone."""
+    out: list[list[Event]] = []
+    for e in events:
+        proposal = isinstance(e, SurrogateRefitted | ArchitectureProposed)
+        joins = out and proposal and isinstance(out[-1][-1], SurrogateRefitted | ArchitectureProposed)
+        if joins and not (isinstance(e, SurrogateRefitted) and isinstance(out[-1][-1], ArchitectureProposed)):
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def verify(events: Sequence[Event]) -> Divergence | None:
+    """Re-run the proposer and the GP refit over the log; the first logged step they do not reproduce."""
+    proposing = Proposing()
+    state = SearchState()
+    for group in _groups(events):
+        first = group[0]
+        if not isinstance(first, SurrogateRefitted | ArchitectureProposed):
+            state = fold(group, state)
+            continue
+        logged = [e for e in group if isinstance(e, ArchitectureProposed)]
+        batch = proposing.batch(state, max(len(logged), 1))
+        refits = [e for e in group if isinstance(e, SurrogateRefitted)]
+        for r in refits:
+            redo = batch.refit
+            if redo is None:
+                return Divergence(r.seq, "a refit is logged but the proposer does not refit here")
+            mine = (redo.observations, redo.length_scale, redo.noise, redo.log_marginal_likelihood)
+            theirs = (r.observations, r.length_scale, r.noise, r.log_marginal_likelihood)
+            if mine != theirs:
+                return Divergence(r.seq, f"refit gives (n, length scale, noise, lml) {mine}, the log has {theirs}")
+        if len(batch.proposals) < len(logged):
+            return Divergence(logged[len(batch.proposals)].seq, "the proposer proposes fewer models than logged")
+        for e, p in zip(logged, batch.proposals, strict=False):
+            chain = [m.to_dict() for m in p.steps]
+            if (e.architecture_id, e.parent_model_id, e.morphisms) != (p.point.id, p.parent_id, chain):
+                return Divergence(
+                    e.seq,
+                    f"{e.model_id}: re-running the proposer gives {p.point.id[:12]} from {p.parent_id} "
+                    f"({', '.join(m['kind'] for m in chain)}); the log has {e.architecture_id[:12]} from "
+                    f"{e.parent_model_id} ({', '.join(m['kind'] for m in e.morphisms)})",
+                )
+        state = fold(group, state)
+    return None

@@ -1,0 +1,256 @@
+"""The ask/tell service: replay the log, propose, record outcomes. No Keras, no Prefect.
+
+Every method appends events at the seq the service last read and refreshes its state from the
+log, so two processes on one search cannot both win a step (``ConcurrencyError``). Randomness is
+derived from the search seed and the number of models proposed so far, not from seq numbers, so a
+search that crashed and was resumed (which logs an extra ``TrainingStarted``) proposes exactly what
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import nas
+from nas.acquisition import AnnealingConfig
+from nas.event_log import Attachments, EventLog
+from nas.events import (
+    FAILURE_REASONS,
+    ArchitectureProposed,
+    Event,
+    SearchFinished,
+    SearchStarted,
+    SurrogateRefitted,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+)
+from nas.graph import Architecture
+from nas.initial import initial_architecture
+from nas.kernel import AnchorEmbedding, anchors_from_walks
+from nas.morphisms import Morphism
+from nas.proposers import Batch, BayesianProposer, Proposer, make_proposer
+from nas.space import MorphismSpace
+from nas.state import SearchState, fold
+
+
+def code_version() -> str:
+    """The package version and, inside a Git checkout, the commit."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return f"{nas.__version__}+{commit}"
+
+
+def seed_for(seed: int, *parts: int) -> np.random.Generator:
+    """A generator that depends only on the search seed and ``parts``."""
+    return np.random.default_rng([seed, *parts])
+
+
+class Proposing:
+    """Turns a search state into proposals: a pure function of the state, its seed and k.
+
+    Holds only a cache (the Bayesian anchor embedding), rebuilt identically from the state.
+    """
+
+    def __init__(self) -> None:
+        self._embedding: AnchorEmbedding | None = None
+
+    @staticmethod
+    def space(state: SearchState) -> MorphismSpace:
+        """The morphism space under the current caps (the size cap falls after out-of-memory failures)."""
+        s = state.config["search"]
+        return MorphismSpace(
+            Architecture.from_json(state.initial_architecture),
+            max_params=state.max_params,
+            max_layers=s["max_layers"],
+            kernel_lambda=s["kernel_lambda"],
+        )
+
+    def proposer(self, state: SearchState) -> Proposer:
+        """The configured proposer; the Bayesian one's anchors depend on the configured caps only."""
+        s = state.config["search"]
+        space = self.space(state)
+        if s["strategy"] != "bayesian":
+            return make_proposer(s["strategy"], space)
+        if self._embedding is None:
+            fixed = MorphismSpace(space.start, s["max_params"], s["max_layers"], s["kernel_lambda"])
+            self._embedding = AnchorEmbedding(fixed.distance, anchors_from_walks(fixed, 32, state.seed))
+        return BayesianProposer(
+            space, AnnealingConfig(beta=s["beta"]), anchor_seed=state.seed, _embedding=self._embedding
+        )
+
+    def batch(self, state: SearchState, k: int) -> Batch:
+        return self.proposer(state).propose(state.history(), k, seed_for(state.seed, len(state.models)))
+
+
+class SearchService:
+    """Ask/tell over one search's event log."""
+
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+        self.state = fold(log.read())
+        self.proposing = Proposing()
+
+    def refresh(self) -> SearchState:
+        """Catch up with events appended by anyone since the last read."""
+        self.state = fold(self.log.read(after_seq=self.state.last_seq), self.state)
+        return self.state
+
+    def _append(self, events: Sequence[Event], attachments: Attachments | None = None) -> None:
+        self.log.append(events, self.state.last_seq, attachments)
+        self.state = fold(events, self.state)
+
+    # --- commands --------------------------------------------------------------------------------
+
+    def start(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        dataset_fingerprint: str,
+    ) -> None:
+        """Log ``SearchStarted`` with the initial architecture for data of this shape."""
+        if self.state.started:
+            raise ValueError(f"search {name!r} already exists; resume it or choose another name")
+        s = config["search"]
+        arch = initial_architecture(input_shape, num_classes, depth=s["initial_depth"], width=s["initial_width"])
+        if arch.param_count > s["max_params"]:
+            raise ValueError(
+                f"the initial network has {arch.param_count:,} parameters, "
+                f"above search.max_params={s['max_params']:,}; "
+                "raise the cap or lower search.initial_width"
+            )
+        event = SearchStarted(
+            self.log.search_id, 1, name, dict(config), dataset_fingerprint, code_version(), s["seed"], arch.to_json()
+        )
+        self._append([event])
+
+    def propose(self, state: SearchState, k: int) -> Batch:
+        """What the configured proposer makes of ``state``."""
+        return self.proposing.batch(state, k)
+
+    def ask(self, k: int = 1) -> list[ArchitectureProposed]:
+        """Propose up to ``k`` new models and log them (with the surrogate refit, if any)."""
+        state = self.state
+        batch = self.propose(state, k)
+        events: list[Event] = []
+        seq = state.last_seq
+        if batch.refit is not None:
+            r = batch.refit
+            seq += 1
+            events.append(
+                SurrogateRefitted(
+                    state.search_id, seq, r.observations, r.length_scale, r.noise, r.log_marginal_likelihood, r.seconds
+                )
+            )
+        proposed = []
+        for i, p in enumerate(batch.proposals):
+            seq += 1
+            proposed.append(
+                ArchitectureProposed(
+                    state.search_id,
+                    seq,
+                    f"m{len(state.models) + i + 1}",
+                    p.parent_id,
+                    [m.to_dict() for m in p.steps],
+                    p.point.id,
+                    p.point.to_json(),
+                    state.config["search"]["strategy"],
+                    p.acquisition,
+                    p.mean,
+                    p.std,
+                    p.candidates,
+                    p.seconds,
+                )
+            )
+        self._append([*events, *proposed])
+        return proposed
+
+    def training_started(self, model_id: str) -> None:
+        model = self.state.models[model_id]
+        if model.status not in ("proposed", "training"):
+            raise ValueError(f"model {model_id} is {model.status}; a finished training is never repeated")
+        self._append([TrainingStarted(self.state.search_id, self.state.last_seq + 1, model_id, model.attempts + 1)])
+
+    def training_completed(
+        self,
+        model_id: str,
+        val_accuracy: float,
+        epochs: list[dict[str, float | None]],
+        preservation_error: float | None,
+        seconds: float,
+        weights_path: Any,
+    ) -> None:
+        model = self.state.models[model_id]
+        seq = self.state.last_seq + 1
+        event = TrainingCompleted(
+            self.state.search_id,
+            seq,
+            model_id,
+            model.architecture_id,
+            val_accuracy,
+            model.arch.param_count,
+            epochs,
+            preservation_error,
+            seconds,
+        )
+        self._append([event], {seq: {"weights.npz": weights_path}})
+
+    def training_failed(self, model_id: str, reason: str, error: str, seconds: float) -> None:
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"failure reason {reason!r} must be one of {', '.join(FAILURE_REASONS)}")
+        model = self.state.models[model_id]
+        self._append(
+            [
+                TrainingFailed(
+                    self.state.search_id,
+                    self.state.last_seq + 1,
+                    model_id,
+                    reason,
+                    error[:2000],
+                    model.arch.param_count,
+                    seconds,
+                )
+            ]
+        )
+
+    def finish(self, reason: str) -> None:
+        best = self.state.best
+        self._append(
+            [
+                SearchFinished(
+                    self.state.search_id,
+                    self.state.last_seq + 1,
+                    best.model_id if best else None,
+                    best.val_accuracy if best else None,
+                    reason,
+                )
+            ]
+        )
+
+    # --- queries ---------------------------------------------------------------------------------------
+
+    def stop_reason(self) -> str | None:
+        """Why the search must stop now (budget spent), or None to go on."""
+        s = self.state.config["search"]
+        done = self.state.count("trained") + self.state.count("failed")
+        if done >= s["max_models"]:
+            return f"max_models={s['max_models']} reached"
+        if self.state.spent_seconds >= s["time_budget_s"]:
+            return f"time_budget_s={s['time_budget_s']:g} spent"
+        return None
+
+    def chain(self, model_id: str) -> tuple[Architecture, list[Morphism]]:
+        """The parent's architecture and the morphisms that turn it into ``model_id``."""
+        model = self.state.models[model_id]
+        parent = self.state.models[model.parent_id].arch if model.parent_id else model.arch
+        return parent, [Morphism.from_dict(m) for m in model.morphisms]

@@ -1,0 +1,102 @@
+"""Train one proposed model and record the outcome. Imports Keras (through the trainer)."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from nas.data import Splits
+from nas.events import finite_or_none
+from nas.morphisms import apply_chain
+from nas.search import SearchService, seed_for
+from nas.weights import Weights, init_weights, load_weights, save_weights
+
+PROBE = 64  # validation examples the preservation error is measured on
+
+
+class TrainingTimeout(RuntimeError):
+    pass
+
+
+def _classify(error: BaseException) -> str:
+    """The failure reason an exception stands for."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, MemoryError) or "ResourceExhausted" in text or "OOM" in text or "out of memory" in text:
+        return "out_of_memory"
+    if isinstance(error, TrainingTimeout):
+        return "timeout"
+    return "error"
+
+
+def train_model(
+    service: SearchService,
+    model_id: str,
+    data: Splits,
+    *,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> str:
+    """Log TrainingStarted, train ``model_id`` from its parent's weights, log the outcome; returns its status.
+
+    A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
+    timeout, or any other error with its text) and the search goes on.
+    """
+    from nas.keras_builder import preservation_error
+    from nas.keras_train import TrainConfig, make_deterministic, train
+
+    service.training_started(model_id)
+    state = service.state
+    model = state.models[model_id]
+    t = state.config["train"]
+    number = int(model_id.lstrip("m"))
+    start = time.perf_counter()
+    try:
+        make_deterministic(int(seed_for(state.seed, number, 1).integers(2**31)))
+        arch = model.arch
+        weights: Weights
+        if model.parent_id is None:
+            weights = init_weights(arch, seed_for(state.seed, number, 2))
+            error = None
+        else:
+            parent = state.models[model.parent_id]
+            assert parent.completed_seq is not None, f"parent {parent.model_id} of {model_id} has no weights"
+            parent_weights = load_weights(service.log.attachment(parent.completed_seq, "weights.npz"))
+            parent_arch, chain = service.chain(model_id)
+            child_arch, weights = apply_chain(parent_arch, parent_weights, chain)
+            assert child_arch.id == arch.id, f"replaying the morphisms of {model_id} gave another architecture"
+            error = preservation_error(parent_arch, parent_weights, arch, weights, data.x_val[:PROBE])
+
+        def watch(epoch: int, logs: dict[str, float]) -> bool:
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
+            if time.perf_counter() - start > t["timeout_s"]:
+                raise TrainingTimeout(f"training took longer than train.timeout_s={t['timeout_s']:g}")
+            return False
+
+        config = TrainConfig(t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"])
+        result = train(arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, on_epoch=watch)
+    except Exception as e:  # every failure is recorded and the search goes on
+        service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", time.perf_counter() - start)
+        return "failed"
+    seconds = time.perf_counter() - start
+    if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
+        service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds)
+        return "failed"
+    epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.npz"
+        save_weights(path, result.weights)
+        service.training_completed(model_id, float(result.val_accuracy), epochs, finite_or_none(error), seconds, path)
+    return "trained"
+
+
+def weights_of(service: SearchService, model_id: str) -> dict[str, tuple[np.ndarray, ...]]:
+    """The trained weights of ``model_id``, from its TrainingCompleted event's artifact."""
+    model = service.state.models[model_id]
+    if model.completed_seq is None:
+        raise ValueError(f"model {model_id} has not been trained (status {model.status})")
+    return load_weights(service.log.attachment(model.completed_seq, "weights.npz"))
