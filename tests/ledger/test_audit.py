@@ -1,0 +1,102 @@
+"""Tampering with a search's MLflow runs is caught by the audit, which names the first bad event."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nas.audit import audit
+from nas.cli import main
+from nas.event_log import verify_chain
+from nas.event_log.mlflow import MlflowEventLog
+from tests.ledger.test_events import golden
+
+
+@pytest.fixture
+def search(mlflow_uri: str) -> MlflowEventLog:
+    log = MlflowEventLog("golden")
+    events = verify_chain(golden())
+    log.append(events[:4], 0)
+    log.append(events[4:], 4)
+    return log
+
+
+def run_of(log: MlflowEventLog, seq: int):
+    return next(r for r in log.event_runs() if r.data.tags["nas.seq"] == str(seq))
+
+
+def first_bad(log: MlflowEventLog) -> tuple[int, str]:
+    report = audit(log)
+    assert not report.ok
+    assert main(["audit", log.search_id]) == 1
+    return report.findings[0]
+
+
+def test_an_untouched_search_passes_with_its_lineage(search: MlflowEventLog, capsys) -> None:
+    report = audit(search)
+    assert report.ok and report.events == 10
+    assert [step["model"] for step in report.lineage] == ["m1"]
+    assert main(["audit", "golden"]) == 0
+    assert "audit passed: search golden, 10 events" in capsys.readouterr().out
+
+
+def test_a_param_edited_in_the_database(search: MlflowEventLog, mlflow_uri: str) -> None:
+    run_id = run_of(search, 4).info.run_id
+    with sqlite3.connect(mlflow_uri.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE params SET value = '0.99' WHERE key = 'val_accuracy' AND run_uuid = ?", (run_id,))
+    seq, problem = first_bad(search)
+    assert seq == 4 and "param 'val_accuracy'" in problem and "'0.99'" in problem
+
+
+def test_params_cannot_be_changed_through_the_client_and_added_ones_are_caught(search: MlflowEventLog) -> None:
+    from mlflow.exceptions import MlflowException
+
+    run_id = run_of(search, 4).info.run_id
+    with pytest.raises(MlflowException, match="Changing param values is not allowed"):
+        search.client.log_param(run_id, "val_accuracy", "0.99")
+    search.client.log_param(run_id, "note", "looks better")
+    seq, problem = first_bad(search)
+    assert seq == 4 and "params the event does not: note" in problem
+
+
+def test_a_deleted_run(search: MlflowEventLog) -> None:
+    search.client.delete_run(run_of(search, 6).info.run_id)
+    seq, problem = first_bad(search)
+    assert seq == 6 and "missing" in problem
+
+
+def test_a_replaced_artifact(search: MlflowEventLog, tmp_path: Path) -> None:
+    run = run_of(search, 4)
+    record = json.loads((Path(run.info.artifact_uri.removeprefix("file://")) / "event.json").read_text())
+    record["payload"]["val_accuracy"] = 0.99
+    fake = tmp_path / "fake" / "event.json"
+    fake.parent.mkdir()
+    fake.write_text(json.dumps(record))
+    search.client.log_artifact(run.info.run_id, str(fake))
+    seq, problem = first_bad(search)
+    assert seq == 4 and "replaced or edited" in problem
+
+
+def test_an_added_run(search: MlflowEventLog) -> None:
+    parent = search.parent_run()
+    tags = {"mlflow.parentRunId": parent.info.run_id, "nas.search_id": "golden", "nas.role": "event", "nas.seq": "11"}
+    search.client.create_run(search.experiment_id, run_name="0011 trained m9 val_acc=0.999", tags=tags)
+    seq, problem = first_bad(search)
+    assert seq == 11 and "it was added" in problem
+
+
+def test_reordered_runs(search: MlflowEventLog) -> None:
+    a, b = run_of(search, 2), run_of(search, 3)
+    search.client.set_tag(a.info.run_id, "nas.seq", "3")
+    search.client.set_tag(b.info.run_id, "nas.seq", "2")
+    seq, problem = first_bad(search)
+    assert seq == 2 and "missing" in problem
+
+
+def test_replay_refuses_a_tampered_log(search: MlflowEventLog) -> None:
+    search.client.delete_run(run_of(search, 5).info.run_id)
+    with pytest.raises(ValueError, match="seq 5: the committed event's run is missing"):
+        MlflowEventLog("golden").read()

@@ -1,0 +1,133 @@
+"""Events: codec, upcasting, the committed golden v1 log, and the fold."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from nas.event_log import ChainError, verify_chain
+from nas.events import (
+    EVENT_TYPES,
+    UPCASTERS,
+    ArchitectureProposed,
+    Event,
+    SearchStarted,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingStarted,
+    canonical_json,
+    from_record,
+    to_record,
+)
+from nas.state import OOM_CAP_FACTOR, fold
+
+GOLDEN = Path(__file__).parent / "golden" / "v1.jsonl"
+
+
+def golden() -> list[dict]:
+    return [json.loads(line) for line in GOLDEN.read_text().splitlines()]
+
+
+def test_golden_v1_log_still_replays() -> None:
+    events = verify_chain(golden())
+    assert {type(e).__name__ for e in events} == set(EVENT_TYPES)  # it covers every event type
+    state = fold(events)
+    assert state.name == "golden" and state.finished and state.finish_reason == "max_models=2 reached"
+    assert state.best_model_id == "m1" and state.best.val_accuracy == 0.5
+    assert state.models["m2"].status == "failed" and state.models["m2"].failure == "out_of_memory"
+    assert state.max_params == int(1822 * OOM_CAP_FACTOR)  # the out-of-memory failure lowered the cap
+    assert state.registered == (("m1", "nas-golden", "1"),)
+    assert state.refits == 1 and state.count("trained") == 1
+
+
+def test_every_event_round_trips_through_canonical_json() -> None:
+    for record in golden():
+        body = {k: v for k, v in record.items() if k not in ("hash", "prev_hash")}
+        event = from_record(json.loads(canonical_json(body)))
+        assert to_record(event) == body
+        assert canonical_json(to_record(event)) == canonical_json(body)
+
+
+def test_editing_the_golden_log_is_detected() -> None:
+    records = golden()
+    records[3]["payload"]["val_accuracy"] = 0.99
+    with pytest.raises(ChainError, match="seq 4: hash does not match"):
+        verify_chain(records)
+    records = golden()
+    del records[2]
+    with pytest.raises(ChainError, match="expected seq 3, found 4"):
+        verify_chain(records)
+
+
+def test_old_schema_versions_are_upcast_on_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A v2 of TrainingStarted that renamed ``attempt`` to ``try_number`` still reads v1 records."""
+
+    @dataclass(frozen=True)
+    class TrainingStartedV2(Event):
+        model_id: str
+        try_number: int = 1
+        TYPE: ClassVar[str] = "TrainingStarted"
+        VERSION: ClassVar[int] = 2
+
+    def upcast_v1_v2(payload: dict) -> dict:
+        payload = dict(payload)
+        payload["try_number"] = payload.pop("attempt")
+        return payload
+
+    monkeypatch.setitem(EVENT_TYPES, "TrainingStarted", TrainingStartedV2)
+    monkeypatch.setitem(UPCASTERS, ("TrainingStarted", 1), upcast_v1_v2)
+    old = next(r for r in golden() if r["type"] == "TrainingStarted")
+    event = from_record({k: v for k, v in old.items() if k not in ("hash", "prev_hash")})
+    assert isinstance(event, TrainingStartedV2) and event.try_number == 1 and event.seq == 3
+
+
+def test_unknown_types_and_future_versions_are_refused() -> None:
+    record = to_record(TrainingStarted("s", 1, "m1"))
+    with pytest.raises(ValueError, match="unknown event type 'ModelDeleted'"):
+        from_record({**record, "type": "ModelDeleted"})
+    with pytest.raises(ValueError, match="schema version 9; this code reads up to 1"):
+        from_record({**record, "schema_version": 9})
+    with pytest.raises(ValueError, match="does not fit schema version 1"):
+        from_record({**record, "payload": {"model": "m1"}})
+
+
+def test_nan_never_reaches_the_log() -> None:
+    with pytest.raises(ValueError):
+        canonical_json({"loss": float("nan")})
+
+
+def test_fold_refuses_gaps() -> None:
+    events = verify_chain(golden())
+    with pytest.raises(ValueError, match="seq 3 follows seq 1"):
+        fold([events[0], events[2]])
+
+
+def test_a_started_training_with_no_end_is_unfinished() -> None:
+    events = verify_chain(golden())[:3]  # SearchStarted, m1 proposed, m1 training started
+    state = fold(events)
+    assert [m.model_id for m in state.unfinished] == ["m1"]
+    assert state.models["m1"].status == "training" and state.models["m1"].attempts == 1
+    history = state.history()
+    assert history.observations == () and len(history.pending) == 1
+
+
+def test_best_model_is_the_highest_validation_accuracy() -> None:
+    start = verify_chain(golden())[0]
+    assert isinstance(start, SearchStarted)
+    arch = start.initial_architecture
+    events: list[Event] = [start]
+    seq = 1
+    for i, acc in enumerate([0.5, 0.8, 0.7], start=1):
+        events += [
+            ArchitectureProposed("golden", seq + 1, f"m{i}", None, [], f"{i}" * 64, arch, "random"),
+            TrainingCompleted("golden", seq + 2, f"m{i}", f"{i}" * 64, acc, 10),
+        ]
+        seq += 2
+    state = fold(events)
+    assert state.best_model_id == "m2" and state.trained_order == ("m1", "m2", "m3")
+    failed = TrainingFailed("golden", seq + 1, "m3", "nan_loss")
+    assert fold([failed], replace(state, models={**state.models})).max_params == state.max_params
