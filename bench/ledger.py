@@ -52,7 +52,7 @@ def main() -> None:
         model += 1
         mid = f"m{model}"
         for make in (
-            lambda s: ArchitectureProposed(
+            lambda s, mid=mid: ArchitectureProposed(
                 sid, s, mid, None, [], arch.id, arch.to_json(), "bayesian", 0.9, 0.8, 0.04, 700, 2.0
             ),
             lambda s, mid=mid: TrainingStarted(sid, s, mid),
