@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -81,35 +82,50 @@ def _finish_line(state: object, uri: str) -> None:
     print(f"browse it: mlflow ui --backend-store-uri {uri}")
 
 
+def _run(name: str, config: dict | None, local: bool) -> int:
+    """Run or resume search ``name``: the nas-search Prefect flow in this process, or the plain loop."""
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.runner import run_search
+    from nas.search import SearchService
+
+    log = MlflowEventLog(name)
+    if local:
+        state = run_search(log, config, progress=_progress, on_epoch=_epoch)
+    else:
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry: no internet here
+        from flows.nas_search import nas_search
+
+        overrides = [f"{g}.{k}={v}" for g, keys in (config or {}).items() for k, v in keys.items()]
+        nas_search(name=name, overrides=overrides or None)
+        state = SearchService(log).state
+    _finish_line(state, log.uri)
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
-    """Run a new search in this process on the local MLflow store (or MLFLOW_TRACKING_URI)."""
+    """Run a new search on the local MLflow store (or MLFLOW_TRACKING_URI)."""
     import time
     from pathlib import Path
 
     from nas.config import load
     from nas.event_log.mlflow import MlflowEventLog
-    from nas.runner import run_search, splits_for
+    from nas.runner import splits_for
 
     config = load(Path(args.config) if args.config else None, args.set)
-    splits = splits_for(config)  # bad data is refused before anything is logged
+    splits_for(config)  # bad data is refused before anything is logged
     name = args.name or f"{config['search']['strategy']}-{config['data']['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    log = MlflowEventLog(name)
-    if log.claims():
+    if MlflowEventLog(name).claims():
         raise ValueError(f"search {name!r} already exists; continue it with: nas resume {name}")
-    state = run_search(log, config, splits, progress=_progress, on_epoch=_epoch)
-    _finish_line(state, log.uri)
-    return 0
+    return _run(name, config, args.local)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    """Continue a search that stopped for any reason."""
+    """Continue a search that stopped for any reason (the same code path as starting it)."""
     from nas.event_log.mlflow import MlflowEventLog
-    from nas.runner import run_search
 
-    log = MlflowEventLog(args.name)
-    state = run_search(log, None, progress=_progress, on_epoch=_epoch)
-    _finish_line(state, log.uri)
-    return 0
+    if not MlflowEventLog(args.name).claims():
+        raise ValueError(f"there is no search {args.name!r} to resume; start it with nas search")
+    return _run(args.name, None, args.local)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -206,9 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--config", help="settings file (default: params.yaml)")
     search.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", help="override a setting")
     search.add_argument("--name", help="search name (default: <strategy>-<dataset>-<time>)")
+    search.add_argument("--local", action="store_true", help="run the plain loop instead of the Prefect flow")
     search.set_defaults(run=_search)
     resume = sub.add_parser("resume", help="continue a search that stopped for any reason")
     resume.add_argument("name")
+    resume.add_argument("--local", action="store_true", help="run the plain loop instead of the Prefect flow")
     resume.set_defaults(run=_resume)
     replay = sub.add_parser("replay", help="rebuild a search's state from its events")
     replay.add_argument("name")

@@ -10,14 +10,14 @@ an uninterrupted one would.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 import nas
 from nas.acquisition import AnnealingConfig
-from nas.event_log import Attachments, EventLog
+from nas.event_log import Attachments, ConcurrencyError, EventLog
 from nas.events import (
     FAILURE_REASONS,
     ArchitectureProposed,
@@ -36,6 +36,8 @@ from nas.morphisms import Morphism
 from nas.proposers import Batch, BayesianProposer, Proposer, make_proposer
 from nas.space import MorphismSpace
 from nas.state import SearchState, fold
+
+APPEND_RETRIES = 20
 
 
 def code_version() -> str:
@@ -64,12 +66,16 @@ class Proposing:
         self._embedding: AnchorEmbedding | None = None
 
     @staticmethod
-    def space(state: SearchState) -> MorphismSpace:
-        """The morphism space under the current caps (the size cap falls after out-of-memory failures)."""
+    def known(state: SearchState) -> int:
+        """How many models' outcomes the next proposal may see (see ``batch``)."""
+        return len(state.models) - state.config["search"]["trainers"]
+
+    def space(self, state: SearchState) -> MorphismSpace:
+        """The morphism space under the caps known to the next proposal (out-of-memory lowers the size cap)."""
         s = state.config["search"]
         return MorphismSpace(
             Architecture.from_json(state.initial_architecture),
-            max_params=state.max_params,
+            max_params=state.size_cap(self.known(state)),
             max_layers=s["max_layers"],
             kernel_lambda=s["kernel_lambda"],
         )
@@ -88,7 +94,11 @@ class Proposing:
         )
 
     def batch(self, state: SearchState, k: int) -> Batch:
-        return self.proposer(state).propose(state.history(), k, seed_for(state.seed, len(state.models)))
+        """Proposals for the next k models. The next model, number j, sees the trainings of models
+        1 .. j-1-trainers: the ``trainers`` models before it may still be training (they count as
+        pending), as they are when proposals are made while models train."""
+        history = state.history(known_models=self.known(state))
+        return self.proposer(state).propose(history, k, seed_for(state.seed, len(state.models)))
 
 
 class SearchService:
@@ -107,6 +117,21 @@ class SearchService:
     def _append(self, events: Sequence[Event], attachments: Attachments | None = None) -> None:
         self.log.append(events, self.state.last_seq, attachments)
         self.state = fold(events, self.state)
+
+    def _commit(self, build: Callable[[SearchState], list[Event]], attachments: Any = None) -> list[Event]:
+        """Append what ``build(state)`` gives; if another writer appended first, catch up and build again.
+
+        ``attachments``, if given, maps an index into the built events to that event's files.
+        """
+        for _ in range(APPEND_RETRIES):
+            events = build(self.state)
+            files = {events[i].seq: f for i, f in (attachments or {}).items()}
+            try:
+                self._append(events, files)
+                return events
+            except ConcurrencyError:
+                self.refresh()
+        raise ConcurrencyError(f"search {self.log.search_id!r}: still conflicting after {APPEND_RETRIES} attempts")
 
     # --- commands --------------------------------------------------------------------------------
 
@@ -140,46 +165,57 @@ class SearchService:
 
     def ask(self, k: int = 1) -> list[ArchitectureProposed]:
         """Propose up to ``k`` new models and log them (with the surrogate refit, if any)."""
-        state = self.state
-        batch = self.propose(state, k)
-        events: list[Event] = []
-        seq = state.last_seq
-        if batch.refit is not None:
-            r = batch.refit
-            seq += 1
-            events.append(
-                SurrogateRefitted(
-                    state.search_id, seq, r.observations, r.length_scale, r.noise, r.log_marginal_likelihood, r.seconds
+
+        def build(state: SearchState) -> list[Event]:
+            batch = self.propose(state, k)
+            events: list[Event] = []
+            seq = state.last_seq
+            if batch.refit is not None:
+                r = batch.refit
+                seq += 1
+                events.append(
+                    SurrogateRefitted(
+                        state.search_id,
+                        seq,
+                        r.observations,
+                        r.length_scale,
+                        r.noise,
+                        r.log_marginal_likelihood,
+                        r.seconds,
+                    )
                 )
-            )
-        proposed = []
-        for i, p in enumerate(batch.proposals):
-            seq += 1
-            proposed.append(
-                ArchitectureProposed(
-                    state.search_id,
-                    seq,
-                    f"m{len(state.models) + i + 1}",
-                    p.parent_id,
-                    [m.to_dict() for m in p.steps],
-                    p.point.id,
-                    p.point.to_json(),
-                    state.config["search"]["strategy"],
-                    p.acquisition,
-                    p.mean,
-                    p.std,
-                    p.candidates,
-                    p.seconds,
+            for i, p in enumerate(batch.proposals):
+                seq += 1
+                events.append(
+                    ArchitectureProposed(
+                        state.search_id,
+                        seq,
+                        f"m{len(state.models) + i + 1}",
+                        p.parent_id,
+                        [m.to_dict() for m in p.steps],
+                        p.point.id,
+                        p.point.to_json(),
+                        state.config["search"]["strategy"],
+                        p.acquisition,
+                        p.mean,
+                        p.std,
+                        p.candidates,
+                        p.seconds,
+                    )
                 )
-            )
-        self._append([*events, *proposed])
-        return proposed
+            return events
+
+        events = self._commit(build)
+        return [e for e in events if isinstance(e, ArchitectureProposed)]
 
     def training_started(self, model_id: str) -> None:
-        model = self.state.models[model_id]
-        if model.status not in ("proposed", "training"):
-            raise ValueError(f"model {model_id} is {model.status}; a finished training is never repeated")
-        self._append([TrainingStarted(self.state.search_id, self.state.last_seq + 1, model_id, model.attempts + 1)])
+        def build(state: SearchState) -> list[Event]:
+            model = state.models[model_id]
+            if model.status not in ("proposed", "training"):
+                raise ValueError(f"model {model_id} is {model.status}; a finished training is never repeated")
+            return [TrainingStarted(state.search_id, state.last_seq + 1, model_id, model.attempts + 1)]
+
+        self._commit(build)
 
     def training_completed(
         self,
@@ -190,60 +226,59 @@ class SearchService:
         seconds: float,
         weights_path: Any,
     ) -> None:
-        model = self.state.models[model_id]
-        seq = self.state.last_seq + 1
-        event = TrainingCompleted(
-            self.state.search_id,
-            seq,
-            model_id,
-            model.architecture_id,
-            val_accuracy,
-            model.arch.param_count,
-            epochs,
-            preservation_error,
-            seconds,
-        )
-        self._append([event], {seq: {"weights.npz": weights_path}})
+        def build(state: SearchState) -> list[Event]:
+            model = state.models[model_id]
+            return [
+                TrainingCompleted(
+                    state.search_id,
+                    state.last_seq + 1,
+                    model_id,
+                    model.architecture_id,
+                    val_accuracy,
+                    model.arch.param_count,
+                    epochs,
+                    preservation_error,
+                    seconds,
+                )
+            ]
+
+        self._commit(build, {0: {"weights.npz": weights_path}})
 
     def training_failed(self, model_id: str, reason: str, error: str, seconds: float) -> None:
         if reason not in FAILURE_REASONS:
             raise ValueError(f"failure reason {reason!r} must be one of {', '.join(FAILURE_REASONS)}")
-        model = self.state.models[model_id]
-        self._append(
-            [
+
+        def build(state: SearchState) -> list[Event]:
+            model = state.models[model_id]
+            return [
                 TrainingFailed(
-                    self.state.search_id,
-                    self.state.last_seq + 1,
-                    model_id,
-                    reason,
-                    error[:2000],
-                    model.arch.param_count,
-                    seconds,
+                    state.search_id, state.last_seq + 1, model_id, reason, error[:2000], model.arch.param_count, seconds
                 )
             ]
-        )
+
+        self._commit(build)
 
     def finish(self, reason: str) -> None:
-        best = self.state.best
-        self._append(
-            [
+        def build(state: SearchState) -> list[Event]:
+            best = state.best
+            return [
                 SearchFinished(
-                    self.state.search_id,
-                    self.state.last_seq + 1,
+                    state.search_id,
+                    state.last_seq + 1,
                     best.model_id if best else None,
                     best.val_accuracy if best else None,
                     reason,
                 )
             ]
-        )
+
+        self._commit(build)
 
     # --- queries ---------------------------------------------------------------------------------------
 
     def stop_reason(self) -> str | None:
-        """Why the search must stop now (budget spent), or None to go on."""
+        """Why no further model may be proposed (budget spent), or None to go on."""
         s = self.state.config["search"]
-        done = self.state.count("trained") + self.state.count("failed")
-        if done >= s["max_models"]:
+        if len(self.state.models) >= s["max_models"]:
             return f"max_models={s['max_models']} reached"
         if self.state.spent_seconds >= s["time_budget_s"]:
             return f"time_budget_s={s['time_budget_s']:g} spent"

@@ -65,13 +65,28 @@ class SearchState:
     last_seq: int = 0
     models: Mapping[str, ModelRecord] = field(default_factory=dict)  # in proposal order
     trained_order: tuple[str, ...] = ()  # model ids in the order their training completed
-    max_params: int | None = None  # the size cap; an out-of-memory failure lowers it
     best_model_id: str | None = None
     refits: int = 0
     spent_seconds: float = 0.0  # proposal + training seconds recorded so far: the budget already used
     finished: bool = False
     finish_reason: str | None = None
     registered: tuple[tuple[str, str, str], ...] = ()  # (model id, registered name, version)
+
+    def size_cap(self, known_models: int | None = None) -> int | None:
+        """The parameter cap: the configured one, lowered below every model that ran out of memory.
+
+        ``known_models`` limits the failures that count to the first n proposed models (see ``history``).
+        """
+        cap = self.config.get("search", {}).get("max_params")
+        for m in list(self.models.values())[: known_models if known_models is not None else None]:
+            if m.failure == "out_of_memory" and m.param_count:
+                lowered = int(m.param_count * OOM_CAP_FACTOR)
+                cap = lowered if cap is None else min(cap, lowered)
+        return cap
+
+    @property
+    def max_params(self) -> int | None:
+        return self.size_cap()
 
     @property
     def started(self) -> bool:
@@ -89,13 +104,23 @@ class SearchState:
     def best(self) -> ModelRecord | None:
         return self.models[self.best_model_id] if self.best_model_id else None
 
-    def history(self) -> History:
-        """What the proposers may read: trained models in completion order, pending ones, every id seen."""
+    def history(self, known_models: int | None = None) -> History:
+        """What the proposers may read: trained models in completion order, pending ones, every id seen.
+
+        With ``known_models = n`` only the trainings of the first n proposed models count as
+        observed; later ones are pending even if they have finished, so what a proposal sees does
+        not depend on how fast trainings running beside it happen to be.
+        """
+        order = list(self.models)
+        known = set(order if known_models is None else order[: max(known_models, 0)])
         trained = tuple(
             Observation(mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0))
             for mid in self.trained_order
+            if mid in known
         )
-        pending = tuple(m.arch for m in self.unfinished)
+        pending = tuple(
+            m.arch for m in self.models.values() if m.model_id not in known or m.status in ("proposed", "training")
+        )
         seen = frozenset(m.architecture_id for m in self.models.values())
         return History(trained, pending, seen)
 
@@ -111,7 +136,6 @@ def apply(event: Event, state: SearchState) -> SearchState:
 
 @apply.register
 def _(event: SearchStarted, state: SearchState) -> SearchState:
-    cap = event.config.get("search", {}).get("max_params")
     return replace(
         state,
         search_id=event.search_id,
@@ -119,7 +143,6 @@ def _(event: SearchStarted, state: SearchState) -> SearchState:
         config=event.config,
         seed=event.seed,
         initial_architecture=event.initial_architecture,
-        max_params=cap,
     )
 
 
@@ -177,11 +200,7 @@ def _(event: TrainingFailed, state: SearchState) -> SearchState:
         param_count=event.param_count,
         train_seconds=event.seconds,
     )
-    cap = state.max_params
-    if event.reason == "out_of_memory" and event.param_count:
-        lowered = int(event.param_count * OOM_CAP_FACTOR)
-        cap = lowered if cap is None else min(cap, lowered)
-    return _with_model(state, model, max_params=cap, spent_seconds=state.spent_seconds + event.seconds)
+    return _with_model(state, model, spent_seconds=state.spent_seconds + event.seconds)
 
 
 @apply.register

@@ -78,6 +78,11 @@ class EventLog(ABC):
     def _commit(self, sealed: list[dict[str, Any]], attachments: Attachments) -> None:
         """Store new sealed records atomically per record; ConcurrencyError if a seq is taken."""
 
+    def _head(self) -> tuple[int, str]:
+        """The last committed seq and its hash (0 and GENESIS when empty); backends may know it cheaper."""
+        records = self._load()
+        return (len(records), records[-1]["hash"]) if records else (0, GENESIS)
+
     @abstractmethod
     def attachment(self, seq: int, name: str) -> Path:
         """A local path to file ``name`` attached to event ``seq``."""
@@ -92,15 +97,15 @@ class EventLog(ABC):
                 raise ValueError(f"event seq {event.seq} does not follow expected seq {expected_seq} in order")
         if not events:
             return
-        existing = self._load()
-        if len(existing) != expected_seq:
-            if len(existing) >= events[-1].seq and all(record_of(existing[e.seq - 1]) == to_record(e) for e in events):
+        last, prev = self._head()
+        if last != expected_seq:
+            existing = self._load() if last >= events[-1].seq else []
+            if existing and all(record_of(existing[e.seq - 1]) == to_record(e) for e in events):
                 return  # the same events are already there: a retry
             raise ConcurrencyError(
-                f"search {self.search_id!r} is at seq {len(existing)}, not {expected_seq}: "
+                f"search {self.search_id!r} is at seq {last}, not {expected_seq}: "
                 "another writer appended first; re-read the log and retry"
             )
-        prev = existing[-1]["hash"] if existing else GENESIS
         sealed = []
         for event in events:
             sealed.append(seal(to_record(event), prev))

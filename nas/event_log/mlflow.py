@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from nas.event_log import Attachments, ChainError, ConcurrencyError, EventLog
+from nas.event_log import GENESIS, Attachments, ChainError, ConcurrencyError, EventLog
 
 DEFAULT_EXPERIMENT = "nas"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per event read is noise
@@ -94,6 +94,7 @@ class MlflowEventLog(EventLog):
         self._experiment_id: str | None = None
         self._records: dict[str, dict[str, Any]] = {}  # run id -> sealed record (verified against its claim)
         self._runs_by_seq: dict[int, Any] = {}
+        self._parent_id: str | None = None
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -124,9 +125,14 @@ class MlflowEventLog(EventLog):
                 return
 
     def parent_run(self) -> Any | None:
-        """The search's parent run (the oldest, should two processes have created one at once)."""
+        """The search's parent run (the oldest, should two processes have created one at once), freshly read."""
+        if self._parent_id is not None:
+            return self.client.get_run(self._parent_id)
         runs = sorted(self._search("search"), key=lambda r: (r.info.start_time, r.info.run_id))
-        return runs[0] if runs else None
+        if not runs:
+            return None
+        self._parent_id = runs[0].info.run_id
+        return runs[0]
 
     def _ensure_parent(self, record: dict[str, Any]) -> Any:
         parent = self.parent_run()
@@ -146,6 +152,10 @@ class MlflowEventLog(EventLog):
         return list(self._search("event"))
 
     # --- EventLog -------------------------------------------------------------------------------
+
+    def _head(self) -> tuple[int, str]:
+        claims = self.claims()  # one read of the parent run; the chain itself is checked on read
+        return (max(claims), claims[max(claims)]) if claims else (0, GENESIS)
 
     def claims(self) -> dict[int, str]:
         parent = self.parent_run()

@@ -52,6 +52,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
     sets = [f"--set={s}" for s in (*SMALL[:-1], "search.max_models=5", "search.strategy=random")]
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     nas = [sys.executable, "-m", "nas.cli"]
+    sets.append("--local")  # the plain loop: the drill is about the log, not about Prefect
 
     subprocess.run([*nas, "search", "--name", "whole", *sets], env=env, cwd=tmp_path, check=True, capture_output=True)
 
@@ -67,7 +68,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        proc = subprocess.Popen([*nas, "resume", "killed"], env=env, cwd=tmp_path,
+        proc = subprocess.Popen([*nas, "resume", "killed", "--local"], env=env, cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert proc.wait(timeout=300) == 0
     assert kills >= 1

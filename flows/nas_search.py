@@ -1,0 +1,193 @@
+"""The ``nas-search`` Prefect flow: a thin orchestrator over ``nas.search`` (ask/tell).
+
+Rounds are tasks: ``propose`` (CPU: refit the surrogate, choose the next model, log both) and
+``train`` (one training slot: train from the parent's weights, log the outcome). While models
+train, the next one is proposed from the results so far, as in Auto-Keras; with ``trainers = k``,
+k models train at once. Training slots are the global concurrency limit ``nas-trainer``, so
+several flows on one machine share them. Running the flow with the name of an existing search
+resumes it: the event log says where to go on.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture, as_completed
+
+from nas.config import load
+from nas.data import Splits
+from nas.event_log.mlflow import MlflowEventLog
+from nas.runner import splits_for
+from nas.search import SearchService
+
+TRAINER_LIMIT = "nas-trainer"
+
+
+@lru_cache(maxsize=4)
+def _splits(data_items: tuple[tuple[str, Any], ...]) -> Splits:
+    """The prepared data, loaded once per process."""
+    return splits_for({"data": dict(data_items)})
+
+
+def _data_key(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(config["data"].items()))
+
+
+@task(name="propose")
+def propose(search_id: str) -> str | None:
+    """Propose the next model (logging the surrogate refit with it); None when nothing new fits."""
+    proposed = SearchService(MlflowEventLog(search_id)).ask(1)
+    return proposed[0].model_id if proposed else None
+
+
+@task(name="train", tags=[TRAINER_LIMIT])
+def train(search_id: str, model_id: str) -> str:
+    """Train one model in a training slot and log its outcome; returns trained or failed."""
+    from nas.training import train_model
+
+    logger = get_run_logger()
+    with concurrency(TRAINER_LIMIT, occupy=1):
+        service = SearchService(MlflowEventLog(search_id))
+        model = service.state.models[model_id]
+        if model.status in ("trained", "failed"):
+            return model.status  # a retried task after the outcome was logged: never train twice
+        splits = _splits(_data_key(dict(service.state.config)))
+
+        def epoch(i: int, logs: dict[str, float]) -> None:
+            logger.info(
+                "%s epoch %d: loss %.4f val_accuracy %.4f",
+                model_id,
+                i + 1,
+                logs.get("loss", float("nan")),
+                logs.get("val_accuracy", float("nan")),
+            )
+
+        status = train_model(service, model_id, splits, on_epoch=epoch)
+        record = service.state.models[model_id]
+        logger.info(
+            "%s %s: %s",
+            model_id,
+            status,
+            f"val_accuracy {record.val_accuracy:.4f}" if status == "trained" else record.failure,
+        )
+        return status
+
+
+def _ensure_trainer_limit(trainers: int) -> None:
+    """Create the shared training-slot limit if this Prefect API has none yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(TRAINER_LIMIT)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINER_LIMIT, limit=trainers))
+            except ObjectAlreadyExists:
+                pass
+
+
+def search_config(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """params.yaml (or ``config_path``) with the flow's named parameters and ``overrides`` applied, validated."""
+    names = {
+        "dataset": "data.dataset",
+        "strategy": "search.strategy",
+        "max_models": "search.max_models",
+        "time_budget_s": "search.time_budget_s",
+        "seed": "search.seed",
+        "trainers": "search.trainers",
+        "max_params": "search.max_params",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+    }
+    sets = [f"{names[k]}={v}" for k, v in params.items() if v is not None]
+    return load(Path(config_path) if config_path else None, [*sets, *(overrides or [])])
+
+
+@flow(name="nas-search", log_prints=True)
+def nas_search(
+    name: str = "nas-search",
+    dataset: str | None = None,
+    strategy: str | None = None,
+    max_models: int | None = None,
+    time_budget_s: float | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    trainers: int | None = None,
+    max_params: int | None = None,
+    overrides: list[str] | None = None,
+    config_path: str | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) search ``name``. Unset parameters come from params.yaml; returns the summary."""
+    from nas.data import fingerprint
+    from nas.replay import summary
+
+    log = MlflowEventLog(name)
+    service = SearchService(log)
+    if not service.state.started:
+        config = search_config(
+            config_path,
+            overrides,
+            dataset=dataset,
+            strategy=strategy,
+            max_models=max_models,
+            time_budget_s=time_budget_s,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            trainers=trainers,
+            max_params=max_params,
+        )
+        splits = _splits(_data_key(config))  # bad data is refused before anything is logged
+        service.start(name, config, splits.input_shape, splits.num_classes, fingerprint(splits))
+        print(f"started search {name} on {splits.name} ({len(splits.x_train)} training examples)")
+    else:
+        for line in log.repair():
+            print(f"repaired: {line}")
+        print(f"resuming search {name} at event {service.state.last_seq}")
+    slots = service.state.config["search"]["trainers"]
+    _ensure_trainer_limit(slots)
+    running: dict[str, PrefectFuture] = {}
+    for model in service.state.unfinished:  # started before a crash, or proposed and never trained
+        running[model.model_id] = train.submit(name, model.model_id)
+    exhausted = False
+    while True:
+        service.refresh()
+        order = list(service.state.models)
+        # The next proposal may only see models 1 .. j-1-trainers (see Proposing.batch): wait for those.
+        waiting_on = [m for m in running if order.index(m) < len(order) - slots]
+        if not exhausted and not waiting_on and service.stop_reason() is None and not service.state.finished:
+            model_id = propose(name)  # computed on the CPU while the other models train
+            if model_id is None:
+                exhausted = True
+            else:
+                running[model_id] = train.submit(name, model_id)
+                continue
+        if not running:
+            break
+        first = next(as_completed(list(running.values())))
+        model_id = next(m for m, f in running.items() if f is first)
+        running.pop(model_id).result()
+    service.refresh()
+    if not service.state.finished:
+        service.finish(service.stop_reason() or "no new architecture within the caps")
+    info = summary(service.state, service.state.last_seq)
+    print(f"search {name} finished: best {info['best_model']} val_accuracy {info['best_val_accuracy']}")
+    return info
+
+
+if __name__ == "__main__":
+    # `python -m flows.nas_search` serves the flow as deployment 'nas-search/local'.
+    nas_search.serve(name=os.environ.get("NAS_DEPLOYMENT", "local"))
