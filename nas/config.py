@@ -47,6 +47,11 @@ DEFAULT_FILE = Path("params.yaml")
 def _coerce(key: str, value: Any, typ: type) -> Any:
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, typ) or isinstance(value, bool):
         kind = {float: "a number", int: "an integer", str: "a string"}[typ]
         raise ValueError(f"{key}={value!r} must be {kind}")

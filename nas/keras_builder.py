@@ -9,7 +9,7 @@ from nas.graph import BN_EPSILON, BN_MOMENTUM, INPUT, Architecture, Layer
 from nas.weights import Weights, check_weights, weight_shapes
 
 
-def _keras_layer(layer: Layer) -> keras.layers.Layer:
+def _keras_layer(layer: Layer, seed: int | None) -> keras.layers.Layer:
     cfg = dict(layer.config)
     name = layer.id
     match layer.kind:
@@ -31,7 +31,7 @@ def _keras_layer(layer: Layer) -> keras.layers.Layer:
         case "Flatten":
             return keras.layers.Flatten(name=name)
         case "Dropout":
-            return keras.layers.Dropout(cfg["rate"], name=name)
+            return keras.layers.Dropout(cfg["rate"], seed=seed, name=name)
         case "Add":
             return keras.layers.Add(name=name)
         case "Concatenate":
@@ -41,18 +41,21 @@ def _keras_layer(layer: Layer) -> keras.layers.Layer:
     raise ValueError(f"layer {layer.id!r} has kind {layer.kind!r}, which the Keras builder cannot build")
 
 
-def build_model(arch: Architecture, weights: Weights | None = None) -> keras.Model:
+def build_model(arch: Architecture, weights: Weights | None = None, *, seed: int | None = None) -> keras.Model:
     """A functional Keras model of ``arch`` whose layers are named by layer id.
 
     With ``weights`` the model carries them exactly (ValueError if any shape disagrees); without,
     Keras initialises it (seed it with ``keras.utils.set_random_seed`` for repeatable runs).
+    ``seed`` gives every Dropout layer its own seed, so its masks do not depend on global random
+    state (which concurrent trainings in one process would share).
     """
     if weights is not None:
         check_weights(arch, weights)
     tensors = {INPUT: keras.Input(shape=arch.input_shape, name=INPUT)}
     for lay in arch.layers:
         inputs = [tensors[i] for i in lay.inputs]
-        tensors[lay.id] = _keras_layer(lay)(inputs if len(inputs) > 1 else inputs[0])
+        layer_seed = None if seed is None else seed + len(tensors)
+        tensors[lay.id] = _keras_layer(lay, layer_seed)(inputs if len(inputs) > 1 else inputs[0])
     model = keras.Model(tensors[INPUT], tensors[arch.output], name=f"arch_{arch.id[:12]}")
     if weights is not None:
         for layer_id, arrays in weights.items():

@@ -58,6 +58,26 @@ class TrainResult:
         return self.history[self.kept_epoch]["val_accuracy"]
 
 
+class _ShuffledBatches(keras.utils.PyDataset):
+    """Training batches in an order drawn from this dataset's own generator, reshuffled every epoch."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.x[idx], self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
 class _EpochHook(keras.callbacks.Callback):
     def __init__(self, fn: EpochCallback) -> None:
         super().__init__()
@@ -77,6 +97,7 @@ def train(
     y_val: np.ndarray,
     config: TrainConfig,
     *,
+    seed: int = 0,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping.
@@ -84,9 +105,10 @@ def train(
     With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
     loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
     ``on_epoch(epoch, logs)`` is called after every epoch;
-    returning True stops training there.
+    returning True stops training there. ``seed`` fixes the batch order and the dropout masks
+    without touching global random state, so trainings running side by side repeat exactly.
     """
-    model = build_model(arch, weights)
+    model = build_model(arch, weights, seed=seed)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="sparse_categorical_crossentropy",
@@ -103,11 +125,9 @@ def train(
         callbacks.append(_EpochHook(on_epoch))
     start = time.perf_counter()
     fit = model.fit(
-        x_train,
-        y_train,
+        _ShuffledBatches(x_train, y_train, config.batch_size, seed),
         validation_data=(x_val, y_val),
         epochs=config.epochs,
-        batch_size=config.batch_size,
         callbacks=callbacks,
         verbose=0,
     )

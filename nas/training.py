@@ -55,7 +55,8 @@ def train_model(
     number = int(model_id.lstrip("m"))
     start = time.perf_counter()
     try:
-        make_deterministic(int(seed_for(state.seed, number, 1).integers(2**31)))
+        train_seed = int(seed_for(state.seed, number, 1).integers(2**31))
+        make_deterministic(train_seed)
         arch = model.arch
         weights: Weights
         if model.parent_id is None:
@@ -78,7 +79,9 @@ def train_model(
             return False
 
         config = TrainConfig(t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"])
-        result = train(arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, on_epoch=watch)
+        result = train(
+            arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
+        )
     except Exception as e:  # every failure is recorded and the search goes on
         service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", time.perf_counter() - start)
         return "failed"

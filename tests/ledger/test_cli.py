@@ -43,3 +43,10 @@ def test_unknown_search_names_are_reported(mlflow_uri: str, capsys) -> None:
     assert main(["resume", "ghost"]) == 2
     assert "there is no search 'ghost' to resume" in capsys.readouterr().err
     assert main(["audit", "ghost"]) == 1
+
+
+def test_scientific_notation_is_a_number() -> None:
+    from nas.config import load
+
+    config = load(Path(__file__).parents[2] / "params.yaml", ["train.learning_rate=1e-4", "search.time_budget_s=2e3"])
+    assert config["train"]["learning_rate"] == 1e-4 and config["search"]["time_budget_s"] == 2000.0

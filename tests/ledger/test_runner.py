@@ -57,8 +57,13 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
     subprocess.run([*nas, "search", "--name", "whole", *sets], env=env, cwd=tmp_path, check=True, capture_output=True)
 
     rng = np.random.default_rng(7)
-    proc = subprocess.Popen([*nas, "search", "--name", "killed", *sets], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*nas, "search", "--name", "killed", *sets],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     kills = 0
     for _ in range(4):
         try:
@@ -68,8 +73,13 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        proc = subprocess.Popen([*nas, "resume", "killed", "--local"], env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*nas, "resume", "killed", "--local"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     assert proc.wait(timeout=300) == 0
     assert kills >= 1
 
@@ -83,4 +93,3 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
     assert [e.seq for e in killed] == list(range(1, len(killed) + 1))  # no gap, no duplicate
     audit = subprocess.run([*nas, "audit", "killed"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert audit.returncode == 0, audit.stdout + audit.stderr
-
