@@ -52,7 +52,10 @@ class ArchitectureProposed(Event):
     gp_std: float | None = None
     candidates: int = 0
     proposal_seconds: float = 0.0
+    batch_index: int = 0  # v2: its place in the batch proposed at once (replay re-runs whole batches)
+    batch_size: int = 1  # v2
     TYPE: ClassVar[str] = "ArchitectureProposed"
+    VERSION: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 # (type, version) -> function turning that version's payload into the next version's.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcast_proposed_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 logs proposed one model per ask, so each proposal is a batch of one."""
+    return {**payload, "batch_index": 0, "batch_size": 1}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("ArchitectureProposed", 1): upcast_proposed_v1_v2}
 
 
 def canonical_json(value: Any) -> str:

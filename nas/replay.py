@@ -38,12 +38,11 @@ class Divergence:
 
 
 def _groups(events: Sequence[Event]) -> list[list[Event]]:
-    """Consecutive proposal events (a refit and the proposals of one ask) grouped; others alone."""
+    """The events of each ask (its refit, if any, and its batch of proposals) grouped; others alone."""
     out: list[list[Event]] = []
     for e in events:
-        proposal = isinstance(e, SurrogateRefitted | ArchitectureProposed)
-        joins = out and proposal and isinstance(out[-1][-1], SurrogateRefitted | ArchitectureProposed)
-        if joins and not (isinstance(e, SurrogateRefitted) and isinstance(out[-1][-1], ArchitectureProposed)):
+        after_refit = bool(out) and isinstance(out[-1][-1], SurrogateRefitted)
+        if isinstance(e, ArchitectureProposed) and (e.batch_index > 0 or after_refit):
             out[-1].append(e)
         else:
             out.append([e])

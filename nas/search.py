@@ -201,6 +201,8 @@ class SearchService:
                         p.std,
                         p.candidates,
                         p.seconds,
+                        i,
+                        len(batch.proposals),
                     )
                 )
             return events

@@ -8,6 +8,7 @@ from nas.config import load
 from nas.event_log.memory import MemoryEventLog
 from nas.event_log.mlflow import MlflowEventLog
 from nas.events import TrainingCompleted, TrainingStarted
+from nas.replay import verify
 from nas.runner import run_search
 
 SMALL = ["search.initial_width=8"]
@@ -30,6 +31,7 @@ def test_flow_logs_a_search_the_plain_loop_reproduces_and_resumes_by_name(store:
     local = MemoryEventLog("f1")
     run_search(local, config)
     assert outcome(local.read()) == outcome(events)  # the flow is only an orchestrator
+    assert verify(events) is None  # proposals made while training replay too
     again = nas_search(name="f1", max_models=3, **FLOW_ARGS)  # same name: resumes, nothing left to do
     assert again == info
     assert MlflowEventLog("f1").read() == events

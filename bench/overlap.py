@@ -1,0 +1,131 @@
+"""Overlap and overhead of the nas-search flow, read back from the MLflow runs of one search.
+
+- hidden proposal share: of the seconds spent proposing (surrogate refit + acquisition search), the
+  share that ran while a model was training (Auto-Keras' CPU/GPU parallelism);
+- orchestration overhead per round: flow wall time not covered by training or proposing (Prefect
+  task scheduling, MLflow logging, weights up/download, model building), per model, as a share of
+  training seconds per model.
+
+    .venv/bin/python bench/overlap.py            # the default search (params.yaml), about 5 minutes
+    .venv/bin/python bench/overlap.py --quick    # digits, 4 small models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parents[1]
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def overlap(interval: tuple[float, float], others: list[tuple[float, float]]) -> float:
+    a, b = interval
+    return union_length([(max(a, x), min(b, y)) for x, y in others if min(b, y) > max(a, x)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="nas-bench-overlap-"))
+    (tmp / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    os.chdir(tmp)
+    os.environ.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        PREFECT_HOME=str(tmp / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    from flows.nas_search import nas_search
+    from nas.event_log.mlflow import MlflowEventLog
+
+    params = (
+        {"dataset": "digits", "max_models": 4, "epochs": 1, "overrides": ["search.initial_width=8"]}
+        if args.quick
+        else {}
+    )
+    start = time.perf_counter()
+    nas_search(name="overlap", **params)
+    wall_with_startup = time.perf_counter() - start
+
+    log = MlflowEventLog("overlap")
+    events = {e.seq: e for e in log.read()}
+    runs = {int(r.data.tags["nas.seq"]): r for r in log.event_runs()}
+    t = {seq: (r.info.start_time / 1000, r.info.end_time / 1000) for seq, r in runs.items()}
+    started: dict[str, float] = {}
+    trainings, train_seconds = [], 0.0
+    proposals = []
+    for seq in sorted(events):
+        e = events[seq]
+        kind = type(e).__name__
+        if kind == "TrainingStarted":
+            started[e.model_id] = t[seq][0]
+        elif kind in ("TrainingCompleted", "TrainingFailed"):
+            trainings.append((started[e.model_id], t[seq][1]))
+            train_seconds += e.seconds
+        elif kind == "ArchitectureProposed":
+            refit = events.get(seq - 1)
+            spent = e.proposal_seconds + (refit.seconds if type(refit).__name__ == "SurrogateRefitted" else 0.0)
+            proposals.append((t[seq][0] - spent, t[seq][0]))
+    proposal_seconds = sum(b - a for a, b in proposals)
+    hidden = sum(overlap(p, trainings) for p in proposals)
+    wall = t[max(t)][1] - t[min(t)][0]
+    busy = union_length(trainings + proposals)
+    rounds = len(trainings)
+    figures = {
+        "models": rounds,
+        "flow_wall_seconds": wall,
+        "wall_with_prefect_startup_seconds": wall_with_startup,
+        "training_seconds": train_seconds,
+        "proposal_seconds": proposal_seconds,
+        "hidden_proposal_share": hidden / proposal_seconds if proposal_seconds else None,
+        "overhead_seconds_per_round": (wall - busy) / rounds,
+        "training_seconds_per_round": train_seconds / rounds,
+        "overhead_share_of_training": (wall - busy) / train_seconds,
+    }
+    lines = [
+        "# Overlap and orchestration overhead of the nas-search flow",
+        "",
+        f"Written by `bench/overlap.py{' --quick' if args.quick else ''}` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"{'digits, 4 small models, 1 epoch' if args.quick else 'the default search of params.yaml'}; "
+        "times read back from the MLflow runs of the search (run start and end times).",
+        "",
+        "| figure | value |",
+        "|---|---:|",
+        f"| models trained | {rounds} |",
+        f"| flow wall time (first event to last) | {wall:.1f} s |",
+        f"| ... including the temporary Prefect server's start | {wall_with_startup:.1f} s |",
+        f"| training seconds (sum) | {train_seconds:.1f} s |",
+        f"| proposal seconds (refit + acquisition search, sum) | {proposal_seconds:.1f} s |",
+        f"| share of proposal time hidden behind training | **{100 * figures['hidden_proposal_share']:.0f}%** |"
+        if proposal_seconds
+        else "| share of proposal time hidden behind training | - |",
+        f"| orchestration + tracking per round (wall not training or proposing) | {figures['overhead_seconds_per_round']:.2f} s |",
+        f"| ... as a share of training seconds per round ({figures['training_seconds_per_round']:.1f} s) | **{100 * figures['overhead_share_of_training']:.1f}%** |",
+        "",
+        "The first proposal (the initial network) and the second (made before anything is trained) have nothing to hide behind.",
+        "",
+    ]
+    RESULTS.mkdir(exist_ok=True)
+    name = "overlap-quick" if args.quick else "overlap"
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
