@@ -8,10 +8,7 @@ exist. Then prints how the best model came to be: its morphism chain from the in
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nas.event_log import ChainError, seal, verify_chain
@@ -54,7 +51,6 @@ def _expected_params(record: dict[str, Any]) -> dict[str, str]:
 
 def audit(log: MlflowEventLog) -> AuditReport:
     """Every problem found in the search's MLflow runs, and the best model's lineage when there is none."""
-    import mlflow
 
     report = AuditReport(log.search_id)
     claims = log.claims()
@@ -82,15 +78,11 @@ def audit(log: MlflowEventLog) -> AuditReport:
         matched.add(run.info.run_id)
         if run.info.status != "FINISHED":
             report.findings.append((seq, f"run {run.info.run_id} is {run.info.status}, not FINISHED"))
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = mlflow.artifacts.download_artifacts(
-                    run_id=run.info.run_id, artifact_path="event.json", dst_path=tmp, tracking_uri=log.uri
-                )
-                record = json.loads(Path(path).read_text())
-            except Exception as e:
-                report.findings.append((seq, f"the event.json artifact of run {run.info.run_id} cannot be read ({e})"))
-                continue
+        try:
+            record = log.stored_record(run, seq)
+        except ChainError as e:
+            report.findings.append((seq, e.problem))
+            continue
         body = {k: v for k, v in record.items() if k != "hash"}
         if record.get("hash") != claims[seq] or seal(body, record.get("prev_hash", ""))["hash"] != claims[seq]:
             report.findings.append((seq, f"the event.json artifact of run {run.info.run_id} was replaced or edited"))

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from nas.data import Splits
 from nas.events import finite_or_none
 from nas.morphisms import apply_chain
@@ -96,10 +94,3 @@ def train_model(
         service.training_completed(model_id, float(result.val_accuracy), epochs, finite_or_none(error), seconds, path)
     return "trained"
 
-
-def weights_of(service: SearchService, model_id: str) -> dict[str, tuple[np.ndarray, ...]]:
-    """The trained weights of ``model_id``, from its TrainingCompleted event's artifact."""
-    model = service.state.models[model_id]
-    if model.completed_seq is None:
-        raise ValueError(f"model {model_id} has not been trained (status {model.status})")
-    return load_weights(service.log.attachment(model.completed_seq, "weights.npz"))

@@ -34,6 +34,7 @@ class ChainError(ValueError):
     def __init__(self, seq: int, problem: str) -> None:
         super().__init__(f"event seq {seq}: {problem}")
         self.seq = seq
+        self.problem = problem
 
 
 def seal(record: Mapping[str, Any], prev_hash: str) -> dict[str, Any]:

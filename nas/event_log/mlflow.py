@@ -183,10 +183,8 @@ class MlflowEventLog(EventLog):
             records.append(self._record(run, seq, claims[seq]))
         return records
 
-    def _record(self, run: Any, seq: int, claimed: str) -> dict[str, Any]:
-        cached = self._records.get(run.info.run_id)
-        if cached is not None and cached["hash"] == claimed:
-            return cached
+    def stored_record(self, run: Any, seq: int) -> dict[str, Any]:
+        """The ``event.json`` artifact of ``run``, as stored; ChainError naming ``seq`` if it cannot be read."""
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -194,9 +192,15 @@ class MlflowEventLog(EventLog):
                 path = mlflow.artifacts.download_artifacts(
                     run_id=run.info.run_id, artifact_path="event.json", dst_path=tmp, tracking_uri=self.uri
                 )
-                record = json.loads(Path(path).read_text())
+                return json.loads(Path(path).read_text())
             except Exception as e:
                 raise ChainError(seq, f"the event.json artifact of run {run.info.run_id} cannot be read ({e})") from e
+
+    def _record(self, run: Any, seq: int, claimed: str) -> dict[str, Any]:
+        cached = self._records.get(run.info.run_id)
+        if cached is not None and cached["hash"] == claimed:
+            return cached
+        record = self.stored_record(run, seq)
         if record.get("hash") != claimed:
             raise ChainError(seq, f"the event.json artifact of run {run.info.run_id} is not the committed event")
         self._records[run.info.run_id] = record
