@@ -11,6 +11,7 @@ resumes it: the event log says where to go on.
 from __future__ import annotations
 
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,17 @@ from prefect.futures import PrefectFuture, as_completed
 
 from nas.config import load
 from nas.data import Splits
-from nas.event_log.mlflow import MlflowEventLog
+from nas.event_log.mlflow import MlflowEventLog, tracking_uri
 from nas.runner import splits_for
 from nas.search import SearchService
 
 TRAINER_LIMIT = "nas-trainer"
+
+
+def bar(done: int, total: int, width: int = 20) -> str:
+    """A text progress bar, e.g. ``[#####---------------] 1/4``."""
+    filled = round(width * min(done, total) / total) if total else width
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
 
 
 @lru_cache(maxsize=4)
@@ -38,11 +45,30 @@ def _data_key(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(config["data"].items()))
 
 
+@lru_cache(maxsize=8)
+def _proposer_service(search_id: str, uri: str) -> SearchService:
+    """One service per search and store for proposing: its anchors and event cache are built once per process."""
+    return SearchService(MlflowEventLog(search_id, uri=uri))
+
+
 @task(name="propose")
 def propose(search_id: str) -> str | None:
     """Propose the next model (logging the surrogate refit with it); None when nothing new fits."""
-    proposed = SearchService(MlflowEventLog(search_id)).ask(1)
+    service = _proposer_service(search_id, tracking_uri())
+    service.refresh()
+    proposed = service.ask(1)
     return proposed[0].model_id if proposed else None
+
+
+def _wait_until_training(service: SearchService, model_ids: list[str], timeout: float = 60.0) -> None:
+    """Block until the given models have logged TrainingStarted (or ended), so a proposal computed next
+    does not hold the GIL while their tasks start; TensorFlow's kernels release it once training runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(service.state.models[m].status != "proposed" for m in model_ids):
+            return
+        time.sleep(0.2)
+        service.refresh()
 
 
 @task(name="train", tags=[TRAINER_LIMIT])
@@ -58,11 +84,13 @@ def train(search_id: str, model_id: str) -> str:
             return model.status  # a retried task after the outcome was logged: never train twice
         splits = _splits(_data_key(dict(service.state.config)))
 
+        epochs = service.state.config["train"]["epochs"]
+
         def epoch(i: int, logs: dict[str, float]) -> None:
             logger.info(
-                "%s epoch %d: loss %.4f val_accuracy %.4f",
+                "%s epoch %s loss %.4f val_accuracy %.4f",
                 model_id,
-                i + 1,
+                bar(i + 1, epochs, 10),
                 logs.get("loss", float("nan")),
                 logs.get("val_accuracy", float("nan")),
             )
@@ -160,26 +188,38 @@ def nas_search(
     slots = service.state.config["search"]["trainers"]
     _ensure_trainer_limit(slots)
     running: dict[str, PrefectFuture] = {}
-    for model in service.state.unfinished:  # started before a crash, or proposed and never trained
-        running[model.model_id] = train.submit(name, model.model_id)
+    # Proposed, not yet training: what a crash left behind, then one proposal made ahead of time.
+    queued = [m.model_id for m in service.state.unfinished]
     exhausted = False
     while True:
+        # A training is submitted only into a free slot, so it starts at once rather than polling for one.
+        submitted = []
+        while queued and len(running) < slots:
+            model_id = queued.pop(0)
+            running[model_id] = train.submit(name, model_id)
+            submitted.append(model_id)
         service.refresh()
+        _wait_until_training(service, submitted)
         order = list(service.state.models)
         # The next proposal may only see models 1 .. j-1-trainers (see Proposing.batch): wait for those.
-        waiting_on = [m for m in running if order.index(m) < len(order) - slots]
-        if not exhausted and not waiting_on and service.stop_reason() is None and not service.state.finished:
-            model_id = propose(name)  # computed on the CPU while the other models train
+        waiting_on = [m for m in [*running, *queued] if order.index(m) < len(order) - slots]
+        can_propose = not exhausted and not queued and service.stop_reason() is None and not service.state.finished
+        if can_propose and not waiting_on:
+            model_id = propose(name)  # computed on the CPU while the submitted models train
             if model_id is None:
                 exhausted = True
             else:
-                running[model_id] = train.submit(name, model_id)
-                continue
+                queued.append(model_id)
+            continue
         if not running:
             break
         first = next(as_completed(list(running.values())))
         model_id = next(m for m, f in running.items() if f is first)
         running.pop(model_id).result()
+        state = service.refresh()
+        done = state.count("trained") + state.count("failed")
+        best = f"best {state.best.model_id} {state.best.val_accuracy:.4f}" if state.best else "no model trained yet"
+        print(f"models {bar(done, state.config['search']['max_models'])}  {best}")
     service.refresh()
     if not service.state.finished:
         service.finish(service.stop_reason() or "no new architecture within the caps")

@@ -81,7 +81,9 @@ def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.n
 def predict(arch: Architecture, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Inference-mode outputs of ``arch`` with ``weights`` on ``x``."""
     model = build_model(arch, weights)
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    # Calling the model (not model.predict) avoids tracing a tf.function for every new architecture.
+    parts = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.empty((0, *arch.output_shape), "f4")
 
 
 def preservation_error(

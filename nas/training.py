@@ -93,4 +93,3 @@ def train_model(
         save_weights(path, result.weights)
         service.training_completed(model_id, float(result.val_accuracy), epochs, finite_or_none(error), seconds, path)
     return "trained"
-
