@@ -99,7 +99,7 @@ def test_unknown_types_and_future_versions_are_refused() -> None:
     record = to_record(TrainingStarted("s", 1, "m1"))
     with pytest.raises(ValueError, match="unknown event type 'ModelDeleted'"):
         from_record({**record, "type": "ModelDeleted"})
-    with pytest.raises(ValueError, match="schema version 9; this code reads up to 1$"):
+    with pytest.raises(ValueError, match=r"schema version 9; this code reads up to 1$"):
         from_record({**record, "schema_version": 9})
     with pytest.raises(ValueError, match="does not fit schema version 1"):
         from_record({**record, "payload": {"model": "m1"}})
