@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture, as_completed
 from nas.config import load
 from nas.data import Splits
 from nas.event_log.mlflow import MlflowEventLog, tracking_uri
-from nas.runner import splits_for
+from nas.runner import check_same_data, splits_for
 from nas.search import SearchService
 
 TRAINER_LIMIT = "nas-trainer"
@@ -182,6 +182,7 @@ def nas_search(
         service.start(name, config, splits.input_shape, splits.num_classes, fingerprint(splits))
         print(f"started search {name} on {splits.name} ({len(splits.x_train)} training examples)")
     else:
+        check_same_data(service.state, _splits(_data_key(dict(service.state.config))))
         for line in log.repair():
             print(f"repaired: {line}")
         print(f"resuming search {name} at event {service.state.last_seq}")
@@ -205,11 +206,11 @@ def nas_search(
         waiting_on = [m for m in [*running, *queued] if order.index(m) < len(order) - slots]
         can_propose = not exhausted and not queued and service.stop_reason() is None and not service.state.finished
         if can_propose and not waiting_on:
-            model_id = propose(name)  # computed on the CPU while the submitted models train
-            if model_id is None:
+            proposed = propose(name)  # computed on the CPU while the submitted models train
+            if proposed is None:
                 exhausted = True
             else:
-                queued.append(model_id)
+                queued.append(proposed)
             continue
         if not running:
             break

@@ -23,6 +23,15 @@ def splits_for(config: Mapping[str, Any]) -> Splits:
     return load_splits(d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"])
 
 
+def check_same_data(state: SearchState, splits: Splits) -> None:
+    """ValueError when ``splits`` are not the data the search started on (a resume must not switch data)."""
+    if state.dataset_fingerprint != fingerprint(splits):
+        raise ValueError(
+            f"the data of search {state.search_id!r} changed since it started (its fingerprint differs); "
+            "resume with the same dataset and split settings"
+        )
+
+
 def run_search(
     log: EventLog,
     config: Mapping[str, Any] | None,
@@ -52,12 +61,7 @@ def run_search(
         progress(f"started search {log.search_id}: {splits.name}, {len(splits.x_train)} training examples")
     else:
         splits = splits or splits_for(service.state.config)
-        started = log.read()[0]  # SearchStarted holds the fingerprint of the data the search saw
-        if getattr(started, "dataset_fingerprint", None) != fingerprint(splits):
-            raise ValueError(
-                f"the data of search {log.search_id!r} changed since it started (fingerprint differs); "
-                "resume with the same dataset and split settings"
-            )
+        check_same_data(service.state, splits)
         progress(f"resuming search {log.search_id} at event {service.state.last_seq}")
     while True:
         for model in service.state.unfinished:

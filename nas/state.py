@@ -62,6 +62,7 @@ class SearchState:
     config: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     initial_architecture: str = ""
+    dataset_fingerprint: str = ""
     last_seq: int = 0
     models: Mapping[str, ModelRecord] = field(default_factory=dict)  # in proposal order
     trained_order: tuple[str, ...] = ()  # model ids in the order their training completed
@@ -143,6 +144,7 @@ def _(event: SearchStarted, state: SearchState) -> SearchState:
         config=event.config,
         seed=event.seed,
         initial_architecture=event.initial_architecture,
+        dataset_fingerprint=event.dataset_fingerprint,
     )
 
 
