@@ -1,18 +1,26 @@
-"""Datasets read offline from installed packages, split by a seed, stratified.
+"""Datasets: built-in ones read offline from installed packages, and the user's own.
 
-Images come as float32 in [0, 1] with shape (N, H, W, C); labels as int64 from 0.
+``data.dataset`` names a built-in dataset (``mnist5k``, ``digits``, ``fashion_mnist``), a ``.npz``
+file with arrays ``x`` and ``y``, or a folder of images with one sub-folder per class. Images come
+as float32 in [0, 1] with shape (N, H, W, C), flat features as (N, D); labels as int64 from 0.
+Bad data is refused with one sentence before a search logs anything. Splits are stratified and
+fixed by a seed; the search never reads the test split.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-BUILTIN = ("mnist5k", "digits")
+BUILTIN = ("mnist5k", "digits", "fashion_mnist")
+FASHION_MNIST_DIR = Path(os.environ.get("NAS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 @dataclass(frozen=True)
@@ -57,12 +65,132 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     return x, bunch.target.astype(np.int64)
 
 
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX array (the MNIST file format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST (train and test files pooled; our own seeded split decides) from Debian's package."""
+    parts = []
+    for prefix in ("train", "t10k"):
+        found = [
+            FASHION_MNIST_DIR / f"{prefix}-{kind}-ubyte{gz}"
+            for kind in ("images-idx3", "labels-idx1")
+            for gz in (".gz", "")
+        ]
+        images = next((p for p in found[:2] if p.exists()), None)
+        labels = next((p for p in found[2:] if p.exists()), None)
+        if images is None or labels is None:
+            raise ValueError(
+                f"dataset 'fashion_mnist' is not installed in {FASHION_MNIST_DIR}; "
+                "install it with: apt-get install dataset-fashion-mnist (or set NAS_FASHION_MNIST_DIR)"
+            )
+        parts.append((_read_idx(images), _read_idx(labels)))
+    x = np.concatenate([p[0] for p in parts]).astype(np.float32)[..., None] / 255.0
+    return x, np.concatenate([p[1] for p in parts]).astype(np.int64)
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Arrays ``x`` and ``y`` of a user's ``.npz``; uint8 images are scaled to [0, 1]."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files or "y" not in data.files:
+                raise ValueError(f"{path} holds arrays {data.files}; it needs one named 'x' and one named 'y'")
+            x, y = data["x"], data["y"]
+    except (OSError, EOFError, ValueError) as e:
+        if "needs one named" in str(e):
+            raise
+        raise ValueError(f"{path} cannot be read as a .npz file ({e})") from e
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]  # (N, H, W) grey images
+    return x, y
+
+
+def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images in ``path/<class name>/*``: classes numbered in sorted order; all images of one size and mode."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(d for d in path.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"image folder {path} has no sub-folders; put each class's images in a sub-folder")
+    images, labels, size, mode = [], [], None, None
+    for label, folder in enumerate(classes):
+        for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with Image.open(file) as img:
+                    img.load()
+            except (OSError, UnidentifiedImageError) as e:
+                raise ValueError(f"image {file} cannot be read ({e})") from e
+            if size is None:
+                size, mode = img.size, ("L" if img.mode in ("L", "1", "P") else "RGB")
+            if img.size != size:
+                raise ValueError(
+                    f"image {file} is {img.size[0]}x{img.size[1]}, the others {size[0]}x{size[1]}; "
+                    "resize them to one size"
+                )
+            array = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            images.append(array if array.ndim == 3 else array[..., None])
+            labels.append(label)
+    if not images:
+        raise ValueError(f"image folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return np.stack(images), np.array(labels, dtype=np.int64)
+
+
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """All examples of a built-in dataset; ValueError naming the choices for an unknown name."""
-    loaders = {"mnist5k": load_mnist5k, "digits": load_digits}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}")
-    return loaders[name]()
+    """All examples of a built-in dataset, a .npz file or an image folder; ValueError for anything else."""
+    loaders = {"mnist5k": load_mnist5k, "digits": load_digits, "fashion_mnist": load_fashion_mnist}
+    if name in loaders:
+        return loaders[name]()
+    path = Path(name)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise ValueError(f"dataset file {name!r} does not exist")
+        return load_npz(path)
+    if path.is_dir():
+        return load_image_folder(path)
+    raise ValueError(
+        f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, "
+        "or a folder with one sub-folder of images per class"
+    )
+
+
+def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float) -> None:
+    """ValueError, in one sentence, for data a search cannot use."""
+    if x.ndim not in (2, 4) or x.shape[0] == 0:
+        raise ValueError(f"x has shape {x.shape}; it must be (N, features), (N, H, W) or (N, H, W, C) with N > 0")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y has shape {y.shape} for {len(x)} examples; it must be one label per example")
+    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN, infinite or non-numeric values; clean or impute them first")
+    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+        raise ValueError(f"labels are {y.dtype} values such as {y[0]!r}; they must be integers 0, 1, 2, ...")
+    labels = np.unique(y)
+    if labels.min() < 0 or labels.max() != len(labels) - 1:
+        raise ValueError(f"labels are {labels[:10].tolist()}...; they must be the integers 0 to K-1, each used")
+    if len(labels) < 2:
+        raise ValueError("the data has one class only; a classifier needs at least two")
+    counts = np.bincount(y.astype(np.int64))
+    smallest = int(counts.argmin())
+    if counts[smallest] < 3:
+        raise ValueError(
+            f"class {smallest} has {counts[smallest]} examples; each class needs at least 3 (train, validation, test)"
+        )
+    for what, fraction in (("validation", val_fraction), ("test", test_fraction)):
+        if round(len(y) * fraction) < len(labels):
+            raise ValueError(
+                f"{len(y)} examples give a {what} split of {round(len(y) * fraction)} for {len(labels)} classes; "
+                "add examples or raise the split fraction"
+            )
 
 
 def split(
@@ -76,6 +204,8 @@ def split(
             raise ValueError(f"{label}={frac!r} must be between 0 and 1")
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on")
+    check(x, y, val_fraction=val_fraction, test_fraction=test_fraction)
+    x, y = x.astype(np.float32), y.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed
@@ -84,7 +214,7 @@ def split(
 
 
 def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """A built-in dataset, split."""
+    """A dataset (see ``load``), checked and split."""
     x, y = load(name)
     return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 

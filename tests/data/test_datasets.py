@@ -1,0 +1,122 @@
+"""Datasets: built-in, Fashion-MNIST's IDX files, user .npz and image folders; bad data is refused
+with one sentence before anything is logged."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nas.data
+from nas.cli import main
+from nas.data import check, fingerprint, load, load_splits, split
+
+ROOT = Path(__file__).parents[2]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_splits_are_stratified_fixed_by_seed_and_disjoint() -> None:
+    a = load_splits("digits", seed=3)
+    b = load_splits("digits", seed=3)
+    assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(load_splits("digits", seed=4)) != fingerprint(a)
+    for part in (a.y_train, a.y_val, a.y_test):
+        shares = np.bincount(part, minlength=10) / len(part)
+        assert np.all(np.abs(shares - 0.1) < 0.03)  # every class in every split, in proportion
+    assert len(a.x_train) + len(a.x_val) + len(a.x_test) == 1797
+    assert a.input_shape == (8, 8, 1) and a.num_classes == 10
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path)
+    x, y = load("fashion_mnist")
+    assert x.shape == (40, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert y.tolist() == [i % 10 for i in range(30)] + list(range(10))
+
+
+def test_missing_fashion_mnist_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="apt-get install dataset-fashion-mnist"):
+        load("fashion_mnist")
+
+
+def test_user_npz_and_image_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "mine.npz", x=rng.integers(0, 256, (30, 6, 6), dtype=np.uint8), y=np.arange(30) % 3)
+    x, y = load(str(tmp_path / "mine.npz"))
+    assert x.shape == (30, 6, 6, 1) and x.max() <= 1.0 and y.tolist()[:4] == [0, 1, 2, 0]
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "pets" / name / f"{i}.png")
+    x, y = load(str(tmp_path / "pets"))
+    assert x.shape == (8, 5, 7, 3) and y.tolist() == [0] * 4 + [1] * 4  # classes in sorted folder order
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (np.zeros((30, 3, 3, 1, 1)), np.arange(30) % 3, "x has shape"),
+        (np.zeros((30, 4)), np.arange(29) % 3, "y has shape"),
+        (np.full((30, 4), np.nan), np.arange(30) % 3, "NaN, infinite"),
+        (np.zeros((30, 4)), (np.arange(30) % 3) + 0.5, "they must be integers"),
+        (np.zeros((30, 4)), (np.arange(30) % 3) + 1, "the integers 0 to K-1"),
+        (np.zeros((30, 4)), np.zeros(30, int), "one class only"),
+        (np.zeros((30, 4)), np.r_[np.zeros(28, int), 1, 1], "class 1 has 2 examples"),
+        (np.zeros((12, 4)), np.arange(12) % 4, "validation split of 2 for 4 classes"),
+    ],
+)
+def test_bad_arrays_are_refused(x: np.ndarray, y: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check(x, y, val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(ValueError, match=message):
+        split("bad", x, y)
+
+
+def no_runs(uri: str) -> bool:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("nas")
+    return exp is None or not client.search_runs([exp.experiment_id])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: np.savez(p / "d.npz", x=np.full((30, 4), np.inf), y=np.arange(30) % 3), "NaN, infinite"),
+        (lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.zeros(30, int)), "one class only"),
+        (lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.arange(30) % 3 - 1), "the integers 0 to K-1"),
+        (
+            lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.r_[np.zeros(14, int), np.ones(14, int), 2, 2]),
+            "class 2 has 2 examples; each class needs at least 3",
+        ),
+        (lambda p: np.savez(p / "d.npz", features=np.zeros((30, 4))), "needs one named 'x'"),
+        (lambda p: (p / "d.npz").write_bytes(b"not a zip"), "cannot be read as a .npz file"),
+    ],
+)
+def test_bad_data_through_the_command_line_logs_nothing(
+    make, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    make(tmp_path)
+    assert main(["search", "--set", f"data.dataset={tmp_path / 'd.npz'}", "--local"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert no_runs(uri)
