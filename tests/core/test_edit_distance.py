@@ -59,7 +59,7 @@ def test_skip_distance_matches_brute_force(a: tuple, b: tuple) -> None:
 def test_layer_distance_is_a_metric(a: tuple, b: tuple, c: tuple) -> None:
     # Levenshtein with a metric substitution cost and unit indels is a metric.
     assert layer_distance(a, a) == 0
-    assert layer_distance(a, b) == layer_distance(b, a)
+    assert abs(layer_distance(a, b) - layer_distance(b, a)) < 1e-12  # equal up to summation order
     assert layer_distance(a, c) <= layer_distance(a, b) + layer_distance(b, c) + 1e-9
 
 
@@ -80,7 +80,7 @@ def test_distance_on_real_networks_is_symmetric_with_zero_self_distance() -> Non
     for a in descs:
         assert edit_distance(a, a) == 0
         for b in descs:
-            assert edit_distance(a, b) == edit_distance(b, a)
+            assert abs(edit_distance(a, b) - edit_distance(b, a)) < 1e-12
     assert edit_distance(descs[0], descs[-1]) > 0
 
 
