@@ -1,7 +1,8 @@
 """The ``nas-search`` Prefect flow: a thin orchestrator over ``nas.search`` (ask/tell).
 
-Rounds are tasks: ``propose`` (CPU: refit the surrogate, choose the next model, log both) and
-``train`` (one training slot: train from the parent's weights, log the outcome). While models
+Rounds are tasks: ``refit`` (CPU: the Gaussian process on the results so far, logged),
+``propose`` (CPU: choose the next model with the logged surrogate, logged) and ``train`` (one
+training slot: train from the parent's weights, log the outcome). While models
 train, the next one is proposed from the results so far, as in Auto-Keras; with ``trainers = k``,
 k models train at once. Training slots are the global concurrency limit ``nas-trainer``, so
 several flows on one machine share them. Running the flow with the name of an existing search
@@ -51,9 +52,17 @@ def _proposer_service(search_id: str, uri: str) -> SearchService:
     return SearchService(MlflowEventLog(search_id, uri=uri))
 
 
+@task(name="refit")
+def refit(search_id: str) -> None:
+    """Refit the surrogate on the results the next proposal may see, and log it (Bayesian only)."""
+    service = _proposer_service(search_id, tracking_uri())
+    service.refresh()
+    service.refit()
+
+
 @task(name="propose")
 def propose(search_id: str) -> str | None:
-    """Propose the next model (logging the surrogate refit with it); None when nothing new fits."""
+    """Propose the next model with the logged surrogate; None when nothing new fits."""
     service = _proposer_service(search_id, tracking_uri())
     service.refresh()
     proposed = service.ask(1)
@@ -206,7 +215,8 @@ def nas_search(
         waiting_on = [m for m in [*running, *queued] if order.index(m) < len(order) - slots]
         can_propose = not exhausted and not queued and service.stop_reason() is None and not service.state.finished
         if can_propose and not waiting_on:
-            proposed = propose(name)  # computed on the CPU while the submitted models train
+            refit(name)  # both computed on the CPU while the submitted models train
+            proposed = propose(name)
             if proposed is None:
                 exhausted = True
             else:

@@ -177,6 +177,8 @@ class BayesianProposer:
     n_anchors: int = 32
     anchor_seed: int = 0
     _embedding: AnchorEmbedding | None = field(default=None, repr=False)
+    # (length scale, noise) from a logged refit: propose with them instead of refitting
+    hyperparameters: tuple[float, float] | None = None
 
     @property
     def embedding(self) -> AnchorEmbedding:
@@ -202,10 +204,19 @@ class BayesianProposer:
         )
         return gp, info
 
+    def surrogate(self, history: History) -> tuple[GaussianProcess, Refit | None]:
+        """The GP on ``history``: with the given hyperparameters if any, else refitted (and the refit)."""
+        if self.hyperparameters is None:
+            return self.refit(history)
+        x = self.features([o.point for o in history.observations])
+        length_scale, noise = self.hyperparameters
+        y = np.array([o.score for o in history.observations])
+        return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
+
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         if not history.observations:
             return Batch(_fill(history, k, rng, self.space, None))
-        gp, info = self.refit(history)
+        gp, info = self.surrogate(history)
         for point in history.pending:  # kriging believer: a pending point counts as its predicted mean
             x = self.features([point])
             gp.add(x[0], float(gp.predict(x)[0][0]))

@@ -38,11 +38,10 @@ class Divergence:
 
 
 def _groups(events: Sequence[Event]) -> list[list[Event]]:
-    """The events of each ask (its refit, if any, and its batch of proposals) grouped; others alone."""
+    """The proposals of one ask grouped (by their batch index); every other event alone."""
     out: list[list[Event]] = []
     for e in events:
-        after_refit = bool(out) and isinstance(out[-1][-1], SurrogateRefitted)
-        if isinstance(e, ArchitectureProposed) and (e.batch_index > 0 or after_refit):
+        if isinstance(e, ArchitectureProposed) and e.batch_index > 0:
             out[-1].append(e)
         else:
             out.append([e])
@@ -50,35 +49,32 @@ def _groups(events: Sequence[Event]) -> list[list[Event]]:
 
 
 def verify(events: Sequence[Event]) -> Divergence | None:
-    """Re-run the proposer and the GP refit over the log; the first logged step they do not reproduce."""
+    """Re-run every refit and every proposal over the log; the first logged step they do not reproduce."""
     proposing = Proposing()
     state = SearchState()
     for group in _groups(events):
         first = group[0]
-        if not isinstance(first, SurrogateRefitted | ArchitectureProposed):
-            state = fold(group, state)
-            continue
-        logged = [e for e in group if isinstance(e, ArchitectureProposed)]
-        batch = proposing.batch(state, max(len(logged), 1))
-        refits = [e for e in group if isinstance(e, SurrogateRefitted)]
-        for r in refits:
-            redo = batch.refit
+        if isinstance(first, SurrogateRefitted):
+            redo = proposing.refit(state)
             if redo is None:
-                return Divergence(r.seq, "a refit is logged but the proposer does not refit here")
+                return Divergence(first.seq, "a refit is logged where the proposer has nothing to refit")
             mine = (redo.observations, redo.length_scale, redo.noise, redo.log_marginal_likelihood)
-            theirs = (r.observations, r.length_scale, r.noise, r.log_marginal_likelihood)
+            theirs = (first.observations, first.length_scale, first.noise, first.log_marginal_likelihood)
             if mine != theirs:
-                return Divergence(r.seq, f"refit gives (n, length scale, noise, lml) {mine}, the log has {theirs}")
-        if len(batch.proposals) < len(logged):
-            return Divergence(logged[len(batch.proposals)].seq, "the proposer proposes fewer models than logged")
-        for e, p in zip(logged, batch.proposals, strict=False):
-            chain = [m.to_dict() for m in p.steps]
-            if (e.architecture_id, e.parent_model_id, e.morphisms) != (p.point.id, p.parent_id, chain):
-                return Divergence(
-                    e.seq,
-                    f"{e.model_id}: re-running the proposer gives {p.point.id[:12]} from {p.parent_id} "
-                    f"({', '.join(m['kind'] for m in chain)}); the log has {e.architecture_id[:12]} from "
-                    f"{e.parent_model_id} ({', '.join(m['kind'] for m in e.morphisms)})",
-                )
+                return Divergence(first.seq, f"refit gives (n, length scale, noise, lml) {mine}, the log has {theirs}")
+        elif isinstance(first, ArchitectureProposed):
+            logged = [e for e in group if isinstance(e, ArchitectureProposed)]
+            batch = proposing.batch(state, len(logged))
+            if len(batch.proposals) < len(logged):
+                return Divergence(logged[len(batch.proposals)].seq, "the proposer proposes fewer models than logged")
+            for e, p in zip(logged, batch.proposals, strict=False):
+                chain = [m.to_dict() for m in p.steps]
+                if (e.architecture_id, e.parent_model_id, e.morphisms) != (p.point.id, p.parent_id, chain):
+                    return Divergence(
+                        e.seq,
+                        f"{e.model_id}: re-running the proposer gives {p.point.id[:12]} from {p.parent_id} "
+                        f"({', '.join(m['kind'] for m in chain)}); the log has {e.architecture_id[:12]} from "
+                        f"{e.parent_model_id} ({', '.join(m['kind'] for m in e.morphisms)})",
+                    )
         state = fold(group, state)
     return None

@@ -74,6 +74,8 @@ def run_search(
         if service.state.finished:
             break
         reason = service.stop_reason()
+        if reason is None:
+            service.refit()
         if reason is None and not service.ask(1):
             reason = "no new architecture within the caps"
         if reason is not None:

@@ -33,7 +33,7 @@ from nas.graph import Architecture
 from nas.initial import initial_architecture
 from nas.kernel import AnchorEmbedding, anchors_from_walks
 from nas.morphisms import Morphism
-from nas.proposers import Batch, BayesianProposer, Proposer, make_proposer
+from nas.proposers import Batch, BayesianProposer, Proposer, Refit, make_proposer
 from nas.space import MorphismSpace
 from nas.state import SearchState, fold
 
@@ -80,18 +80,34 @@ class Proposing:
             kernel_lambda=s["kernel_lambda"],
         )
 
-    def proposer(self, state: SearchState) -> Proposer:
-        """The configured proposer; the Bayesian one's anchors depend on the configured caps only."""
+    def _bayesian(self, state: SearchState, hyperparameters: tuple[float, float] | None) -> BayesianProposer:
+        """The Bayesian proposer; its anchors depend on the configured caps only."""
         s = state.config["search"]
         space = self.space(state)
-        if s["strategy"] != "bayesian":
-            return make_proposer(s["strategy"], space)
         if self._embedding is None:
             fixed = MorphismSpace(space.start, s["max_params"], s["max_layers"], s["kernel_lambda"])
             self._embedding = AnchorEmbedding(fixed.distance, anchors_from_walks(fixed, 32, state.seed))
         return BayesianProposer(
-            space, AnnealingConfig(beta=s["beta"]), anchor_seed=state.seed, _embedding=self._embedding
+            space,
+            AnnealingConfig(beta=s["beta"]),
+            anchor_seed=state.seed,
+            _embedding=self._embedding,
+            hyperparameters=hyperparameters,
         )
+
+    def proposer(self, state: SearchState) -> Proposer:
+        """The configured proposer; the Bayesian one uses the hyperparameters of the last logged refit."""
+        strategy = state.config["search"]["strategy"]
+        if strategy != "bayesian":
+            return make_proposer(strategy, self.space(state))
+        return self._bayesian(state, state.surrogate)
+
+    def refit(self, state: SearchState) -> Refit | None:
+        """The surrogate refit the next proposal should use: None for strategies without one, or nothing seen yet."""
+        history = state.history(known_models=self.known(state))
+        if state.config["search"]["strategy"] != "bayesian" or not history.observations:
+            return None
+        return self._bayesian(state, None).refit(history)[1]
 
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
@@ -162,6 +178,27 @@ class SearchService:
     def propose(self, state: SearchState, k: int) -> Batch:
         """What the configured proposer makes of ``state``."""
         return self.proposing.batch(state, k)
+
+    def refit(self) -> None:
+        """Refit the surrogate on what the next proposal may see and log it (Bayesian strategy only)."""
+
+        def build(state: SearchState) -> list[Event]:
+            r = self.proposing.refit(state)
+            if r is None:
+                return []
+            return [
+                SurrogateRefitted(
+                    state.search_id,
+                    state.last_seq + 1,
+                    r.observations,
+                    r.length_scale,
+                    r.noise,
+                    r.log_marginal_likelihood,
+                    r.seconds,
+                )
+            ]
+
+        self._commit(build)
 
     def ask(self, k: int = 1) -> list[ArchitectureProposed]:
         """Propose up to ``k`` new models and log them (with the surrogate refit, if any)."""

@@ -68,6 +68,7 @@ class SearchState:
     trained_order: tuple[str, ...] = ()  # model ids in the order their training completed
     best_model_id: str | None = None
     refits: int = 0
+    surrogate: tuple[float, float] | None = None  # (length scale, noise) of the last logged refit
     spent_seconds: float = 0.0  # proposal + training seconds recorded so far: the budget already used
     finished: bool = False
     finish_reason: str | None = None
@@ -163,7 +164,12 @@ def _(event: ArchitectureProposed, state: SearchState) -> SearchState:
 
 @apply.register
 def _(event: SurrogateRefitted, state: SearchState) -> SearchState:
-    return replace(state, refits=state.refits + 1, spent_seconds=state.spent_seconds + event.seconds)
+    return replace(
+        state,
+        refits=state.refits + 1,
+        surrogate=(event.length_scale, event.noise),
+        spent_seconds=state.spent_seconds + event.seconds,
+    )
 
 
 @apply.register

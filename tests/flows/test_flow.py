@@ -47,7 +47,8 @@ def test_two_trainers_train_at_once_and_propose_the_same_models(store: str) -> N
 
     runs = []
     for name in ("p1", "p2"):
-        nas_search(name=name, max_models=4, trainers=2, strategy="random", **FLOW_ARGS)
+        # 4 epochs: long enough that the second training starts before the first ends, even on a loaded machine
+        nas_search(name=name, max_models=4, trainers=2, strategy="random", **{**FLOW_ARGS, "epochs": 4})
         runs.append(MlflowEventLog(name).read())
     first, second = sorted(outcome(runs[0])), sorted(outcome(runs[1]))  # completion order may differ
     assert [m[:2] for m in first] == [m[:2] for m in second] and len(first) == 4
