@@ -116,19 +116,33 @@ def train(search_id: str, model_id: str) -> str:
 
 
 def _ensure_trainer_limit(trainers: int) -> None:
-    """Create the shared training-slot limit if this Prefect API has none yet."""
+    """Create the shared training-slot limit if this Prefect API has none yet; warn when it is below ``trainers``.
+
+    The limit is shared by every flow on the API, so an existing one is left as its owner set it.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(TRAINER_LIMIT)
+            limit = client.read_global_concurrency_limit_by_name(TRAINER_LIMIT).limit
         except ObjectNotFound:
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINER_LIMIT, limit=trainers))
             except ObjectAlreadyExists:
                 pass
+            return
+    if limit < trainers:
+        get_run_logger().warning(
+            "search.trainers=%d but the shared limit %r allows %d training(s) at once on this Prefect API; "
+            "raise it with: prefect gcl update %s --limit %d",
+            trainers,
+            TRAINER_LIMIT,
+            limit,
+            TRAINER_LIMIT,
+            trainers,
+        )
 
 
 def search_config(

@@ -32,6 +32,15 @@ def trained_like_weights(arch: Architecture, rng: np.random.Generator) -> dict[s
     return out
 
 
+def mlflow_has_no_runs(uri: str) -> bool:
+    """True when the store at ``uri`` holds no run of the ``nas`` experiment (nothing was logged)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("nas")
+    return exp is None or not client.search_runs([exp.experiment_id])
+
+
 @pytest.fixture
 def small_cnn() -> Architecture:
     return initial_cnn((12, 12, 2), 5, blocks=3, filters=8, dense_units=8)

@@ -12,6 +12,7 @@ import pytest
 import nas.data
 from nas.cli import main
 from nas.data import check, fingerprint, load, load_splits, split
+from tests.conftest import mlflow_has_no_runs
 
 ROOT = Path(__file__).parents[2]
 
@@ -86,14 +87,6 @@ def test_bad_arrays_are_refused(x: np.ndarray, y: np.ndarray, message: str) -> N
         split("bad", x, y)
 
 
-def no_runs(uri: str) -> bool:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("nas")
-    return exp is None or not client.search_runs([exp.experiment_id])
-
-
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -119,4 +112,4 @@ def test_bad_data_through_the_command_line_logs_nothing(
     assert main(["search", "--set", f"data.dataset={tmp_path / 'd.npz'}", "--local"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert no_runs(uri)
+    assert mlflow_has_no_runs(uri)

@@ -7,14 +7,7 @@ from pathlib import Path
 import pytest
 
 from nas.cli import main
-
-
-def no_runs(mlflow_uri: str) -> bool:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    exp = client.get_experiment_by_name("nas")
-    return exp is None or not client.search_runs([exp.experiment_id])
+from tests.conftest import mlflow_has_no_runs
 
 
 @pytest.mark.parametrize(
@@ -34,7 +27,7 @@ def test_bad_search_input(args: list[str], message: str, mlflow_uri: str, capsys
     assert main(["search", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("nas: error: ") and len(err.strip().splitlines()) == 1
-    assert no_runs(mlflow_uri)
+    assert mlflow_has_no_runs(mlflow_uri)
 
 
 def test_unknown_search_names_are_reported(mlflow_uri: str, capsys) -> None:
