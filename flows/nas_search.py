@@ -24,7 +24,7 @@ from prefect.futures import PrefectFuture, as_completed
 from nas.config import load
 from nas.data import Splits
 from nas.event_log.mlflow import MlflowEventLog, tracking_uri
-from nas.runner import check_same_data, splits_for
+from nas.runner import open_search, splits_for
 from nas.search import SearchService
 
 TRAINER_LIMIT = "nas-trainer"
@@ -182,13 +182,10 @@ def nas_search(
     config_path: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) search ``name``. Unset parameters come from params.yaml; returns the summary."""
-    from nas.data import fingerprint
     from nas.replay import summary
 
-    log = MlflowEventLog(name)
-    service = SearchService(log)
-    if not service.state.started:
-        config = search_config(
+    def make_config() -> dict[str, Any]:
+        return search_config(
             config_path,
             overrides,
             dataset=dataset,
@@ -201,14 +198,8 @@ def nas_search(
             trainers=trainers,
             max_params=max_params,
         )
-        splits = _splits(_data_key(config))  # bad data is refused before anything is logged
-        service.start(name, config, splits.input_shape, splits.num_classes, fingerprint(splits))
-        print(f"started search {name} on {splits.name} ({len(splits.x_train)} training examples)")
-    else:
-        check_same_data(service.state, _splits(_data_key(dict(service.state.config))))
-        for line in log.repair():
-            print(f"repaired: {line}")
-        print(f"resuming search {name} at event {service.state.last_seq}")
+
+    service, _ = open_search(MlflowEventLog(name), make_config, lambda c: _splits(_data_key(dict(c))), print)
     slots = service.state.config["search"]["trainers"]
     _ensure_trainer_limit(slots)
     running: dict[str, PrefectFuture] = {}

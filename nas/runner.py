@@ -32,6 +32,37 @@ def check_same_data(state: SearchState, splits: Splits) -> None:
         )
 
 
+def open_search(
+    log: EventLog,
+    make_config: Callable[[], Mapping[str, Any]] | None,
+    load: Callable[[Mapping[str, Any]], Splits],
+    progress: Progress,
+) -> tuple[SearchService, Splits]:
+    """The service of a search and its data, after starting it or readying its resume.
+
+    A new search takes ``make_config()`` (None: there must be a logged search to resume) and logs
+    SearchStarted only once the data has loaded and passed its checks. A resumed one is repaired
+    (a crash's leftovers) and refused if its data changed.
+    """
+    repair = getattr(log, "repair", None)
+    if repair is not None:
+        for line in repair():
+            progress(f"repaired: {line}")
+    service = SearchService(log)
+    if service.state.started:
+        splits = load(service.state.config)
+        check_same_data(service.state, splits)
+        progress(f"resuming search {log.search_id} at event {service.state.last_seq}")
+        return service, splits
+    if make_config is None:
+        raise ValueError(f"there is no search {log.search_id!r} to resume; start it with nas search")
+    config = make_config()
+    splits = load(config)  # bad data is refused before anything is logged
+    service.start(log.search_id, config, splits.input_shape, splits.num_classes, fingerprint(splits))
+    progress(f"started search {log.search_id}: {splits.name}, {len(splits.x_train)} training examples")
+    return service, splits
+
+
 def run_search(
     log: EventLog,
     config: Mapping[str, Any] | None,
@@ -48,21 +79,9 @@ def run_search(
     """
     from nas.training import train_model
 
-    repair = getattr(log, "repair", None)
-    if repair is not None:
-        for line in repair():
-            progress(f"repaired: {line}")
-    service = SearchService(log)
-    if not service.state.started:
-        if config is None:
-            raise ValueError(f"there is no search {log.search_id!r} to resume; start it with nas search")
-        splits = splits or splits_for(config)
-        service.start(log.search_id, config, splits.input_shape, splits.num_classes, fingerprint(splits))
-        progress(f"started search {log.search_id}: {splits.name}, {len(splits.x_train)} training examples")
-    else:
-        splits = splits or splits_for(service.state.config)
-        check_same_data(service.state, splits)
-        progress(f"resuming search {log.search_id} at event {service.state.last_seq}")
+    service, splits = open_search(
+        log, None if config is None else lambda: config, lambda c: splits or splits_for(c), progress
+    )
     while True:
         for model in service.state.unfinished:
             parent = f" from {model.parent_id}" if model.parent_id else ""

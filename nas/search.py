@@ -126,8 +126,9 @@ class SearchService:
         self.proposing = Proposing()
 
     def refresh(self) -> SearchState:
-        """Catch up with events appended by anyone since the last read."""
-        self.state = fold(self.log.read(after_seq=self.state.last_seq), self.state)
+        """Catch up with events appended by anyone since the last read (reads nothing when none were)."""
+        if self.log.last_seq() != self.state.last_seq:
+            self.state = fold(self.log.read(after_seq=self.state.last_seq), self.state)
         return self.state
 
     def _append(self, events: Sequence[Event], attachments: Attachments | None = None) -> None:

@@ -79,6 +79,10 @@ class EventLog(ABC):
     def _commit(self, sealed: list[dict[str, Any]], attachments: Attachments) -> None:
         """Store new sealed records atomically per record; ConcurrencyError if a seq is taken."""
 
+    def last_seq(self) -> int:
+        """The last committed seq (0 when empty), without reading the events."""
+        return self._head()[0]
+
     def _head(self) -> tuple[int, str]:
         """The last committed seq and its hash (0 and GENESIS when empty); backends may know it cheaper."""
         records = self._load()
