@@ -129,6 +129,7 @@ def train(
         validation_data=(x_val, y_val),
         epochs=config.epochs,
         callbacks=callbacks,
+        shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
         verbose=0,
     )
     seconds = time.perf_counter() - start
