@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -203,6 +204,111 @@ def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stage(args: argparse.Namespace) -> int:
+    """One stage of the DVC pipeline (dvc.yaml), on the paths of nas.pipeline, settings from --params."""
+    from nas import pipeline
+    from nas.config import load, load_pipeline
+
+    params = Path(args.params)
+    if args.stage == "prepare":
+        from nas.runner import splits_for
+
+        info = pipeline.prepare(splits_for(load(params)))
+        print(
+            f"prepared {info['dataset']}: {info['train_examples']} train, {info['val_examples']} validation, "
+            f"{info['test_examples']} test examples in {pipeline.PREPARED} "
+            f"(fingerprint {str(info['fingerprint'])[:12]})"
+        )
+        return 0
+    if args.stage == "search":
+        return _stage_search(params, args.local)
+    if args.stage == "evaluate":
+        config = load(params)
+        result = pipeline.evaluate(
+            load_pipeline(params)["final"], config["train"]["batch_size"], config["search"]["seed"]
+        )
+        print(
+            f"test accuracy {result['test_accuracy']:.4f} after {result['final_epochs']} final epoch(s) on train + "
+            f"validation (searched model: {result['searched_model_test_accuracy']:.4f}) -> metrics/test.json"
+        )
+        return 0
+    return _stage_register(params)
+
+
+def _stage_search(params: Path, local: bool) -> int:
+    """Run (or resume, or reuse) the search named by the settings and the prepared data; write its outputs."""
+    from nas import pipeline
+    from nas.config import load
+    from nas.data import fingerprint
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.registry import link_data
+    from nas.search import SearchService
+    from nas.state import fold
+    from nas.weights import load_weights
+
+    splits = pipeline.prepared_data()
+    config = load(params, [f"data.dataset={pipeline.PREPARED.as_posix()}"])
+    name = pipeline.search_name(config, fingerprint(splits))
+    log = MlflowEventLog(name)
+    state = SearchService(log).state if log.claims() else None
+    if state is not None and state.finished:
+        print(f"search {name} already ran on these settings and data; using its results (nas replay {name})")
+    else:
+        print(f"{'resuming' if state else 'starting'} search {name}")
+        _run(name, None if state else config, local)
+    link_data(log, splits, pipeline.PREPARED)
+    events = log.read()
+    info = pipeline.write_search_outputs(
+        fold(events), events, lambda seq: load_weights(log.attachment(seq, "weights.npz"))
+    )
+    print(
+        f"search {name}: best val_accuracy {info['best_val_accuracy']:.4f}, {info['models_trained']} trained, "
+        f"{info['models_failed']} failed -> models/best.keras, metrics/search.json"
+    )
+    return 0
+
+
+def _stage_register(params: Path) -> int:
+    """Register models/final.keras in the MLflow Model Registry under register.model_name, alias champion."""
+    import json
+
+    from nas import pipeline
+    from nas.config import load_pipeline
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.keras_builder import build_model, load_keras
+    from nas.registry import ALIAS, register_final
+
+    name = load_pipeline(params)["register"]["model_name"]
+    info, arch = pipeline.read_best()
+    weights = load_keras(pipeline.MODELS / "final.keras", arch)
+    splits = pipeline.prepared_data()
+    test = json.loads((pipeline.METRICS / "test.json").read_text())
+    log = MlflowEventLog(info["search"])
+    version, created = register_final(
+        log,
+        info["model_id"],
+        build_model(arch, weights),
+        weights,
+        splits.x_test[:5],
+        name,
+        description=f"{info['model_id']} of search {info['search']}; test accuracy {test['test_accuracy']:.4f}",
+    )
+    record = {
+        "name": name,
+        "version": version,
+        "alias": ALIAS,
+        "uri": f"models:/{name}@{ALIAS}",
+        "search": info["search"],
+        "model_id": info["model_id"],
+        "test_accuracy": test["test_accuracy"],
+    }
+    (pipeline.MODELS / "registered.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    what = "registered as" if created else "already registered as"
+    print(f"{info['model_id']} of search {info['search']} {what} {name} version {version}, alias {ALIAS}")
+    print(f'load it: mlflow.pyfunc.load_model("models:/{name}@{ALIAS}")')
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
@@ -241,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("ls", help="list searches with status, models trained and best accuracy")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=_ls)
+    stage = sub.add_parser("stage", help="run one stage of the DVC pipeline (see dvc.yaml; dvc repro runs them all)")
+    stage.add_argument("stage", choices=["prepare", "search", "evaluate", "register"])
+    stage.add_argument("--params", default="params.yaml", help="settings file (default: params.yaml)")
+    stage.add_argument("--local", action="store_true", help="search: run the plain loop instead of the Prefect flow")
+    stage.set_defaults(run=_stage)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

@@ -41,6 +41,16 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "timeout_s": (float, *_POSITIVE),
     },
 }
+# Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
+PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+    "final": {
+        "epochs": (int, lambda v: v >= 0, "a non-negative integer (0 keeps the searched weights)"),
+        "learning_rate": (float, *_POSITIVE),
+    },
+    "register": {
+        "model_name": (str, lambda v: bool(v.strip()), "a non-empty name"),
+    },
+}
 DEFAULT_FILE = Path("params.yaml")
 
 
@@ -58,25 +68,30 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
     return value
 
 
-def validate(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A complete, checked copy of ``config``; ValueError naming the first unknown key or bad value."""
+def _validate(config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple[type, Any, str]]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for group, values in config.items():
-        if group not in SCHEMA:
-            raise ValueError(f"unknown settings group {group!r}; groups are {', '.join(SCHEMA)}")
+        if group not in schema:
+            raise ValueError(f"unknown settings group {group!r}; groups are {', '.join([*SCHEMA, *PIPELINE_SCHEMA])}")
         if not isinstance(values, Mapping):
             raise ValueError(f"settings group {group!r} must be a mapping of keys to values")
         for key, value in values.items():
-            if key not in SCHEMA[group]:
-                raise ValueError(f"unknown setting '{group}.{key}'; {group} has {', '.join(SCHEMA[group])}")
-            typ, check, good = SCHEMA[group][key]
+            if key not in schema[group]:
+                raise ValueError(f"unknown setting '{group}.{key}'; {group} has {', '.join(schema[group])}")
+            typ, check, good = schema[group][key]
             value = _coerce(f"{group}.{key}", value, typ)
             if not check(value):
                 raise ValueError(f"{group}.{key}={value!r} must be {good}")
             out.setdefault(group, {})[key] = value
-    missing = [f"{g}.{k}" for g, keys in SCHEMA.items() for k in keys if k not in out.get(g, {})]
+    missing = [f"{g}.{k}" for g, keys in schema.items() for k in keys if k not in out.get(g, {})]
     if missing:
         raise ValueError(f"settings {', '.join(missing)} are missing; params.yaml must set every key")
+    return out
+
+
+def validate(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A complete, checked copy of a search's ``config``; ValueError naming the first unknown key or bad value."""
+    out = _validate(config, SCHEMA)
     if out["data"]["val_fraction"] + out["data"]["test_fraction"] >= 1:
         raise ValueError("data.val_fraction + data.test_fraction must be below 1, or nothing is left to train on")
     return out
@@ -101,8 +116,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     return out
 
 
-def load(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Settings from ``path`` (default ./params.yaml) with overrides, validated."""
+def _read(path: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
     path = path or DEFAULT_FILE
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -112,4 +126,20 @@ def load(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, A
         raise ValueError(f"settings file {str(path)!r} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ValueError(f"settings file {str(path)!r} must hold groups of settings (data, search, train)")
-    return validate(apply_overrides(raw, overrides))
+    return apply_overrides(raw, overrides)
+
+
+def load(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """A search's settings (groups data, search, train) from ``path`` (default ./params.yaml) with
+    overrides, validated; the pipeline's groups (final, register) are checked when present, not returned."""
+    raw = _read(path, overrides)
+    pipeline = {g: raw.pop(g) for g in PIPELINE_SCHEMA if g in raw}
+    for group, values in pipeline.items():
+        _validate({group: values}, {group: PIPELINE_SCHEMA[group]})
+    return validate(raw)
+
+
+def load_pipeline(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings of the stages after the search (groups final, register), validated and complete."""
+    raw = _read(path, overrides)
+    return _validate({g: raw.get(g, {}) for g in PIPELINE_SCHEMA}, PIPELINE_SCHEMA)

@@ -1,7 +1,8 @@
 """Datasets: built-in ones read offline from installed packages, and the user's own.
 
 ``data.dataset`` names a built-in dataset (``mnist5k``, ``digits``, ``fashion_mnist``), a ``.npz``
-file with arrays ``x`` and ``y``, or a folder of images with one sub-folder per class. Images come
+file with arrays ``x`` and ``y``, a folder of images with one sub-folder per class, or a folder
+already split by ``save_prepared`` (the DVC ``prepare`` stage's output). Images come
 as float32 in [0, 1] with shape (N, H, W, C), flat features as (N, D); labels as int64 from 0.
 Bad data is refused with one sentence before a search logs anything. Splits are stratified and
 fixed by a seed; the search never reads the test split.
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
 import os
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -214,9 +218,73 @@ def split(
 
 
 def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """A dataset (see ``load``), checked and split."""
+    """A dataset (see ``load``), checked and split; a prepared folder (see ``save_prepared``) is read as split."""
+    if is_prepared(Path(name)):
+        return load_prepared(Path(name))
     x, y = load(name)
     return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+
+
+PARTS = ("train", "val", "test")
+
+
+def is_prepared(path: Path) -> bool:
+    """Whether ``path`` is a folder written by ``save_prepared``."""
+    return path.is_dir() and all((path / f"{part}.npz").is_file() for part in PARTS)
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Like ``np.savez`` but byte-for-byte repeatable (fixed zip time stamps), so DVC sees unchanged data as such."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            archive.writestr(zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
+
+
+def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
+    """Write ``train.npz``, ``val.npz``, ``test.npz`` (arrays x, y) and ``fingerprint.json`` to ``out``.
+
+    Returns what ``fingerprint.json`` holds: the source, the fingerprint, and each split's size.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for part in PARTS:
+        _write_npz(out / f"{part}.npz", x=getattr(splits, f"x_{part}"), y=getattr(splits, f"y_{part}"))
+    info: dict[str, object] = {
+        "dataset": splits.name,
+        "fingerprint": fingerprint(splits),
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        **{f"{part}_examples": len(getattr(splits, f"y_{part}")) for part in PARTS},
+    }
+    (out / "fingerprint.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def load_prepared(path: Path) -> Splits:
+    """The splits ``save_prepared`` wrote to ``path``, checked; ValueError naming the bad file."""
+    arrays: dict[str, np.ndarray] = {}
+    for part in PARTS:
+        try:
+            with np.load(path / f"{part}.npz", allow_pickle=False) as data:
+                arrays[f"x_{part}"], arrays[f"y_{part}"] = data["x"], data["y"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"prepared split {path / part}.npz is unreadable ({e}); prepare the data again") from e
+    shapes = {arrays[f"x_{part}"].shape[1:] for part in PARTS}
+    if len(shapes) != 1:
+        raise ValueError(f"prepared splits in {path} have different example shapes {sorted(shapes)}; prepare again")
+    x = np.concatenate([arrays[f"x_{part}"] for part in PARTS])
+    y = np.concatenate([arrays[f"y_{part}"] for part in PARTS])
+    n = len(y)
+    check(x, y, val_fraction=len(arrays["y_val"]) / n, test_fraction=len(arrays["y_test"]) / n)
+    try:
+        source = str(json.loads((path / "fingerprint.json").read_text())["dataset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        source = path.name
+    return Splits(
+        source,
+        **{k: v.astype(np.int64) if k.startswith("y") else v.astype(np.float32) for k, v in arrays.items()},
+    )
 
 
 def fingerprint(splits: Splits) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -76,6 +78,23 @@ def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.n
         out[layer_id] = tuple(np.array(a) for a in layer.get_weights())
     check_weights(arch, out)
     return out
+
+
+def save_keras(arch: Architecture, weights: Weights, path: str | Path) -> keras.Model:
+    """Write ``arch`` with ``weights`` as a Keras ``.keras`` file (loadable with ``keras.saving.load_model``)."""
+    model = build_model(arch, weights)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def load_keras(path: str | Path, arch: Architecture) -> dict[str, tuple[np.ndarray, ...]]:
+    """The weights of the ``.keras`` file at ``path``, which must hold a model built from ``arch``."""
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable Keras model ({e}); run the stage that writes it again") from e
+    return read_weights(model, arch)
 
 
 def predict(arch: Architecture, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -93,8 +93,8 @@ def train(
     weights: Weights | None,
     x_train: np.ndarray,
     y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
     config: TrainConfig,
     *,
     seed: int = 0,
@@ -104,10 +104,14 @@ def train(
 
     With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
     loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
-    ``on_epoch(epoch, logs)`` is called after every epoch;
-    returning True stops training there. ``seed`` fixes the batch order and the dropout masks
-    without touching global random state, so trainings running side by side repeat exactly.
+    Without validation data (``x_val`` None, as in a final fit on train + validation) early stopping
+    must be 0. ``on_epoch(epoch, logs)`` is called after every epoch; returning True stops training
+    there. ``seed`` fixes the batch order and the dropout masks without touching global random
+    state, so trainings running side by side repeat exactly.
     """
+    validation = None if x_val is None or y_val is None else (x_val, y_val)
+    if validation is None and config.early_stopping_patience:
+        raise ValueError("early stopping needs validation data; set train.early_stopping_patience=0 to train without")
     model = build_model(arch, weights, seed=seed)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
@@ -126,7 +130,7 @@ def train(
     start = time.perf_counter()
     fit = model.fit(
         _ShuffledBatches(x_train, y_train, config.batch_size, seed),
-        validation_data=(x_val, y_val),
+        validation_data=validation,
         epochs=config.epochs,
         callbacks=callbacks,
         shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
@@ -135,7 +139,8 @@ def train(
     seconds = time.perf_counter() - start
     keys = list(fit.history)
     history = [{k: float(fit.history[k][e]) for k in keys} for e in range(len(fit.history["loss"]))]
-    # As EarlyStopping restores: the first epoch with the lowest validation loss (NaN never improves).
-    losses = np.nan_to_num([h["val_loss"] for h in history], nan=np.inf)
-    kept = int(np.argmin(losses)) if config.early_stopping_patience else len(history) - 1
+    kept = len(history) - 1
+    if config.early_stopping_patience:
+        # As EarlyStopping restores: the first epoch with the lowest validation loss (NaN never improves).
+        kept = int(np.argmin(np.nan_to_num([h["val_loss"] for h in history], nan=np.inf)))
     return TrainResult(read_weights(model, arch), history, kept, seconds)

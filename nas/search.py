@@ -22,6 +22,7 @@ from nas.events import (
     FAILURE_REASONS,
     ArchitectureProposed,
     Event,
+    ModelRegistered,
     SearchFinished,
     SearchStarted,
     SurrogateRefitted,
@@ -142,6 +143,8 @@ class SearchService:
         """
         for _ in range(APPEND_RETRIES):
             events = build(self.state)
+            if not events:
+                return events
             files = {events[i].seq: f for i, f in (attachments or {}).items()}
             try:
                 self._append(events, files)
@@ -312,6 +315,19 @@ class SearchService:
             ]
 
         self._commit(build)
+
+    def model_registered(self, model_id: str, registered_name: str, version: str) -> bool:
+        """Log that ``model_id``'s final model is ``registered_name`` version ``version``, once; True if logged now."""
+        if model_id not in self.state.models:
+            raise ValueError(f"search {self.state.search_id!r} has no model {model_id!r} to register")
+        entry = (model_id, registered_name, str(version))
+
+        def build(state: SearchState) -> list[Event]:
+            if entry in state.registered:
+                return []
+            return [ModelRegistered(state.search_id, state.last_seq + 1, *entry)]
+
+        return bool(self._commit(build))
 
     # --- queries ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,170 @@
+"""The DVC pipeline (dvc.yaml) in a temporary Git repository: real DVC, the real flow, the real registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from nas.cli import main
+from tests.conftest import mlflow_has_no_runs
+
+ROOT = Path(__file__).parents[2]
+TINY = {
+    "data": {"dataset": "digits"},
+    "search": {"max_models": 3, "initial_width": 8},
+    "train": {"epochs": 1},
+    "final": {"epochs": 1},
+}
+
+
+def _repo(path: Path) -> Path:
+    """A Git repository holding this project's files (tracked and new, not ignored) with tiny settings."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("tests/", "bench/")):
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_bytes((ROOT / name).read_bytes())
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    for group, values in TINY.items():
+        params[group].update(values)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny settings"]):
+        subprocess.run(command, cwd=path, check=True, env={**os.environ, **_GIT})
+    return path
+
+
+_GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+
+def _env(uri: str) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, **_GIT, "MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `nas` and `dvc` of this venv
+    return env
+
+
+def _run(repo: Path, env: dict[str, str], *command: str) -> str:
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    repo = _repo(tmp_path / "repo")
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    env = _env(uri)
+    _run(repo, env, "dvc", "repro")
+    for out in (
+        "data/prepared/train.npz", "data/prepared/val.npz", "data/prepared/test.npz", "data/prepared/fingerprint.json",
+        "models/best.keras", "models/best.json", "models/final.keras", "models/registered.json",
+        "metrics/search.json", "metrics/test.json", "plots/best_so_far.csv", "plots/best_so_far.png",
+        "plots/confusion.csv", "plots/confusion.png",
+    ):  # fmt: skip
+        assert (repo / out).is_file(), out
+    search, test, best = (_json(repo / p) for p in ("metrics/search.json", "metrics/test.json", "models/best.json"))
+    assert search["models_trained"] + search["models_failed"] == 3 and search["best_val_accuracy"] > 0
+    assert len((repo / "plots/best_so_far.csv").read_text().splitlines()) == 1 + 3
+    client = MlflowClient(uri)
+    runs = len(client.search_runs([client.get_experiment_by_name("nas").experiment_id]))
+
+    again = _run(repo, env, "dvc", "repro")
+    assert "Data and pipelines are up to date" in again and "Running stage" not in again
+    assert len(client.search_runs([client.get_experiment_by_name("nas").experiment_id])) == runs
+
+    # The champion predicts the test set with the accuracy the evaluate stage wrote; registering again adds nothing.
+    mlflow.set_tracking_uri(uri)
+    champion = mlflow.pyfunc.load_model("models:/nas-classifier@champion")
+    with np.load(repo / "data/prepared/test.npz") as data:
+        predicted = np.asarray(champion.predict(data["x"])).argmax(axis=1)
+        assert float(np.mean(predicted == data["y"])) == pytest.approx(test["test_accuracy"], abs=1e-9)
+    assert "already registered as nas-classifier version 1" in _run(repo, env, "nas", "stage", "register")
+    versions = client.search_model_versions("name = 'nas-classifier'")
+    assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == _parent_run_id(client, best["search"])
+    assert versions[0].tags["nas.model_id"] == best["model_id"]
+    assert str(client.get_model_version_by_alias("nas-classifier", "champion").version) == "1"
+    assert ("ModelRegistered", 1) == _count_registered(uri, best["search"])
+
+    # Forced, on a fresh MLflow store (nothing to reuse): the same search, model and figures again.
+    fresh = _env(f"sqlite:///{tmp_path / 'fresh.db'}")
+    _run(repo, fresh, "dvc", "repro", "--force")
+    assert _json(repo / "models/best.json") == best
+    again_search = _json(repo / "metrics/search.json")
+    assert {k: v for k, v in again_search.items() if k != "search_seconds"} == {
+        k: v for k, v in search.items() if k != "search_seconds"
+    }
+    assert _json(repo / "metrics/test.json") == test
+
+    # An experiment with one search param changed reruns the search and what follows, not prepare.
+    _run(repo, env, "git", "add", "-A")
+    _run(repo, env, "git", "commit", "-qm", "first run")
+    out = _run(repo, env, "dvc", "exp", "run", "-S", "search.max_models=2")
+    assert "Stage 'prepare' didn't change, skipping" in out and "Running stage 'search'" in out
+    assert (
+        _json(repo / "metrics/search.json")["models_trained"] + _json(repo / "metrics/search.json")["models_failed"]
+        == 2
+    )
+    shown = json.loads(_run(repo, env, "dvc", "exp", "show", "--json"))
+    experiments = [rev["data"] for row in shown for exp in row.get("experiments") or [] for rev in exp["revs"]]
+    assert [e["params"]["params.yaml"]["data"]["search"]["max_models"] for e in experiments] == [2]
+    assert experiments[0]["metrics"]["metrics/test.json"]["data"]["test_accuracy"] > 0
+    assert len(client.search_model_versions("name = 'nas-classifier'")) == 2  # a new final model, a new version
+    metrics = _run(repo, env, "dvc", "metrics", "show")
+    assert "metrics/test.json" in metrics and "metrics/search.json" in metrics
+
+
+def _parent_run_id(client, search: str) -> str:
+    from nas.event_log.mlflow import MlflowEventLog
+
+    parent = MlflowEventLog(search, uri=client.tracking_uri).parent_run()
+    assert parent is not None
+    return parent.info.run_id
+
+
+def _count_registered(uri: str, search: str) -> tuple[str, int]:
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.events import ModelRegistered
+
+    events = MlflowEventLog(search, uri=uri).read()
+    return ("ModelRegistered", sum(isinstance(e, ModelRegistered) for e in events))
+
+
+def test_bad_data_stops_prepare_with_one_sentence_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    x = np.random.default_rng(0).normal(size=(60, 4))
+    x[3, 1] = np.nan
+    np.savez(tmp_path / "bad.npz", x=x, y=np.arange(60) % 3)
+    params["data"]["dataset"] = "bad.npz"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["stage", "prepare"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error: x contains NaN") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+    assert main(["stage", "search"]) == 2  # nothing prepared: no search starts
+    assert "run the prepare stage first" in capsys.readouterr().err
+    assert mlflow_has_no_runs(uri)
+    assert main(["stage", "evaluate"]) == 2
+    assert "run the" in capsys.readouterr().err
