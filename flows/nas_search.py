@@ -24,6 +24,7 @@ from prefect.futures import PrefectFuture, as_completed
 from nas.config import load
 from nas.data import Splits
 from nas.event_log.mlflow import MlflowEventLog, tracking_uri
+from nas.report import publish_quietly
 from nas.runner import open_search, splits_for
 from nas.search import SearchService
 
@@ -236,9 +237,11 @@ def nas_search(
         done = state.count("trained") + state.count("failed")
         best = f"best {state.best.model_id} {state.best.val_accuracy:.4f}" if state.best else "no model trained yet"
         print(f"models {bar(done, state.config['search']['max_models'])}  {best}")
+        publish_quietly(service.log, print)  # report and best_val_accuracy on the parent run, every round
     service.refresh()
     if not service.state.finished:
         service.finish(service.stop_reason() or "no new architecture within the caps")
+    publish_quietly(service.log, print)
     info = summary(service.state, service.state.last_seq)
     print(f"search {name} finished: best {info['best_model']} val_accuracy {info['best_val_accuracy']}")
     return info

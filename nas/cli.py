@@ -309,6 +309,24 @@ def _stage_register(params: Path) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    """Write a search's HTML report and PNGs (partial while it runs)."""
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.report import random_baselines, render
+    from nas.state import fold
+
+    log = MlflowEventLog(args.name)
+    if not log.claims():
+        raise ValueError(f"there is no search {args.name!r} in {log.uri}; see nas ls")
+    events = log.read()
+    state = fold(events)
+    path = render(events, Path(args.out or Path("reports") / args.name), random_baselines(log, state))
+    if not state.finished:
+        print(f"search {args.name} has not finished: this report is partial ({len(state.models)} models so far)")
+    print(f"report: {path} (and {', '.join(p.name for p in sorted(path.parent.glob('*.png')))})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
@@ -347,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("ls", help="list searches with status, models trained and best accuracy")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(run=_ls)
+    report = sub.add_parser("report", help="write a search's HTML report and PNGs (partial while it runs)")
+    report.add_argument("name")
+    report.add_argument("--out", help="folder for report.html and the PNGs (default: reports/NAME)")
+    report.set_defaults(run=_report)
     stage = sub.add_parser("stage", help="run one stage of the DVC pipeline (see dvc.yaml; dvc repro runs them all)")
     stage.add_argument("stage", choices=["prepare", "search", "evaluate", "register"])
     stage.add_argument("--params", default="params.yaml", help="settings file (default: params.yaml)")

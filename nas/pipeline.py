@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from nas.data import Splits, load_prepared, save_prepared
-from nas.events import Event, TrainingCompleted, TrainingFailed, canonical_json
+from nas.events import Event, canonical_json
 from nas.graph import Architecture
-from nas.state import SearchState, fold
+from nas.report import plot_best_so_far, progress_rows
+from nas.state import SearchState
 from nas.weights import Weights
 
 PREPARED = Path("data/prepared")
@@ -44,30 +45,6 @@ def prepare(splits: Splits, out: Path = PREPARED) -> dict[str, object]:
     return save_prepared(splits, out)
 
 
-def progress_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """One row per ended training, in log order: models ended so far, search seconds spent so far,
-    the model, its validation accuracy (empty if it failed) and the best validation accuracy so far."""
-    rows: list[dict[str, Any]] = []
-    state = SearchState()
-    best: float | None = None
-    for event in events:
-        state = fold([event], state)
-        if isinstance(event, TrainingCompleted | TrainingFailed):
-            accuracy = event.val_accuracy if isinstance(event, TrainingCompleted) else None
-            if accuracy is not None and (best is None or accuracy > best):
-                best = accuracy
-            rows.append(
-                {
-                    "models": len(rows) + 1,
-                    "seconds": round(state.spent_seconds, 3),
-                    "model_id": event.model_id,
-                    "val_accuracy": "" if accuracy is None else accuracy,
-                    "best_val_accuracy": "" if best is None else best,
-                }
-            )
-    return rows
-
-
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
@@ -79,33 +56,6 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], header: Sequence[s
 def _write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def _best_so_far_png(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [r for r in rows if r["best_val_accuracy"] != ""]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
-    for ax, key, label in ((axes[0], "seconds", "search seconds"), (axes[1], "models", "models trained")):
-        ax.step([r[key] for r in points], [r["best_val_accuracy"] for r in points], where="post", label="best so far")
-        ax.scatter(
-            [r[key] for r in rows if r["val_accuracy"] != ""],
-            [r["val_accuracy"] for r in rows if r["val_accuracy"] != ""],
-            s=12,
-            color="grey",
-            label="each model",
-        )
-        ax.set_xlabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("validation accuracy")
-    axes[1].legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_search_outputs(
@@ -149,7 +99,7 @@ def write_search_outputs(
     _write_json(metrics / "search.json", info)
     rows = progress_rows(events)
     _write_csv(plots / "best_so_far.csv", rows, ["models", "seconds", "model_id", "val_accuracy", "best_val_accuracy"])
-    _best_so_far_png(rows, plots / "best_so_far.png")
+    plot_best_so_far(rows, plots / "best_so_far.png")
     return info
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from nas.data import Splits, fingerprint, load_splits
 from nas.event_log import EventLog
+from nas.report import publish_quietly
 from nas.search import SearchService
 from nas.state import SearchState
 
@@ -90,6 +91,7 @@ def run_search(
             record = service.state.models[model.model_id]
             detail = f"val_accuracy {record.val_accuracy:.4f}" if status == "trained" else f"failed: {record.failure}"
             progress(f"{model.model_id} {detail}")
+            publish_quietly(log, progress)  # the report and progress metric on the parent run (MLflow logs)
         if service.state.finished:
             break
         reason = service.stop_reason()
@@ -100,5 +102,6 @@ def run_search(
         if reason is not None:
             service.finish(reason)
             progress(f"finished: {reason}")
+            publish_quietly(log, progress)
             break
     return service.state

@@ -268,6 +268,7 @@ class SearchService:
         preservation_error: float | None,
         seconds: float,
         weights_path: Any,
+        files: Mapping[str, Any] | None = None,
     ) -> None:
         def build(state: SearchState) -> list[Event]:
             model = state.models[model_id]
@@ -285,9 +286,11 @@ class SearchService:
                 )
             ]
 
-        self._commit(build, {0: {"weights.npz": weights_path}})
+        self._commit(build, {0: {"weights.npz": weights_path, **(files or {})}})
 
-    def training_failed(self, model_id: str, reason: str, error: str, seconds: float) -> None:
+    def training_failed(
+        self, model_id: str, reason: str, error: str, seconds: float, files: Mapping[str, Any] | None = None
+    ) -> None:
         if reason not in FAILURE_REASONS:
             raise ValueError(f"failure reason {reason!r} must be one of {', '.join(FAILURE_REASONS)}")
 
@@ -299,7 +302,7 @@ class SearchService:
                 )
             ]
 
-        self._commit(build)
+        self._commit(build, {0: dict(files)} if files else None)
 
     def finish(self, reason: str) -> None:
         def build(state: SearchState) -> list[Event]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from nas.data import Splits
 from nas.events import finite_or_none
+from nas.graph import Architecture
 from nas.morphisms import apply_chain
 from nas.search import SearchService, seed_for
 from nas.weights import Weights, init_weights, load_weights, save_weights
@@ -49,6 +50,8 @@ def train_model(
     service.training_started(model_id)
     state = service.state
     model = state.models[model_id]
+    files = tempfile.TemporaryDirectory()
+    diagram = _diagram(model.arch, Path(files.name) / "architecture.png", model_id)
     t = state.config["train"]
     number = int(model_id.lstrip("m"))
     start = time.perf_counter()
@@ -81,15 +84,29 @@ def train_model(
             arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
         )
     except Exception as e:  # every failure is recorded and the search goes on
-        service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", time.perf_counter() - start)
+        with files:
+            seconds = time.perf_counter() - start
+            service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", seconds, diagram)
         return "failed"
     seconds = time.perf_counter() - start
-    if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
-        service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds)
-        return "failed"
-    epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.npz"
+    with files:
+        if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
+            service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
+            return "failed"
+        epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
+        path = Path(files.name) / "weights.npz"
         save_weights(path, result.weights)
-        service.training_completed(model_id, float(result.val_accuracy), epochs, finite_or_none(error), seconds, path)
+        accuracy, error = float(result.val_accuracy), finite_or_none(error)
+        service.training_completed(model_id, accuracy, epochs, error, seconds, path, diagram)
     return "trained"
+
+
+def _diagram(arch: Architecture, path: Path, model_id: str) -> dict[str, Path]:
+    """The architecture diagram to attach to the training's outcome ({} if it cannot be drawn)."""
+    from nas.report import plot_architecture
+
+    try:
+        plot_architecture(arch, path, f"{model_id}: {arch.param_count:,} parameters, {len(arch.layers)} layers")
+    except Exception:  # a picture is not worth a failed training
+        return {}
+    return {path.name: path}

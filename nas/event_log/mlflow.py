@@ -18,6 +18,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory (made explicit)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def searches(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> list[dict[str, str]]:
+    """The searches in the store: each parent run's ``nas.*`` tags (search_id, strategy, data_fingerprint)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or tracking_uri())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], "tags.`nas.role` = 'search'", max_results=50_000)
+    return [{k[4:]: v for k, v in r.data.tags.items() if k.startswith("nas.")} for r in runs]
 
 
 def check_search_name(name: str) -> str:
@@ -140,12 +153,36 @@ class MlflowEventLog(EventLog):
             return parent
         if record["type"] != "SearchStarted":
             raise ValueError(f"search {self.search_id!r} has no parent run; its log must start with SearchStarted")
-        tags = {"nas.search_id": self.search_id, "nas.role": "search"}
+        payload = record["payload"]
+        tags = {
+            "nas.search_id": self.search_id,
+            "nas.role": "search",
+            "nas.strategy": str(payload.get("config", {}).get("search", {}).get("strategy", "")),
+            "nas.data_fingerprint": str(payload.get("dataset_fingerprint", "")),
+        }
         created = self.client.create_run(self.experiment_id, run_name=self.search_id, tags=tags)
         parent = self.parent_run()
         if parent is not None and parent.info.run_id != created.info.run_id:
             self.client.delete_run(created.info.run_id)  # lost the race: keep one parent
         return parent
+
+    def publish_report(self, folder: Path, metrics: dict[str, dict[int, float]]) -> None:
+        """Replace the parent run's ``report/`` artifacts with the files in ``folder``, and log each
+        ``metrics[name][step]`` not logged yet (so the UI's charts show progress by step)."""
+        from mlflow.entities import Metric
+
+        parent = self.parent_run()
+        if parent is None:
+            raise ValueError(f"search {self.search_id!r} has no parent run to publish a report on")
+        run_id = parent.info.run_id
+        self.client.log_artifacts(run_id, str(folder), artifact_path="report")
+        now = int(time.time() * 1000)
+        new = []
+        for name, values in metrics.items():
+            logged = {m.step for m in self.client.get_metric_history(run_id, name)}
+            new += [Metric(name, float(v), now, step) for step, v in sorted(values.items()) if step not in logged]
+        if new:
+            self.client.log_batch(run_id, metrics=new)
 
     def event_runs(self) -> list[Any]:
         """Every active child run of this search, claimed or not (for the audit)."""
