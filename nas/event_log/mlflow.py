@@ -288,6 +288,8 @@ class MlflowEventLog(EventLog):
                 ) from e
             self.client.set_terminated(run_id, "FINISHED")
             self._records[run_id] = rec
+            if rec["type"] == "SearchFinished":  # the UI then shows the search as finished, not running
+                self.client.set_terminated(parent.info.run_id, "FINISHED")
 
     def attachment(self, seq: int, name: str) -> Path:
         run = self._runs_by_seq.get(seq)
