@@ -1,0 +1,272 @@
+"""Search efficiency against the peers: the best validation accuracy each method reaches within the same
+wall-clock budget, on the same data splits, over several seeds.
+
+Methods: this project's ``bayesian`` (network morphism + GP), ``random`` and ``evolution`` strategies (the
+plain loop on a real MLflow store: what `nas search --local` runs), and KerasTuner's
+``BayesianOptimization`` and ``RandomSearch`` over a comparable skip-free CNN space (blocks of
+ReLU -> BN -> Conv 3x3 -> MaxPool with searched depth and widths, GAP, Dropout, Dense, softmax), with
+the same epochs per trial, batch size, learning rate and early stopping. Each run stops starting new
+models once its budget is spent (the last one may run over; only models that ended within the budget
+count). Test accuracy: the method's best model (by validation accuracy) on the test split, once.
+
+    .venv/bin/pip install -c constraints.txt -e ".[bench]"     # KerasTuner and tensorboard
+    .venv/bin/python bench/search_efficiency.py --quick        # MNIST-5k, 1 seed, 60 s per run: ~7 minutes
+    .venv/bin/python bench/search_efficiency.py --datasets mnist5k fashion_mnist --seeds 3 --budget 120 180
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).parents[1]
+OURS = ("bayesian", "random", "evolution")
+PEERS = ("kt-bayesian", "kt-random")
+TARGETS = {"mnist5k": 0.95, "fashion_mnist": 0.88, "digits": 0.9}
+FRACTIONS = (0.25, 0.5, 1.0)
+
+Curve = list[tuple[float, float]]  # (seconds since start, validation accuracy) of each model that ended
+
+
+def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int, splits: Any) -> dict[str, Any]:
+    """One search of this project, timed from outside; returns its curve and its best model's test accuracy."""
+    from nas.config import load
+    from nas.event_log.mlflow import MlflowEventLog
+    from nas.keras_builder import predict
+    from nas.runner import run_search
+    from nas.weights import load_weights
+
+    sets = [
+        f"data.dataset={dataset}",
+        f"search.strategy={strategy}",
+        f"search.seed={seed}",
+        f"search.time_budget_s={budget}",
+        "search.max_models=1000",
+        f"train.epochs={epochs}",
+    ]
+    config = load(ROOT / "params.yaml", sets)
+    log = MlflowEventLog(f"{strategy}-{dataset}-{seed}")
+    curve: Curve = []
+    start = time.monotonic()
+
+    def progress(line: str) -> None:
+        if m := re.match(r"^m\d+ val_accuracy ([0-9.]+)$", line):
+            curve.append((time.monotonic() - start, float(m.group(1))))
+
+    state = run_search(log, config, splits, progress=progress)
+    best = state.best
+    test = None
+    if best is not None and best.completed_seq is not None:
+        weights = load_weights(log.attachment(best.completed_seq, "weights.npz"))
+        test = float(np.mean(predict(best.arch, weights, splits.x_test).argmax(1) == splits.y_test))
+    return {"curve": curve, "test_accuracy": test, "seconds": time.monotonic() - start}
+
+
+def _kt_model(hp: Any, input_shape: tuple[int, ...], classes: int, learning_rate: float) -> Any:
+    import keras
+
+    x = inputs = keras.Input(input_shape)
+    if len(input_shape) == 3:
+        for i in range(hp.Int("blocks", 1, 4)):
+            x = keras.layers.ReLU()(x)
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
+            x = keras.layers.Conv2D(hp.Choice(f"filters_{i}", [16, 32, 64, 128]), 3, padding="same")(x)
+            x = keras.layers.MaxPooling2D(2, padding="same")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    else:
+        for i in range(hp.Int("layers", 1, 4)):
+            x = keras.layers.Dense(hp.Choice(f"units_{i}", [32, 64, 128, 256]), activation="relu")(x)
+    x = keras.layers.Dropout(hp.Choice("dropout", [0.0, 0.25, 0.5]))(x)
+    x = keras.layers.Dense(hp.Choice("dense", [32, 64, 128]), activation="relu")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def run_keras_tuner(kind: str, seed: int, budget: float, epochs: int, splits: Any, config: dict) -> dict[str, Any]:
+    """One KerasTuner search with the same budget rule: no new trial once the budget is spent."""
+    import keras
+    import keras_tuner as kt
+
+    keras.utils.set_random_seed(seed)
+    curve: Curve = []
+    start = time.monotonic()
+    base = kt.BayesianOptimization if kind == "kt-bayesian" else kt.RandomSearch
+
+    class Timed(base):  # type: ignore[misc, valid-type]
+        def pre_create_trial(self) -> None:
+            if time.monotonic() - start >= budget:
+                self.oracle.max_trials = len(self.oracle.trials)  # the oracle then stops the search
+
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)
+            if trial.score is not None:
+                curve.append((time.monotonic() - start, float(trial.score)))
+
+    t = config["train"]
+    tuner = Timed(
+        lambda hp: _kt_model(hp, splits.input_shape, splits.num_classes, t["learning_rate"]),
+        objective="val_accuracy",
+        max_trials=10_000,
+        seed=seed,
+        directory=tempfile.mkdtemp(prefix="kt-"),
+        project_name="p",
+        overwrite=True,
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=t["early_stopping_patience"])
+    tuner.search(
+        splits.x_train,
+        splits.y_train,
+        validation_data=(splits.x_val, splits.y_val),
+        epochs=epochs,
+        batch_size=t["batch_size"],
+        callbacks=[stop],
+        verbose=0,
+    )
+    test = None
+    if curve:
+        best = tuner.get_best_models(1)[0]
+        test = float(np.mean(np.asarray(best.predict(splits.x_test, verbose=0)).argmax(1) == splits.y_test))
+    return {"curve": curve, "test_accuracy": test, "seconds": time.monotonic() - start}
+
+
+def best_at(curve: Curve, t: float) -> float | None:
+    """Best validation accuracy among models that ended by ``t`` seconds."""
+    values = [a for s, a in curve if s <= t]
+    return max(values) if values else None
+
+
+def time_to(curve: Curve, target: float, budget: float) -> float | None:
+    """Seconds until a model ended with validation accuracy >= target within the budget, or None."""
+    return next((s for s, a in curve if a >= target and s <= budget), None)
+
+
+def _median(values: list[float | None]) -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "-"
+    spread = f" [{min(got):.3f}, {max(got):.3f}]" if len(got) > 1 else ""
+    missing = f" ({len(values) - len(got)} none)" if len(got) < len(values) else ""
+    return f"{statistics.median(got):.3f}{spread}{missing}"
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], budget: float, target: float) -> list[dict[str, str]]:
+    rows = []
+    for method, results in runs.items():
+        row = {"method": method}
+        for f in FRACTIONS:
+            row[f"best val @{int(f * 100)}%"] = _median([best_at(r["curve"], f * budget) for r in results])
+        row["test acc"] = _median([r["test_accuracy"] for r in results])
+        row["models"] = _median([float(sum(s <= budget for s, _ in r["curve"])) for r in results])
+        times = [time_to(r["curve"], target, budget) for r in results]
+        row[f"s to {target:g}"] = _median(times)
+        rows.append(row)
+    return rows
+
+
+def plot(all_runs: dict[str, dict[str, list[dict[str, Any]]]], budgets: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_runs), figsize=(6 * len(all_runs), 4), squeeze=False)
+    for ax, (dataset, runs) in zip(axes[0], all_runs.items(), strict=True):
+        budget = budgets[dataset]
+        grid = np.linspace(0, budget, 200)
+        for method, results in runs.items():
+            curves = [[best_at(r["curve"], t) for t in grid] for r in results]
+            med = [statistics.median([c[i] for c in curves if c[i] is not None] or [np.nan]) for i in range(len(grid))]
+            ax.step(grid, med, where="post", label=method, ls="-" if method in OURS else "--")
+        ax.set_title(f"{dataset}: median best-so-far over seeds")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="MNIST-5k, 1 seed, 60 s per run")
+    parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
+    parser.add_argument("--budget", nargs="+", type=float, default=[120.0, 180.0], help="seconds per run, per dataset")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per model (every method)")
+    parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS])
+    parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
+    args = parser.parse_args()
+    if args.quick:
+        args.datasets, args.budget, args.seeds, args.out = ["mnist5k"], [60.0], 1, args.out + "-quick"
+    budgets = dict(zip(args.datasets, args.budget * len(args.datasets) if len(args.budget) == 1 else args.budget,
+                       strict=False))  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="nas-bench-efficiency-"))
+    os.chdir(tmp)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from nas.config import load
+    from nas.runner import splits_for
+
+    all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    tables = {}
+    started = time.time()
+    for dataset in args.datasets:
+        config = load(ROOT / "params.yaml", [f"data.dataset={dataset}"])
+        splits = splits_for(config)
+        budget = budgets[dataset]
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+        for seed in range(args.seeds):
+            for method in args.methods:  # interleaved, so machine load drifts hit every method alike
+                if method in OURS:
+                    result = run_ours(method, dataset, seed, budget, args.epochs, splits)
+                else:
+                    result = run_keras_tuner(method, seed, budget, args.epochs, splits, config)
+                runs[method].append(result)
+                best = best_at(result["curve"], budget)
+                print(f"{dataset} seed {seed} {method:<12} models {len(result['curve']):>3}  best val "
+                      f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip
+        all_runs[dataset] = runs
+        tables[dataset] = summarise(runs, budget, TARGETS.get(dataset, 0.9))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(all_runs, budgets, out.with_suffix(".png"))
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
+    lines = [
+        "# Search efficiency against KerasTuner",
+        "",
+        f"Machine: {machine}. Run {time.strftime('%Y-%m-%d', time.gmtime(started))}, "
+        f"{(time.time() - started) / 60:.0f} minutes in all. {args.seeds} seed(s) per method, "
+        f"{args.epochs} epoch(s) per model (early stopping patience from params.yaml), batch size and "
+        "learning rate from params.yaml for every method. Budgets (wall clock per run, no new model after it): "
+        + ", ".join(f"{d} {b:g} s" for d, b in budgets.items())
+        + ". Cells: median over seeds [min, max]; `models` counts models that ended within the budget; "
+        "`s to X`: seconds until a model reached validation accuracy X.",
+        "",
+    ]
+    for dataset, rows in tables.items():
+        lines += [f"## {dataset}", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(r.values()) + " |" for r in rows]
+        lines.append("")
+    lines.append(f"![accuracy against time]({out.with_suffix('.png').name})")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    raw = {d: {m: [{**r, "curve": r["curve"]} for r in rs] for m, rs in runs.items()} for d, runs in all_runs.items()}
+    out.with_suffix(".json").write_text(json.dumps({"budgets": budgets, "runs": raw}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
