@@ -45,6 +45,7 @@ def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int,
     from nas.event_log.mlflow import MlflowEventLog
     from nas.keras_builder import predict
     from nas.runner import run_search
+    from nas.search import SearchService
     from nas.weights import load_weights
 
     sets = [
@@ -68,7 +69,7 @@ def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int,
     best = state.best
     test = None
     if best is not None and best.completed_seq is not None:
-        weights = load_weights(log.attachment(best.completed_seq, "weights.npz"))
+        weights = load_weights(SearchService(log).weights_file(best.model_id))
         test = float(np.mean(predict(best.arch, weights, splits.x_test).argmax(1) == splits.y_test))
     return {"curve": curve, "test_accuracy": test, "seconds": time.monotonic() - start}
 

@@ -15,6 +15,7 @@ from nas.event_log import ChainError, seal, verify_chain
 from nas.event_log.mlflow import MlflowEventLog, scalar_params
 from nas.morphisms import Morphism
 from nas.state import fold
+from nas.weights import file_sha256
 
 
 @dataclass
@@ -100,6 +101,15 @@ def audit(log: MlflowEventLog) -> AuditReport:
             )
         elif added:
             report.findings.append((seq, f"run {run.info.run_id} has params the event does not: {', '.join(added)}"))
+        weights = record["payload"].get("weights_sha256") if record["type"] == "TrainingCompleted" else None
+        if weights is not None:
+            try:
+                replaced = file_sha256(log.run_attachment(run, seq, "weights.npz")) != weights
+            except FileNotFoundError:
+                report.findings.append((seq, f"the weights.npz artifact of run {run.info.run_id} is missing"))
+            else:
+                if replaced:
+                    report.findings.append((seq, f"the weights.npz artifact of run {run.info.run_id} was replaced"))
         records.append(record)
     for run in runs:
         if run.info.run_id not in matched:

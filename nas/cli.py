@@ -243,7 +243,6 @@ def _stage_search(params: Path, local: bool) -> int:
     from nas.event_log.mlflow import MlflowEventLog
     from nas.registry import link_data
     from nas.search import SearchService
-    from nas.state import fold
     from nas.weights import load_weights
 
     splits = pipeline.prepared_data()
@@ -257,9 +256,10 @@ def _stage_search(params: Path, local: bool) -> int:
         print(f"{'resuming' if state else 'starting'} search {name}")
         _run(name, None if state else config, local)
     link_data(log, splits, pipeline.PREPARED)
+    service = SearchService(log)
     events = log.read()
     info = pipeline.write_search_outputs(
-        fold(events), events, lambda seq: load_weights(log.attachment(seq, "weights.npz"))
+        service.state, events, lambda model_id: load_weights(service.weights_file(model_id))
     )
     print(
         f"search {name}: best val_accuracy {info['best_val_accuracy']:.4f}, {info['models_trained']} trained, "

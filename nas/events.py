@@ -79,7 +79,8 @@ class TrainingStarted(Event):
 
 @dataclass(frozen=True)
 class TrainingCompleted(Event):
-    """A model trained; its weights are an artifact of this event's run."""
+    """A model trained; its weights are an artifact of this event's run (``weights.npz``), whose sha256
+    the event records (v2), so a replaced weights file is caught like an edited event."""
 
     model_id: str
     architecture_id: str
@@ -88,6 +89,8 @@ class TrainingCompleted(Event):
     epochs: list[dict[str, float | None]] = field(default_factory=list)
     preservation_error: float | None = None
     seconds: float = 0.0
+    weights_sha256: str | None = None  # None: logged by v1, which did not record it
+    VERSION: ClassVar[int] = 2
     TYPE: ClassVar[str] = "TrainingCompleted"
 
 
@@ -143,7 +146,15 @@ def upcast_proposed_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "batch_index": 0, "batch_size": 1}
 
 
-UPCASTERS: dict[tuple[str, int], Upcaster] = {("ArchitectureProposed", 1): upcast_proposed_v1_v2}
+def upcast_completed_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not record the weights' sha256: unknown, so the weights of a v1 log are not checked."""
+    return {**payload, "weights_sha256": None}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("ArchitectureProposed", 1): upcast_proposed_v1_v2,
+    ("TrainingCompleted", 1): upcast_completed_v1_v2,
+}
 
 
 def canonical_json(value: Any) -> str:

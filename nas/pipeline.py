@@ -61,15 +61,15 @@ def _write_json(path: Path, value: Any) -> None:
 def write_search_outputs(
     state: SearchState,
     events: Sequence[Event],
-    weights_of: Callable[[int], Weights],
+    weights_of: Callable[[str], Weights],
     *,
     models: Path = MODELS,
     metrics: Path = METRICS,
     plots: Path = PLOTS,
 ) -> dict[str, Any]:
     """Write the search stage's outputs: ``models/best.keras`` and ``models/best.json`` (the best model),
-    ``metrics/search.json``, ``plots/best_so_far.csv`` and ``.png``. ``weights_of(seq)`` reads the weights
-    attached to a TrainingCompleted event. ValueError if the search trained no model."""
+    ``metrics/search.json``, ``plots/best_so_far.csv`` and ``.png``. ``weights_of(model_id)`` reads a
+    trained model's weights. ValueError if the search trained no model."""
     from nas.keras_builder import save_keras
 
     best = state.best
@@ -78,7 +78,7 @@ def write_search_outputs(
             f"search {state.search_id!r} trained no model ({state.count('failed')} failed); "
             "see `nas replay` for why, then raise the limits in params.yaml"
         )
-    save_keras(best.arch, weights_of(best.completed_seq), models / "best.keras")
+    save_keras(best.arch, weights_of(best.model_id), models / "best.keras")
     _write_json(
         models / "best.json",
         {

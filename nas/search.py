@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from nas.morphisms import Morphism
 from nas.proposers import Batch, BayesianProposer, Proposer, Refit, make_proposer
 from nas.space import MorphismSpace
 from nas.state import SearchState, fold
+from nas.weights import file_sha256
 
 APPEND_RETRIES = 20
 
@@ -270,6 +272,8 @@ class SearchService:
         weights_path: Any,
         files: Mapping[str, Any] | None = None,
     ) -> None:
+        digest = file_sha256(weights_path)
+
         def build(state: SearchState) -> list[Event]:
             model = state.models[model_id]
             return [
@@ -283,6 +287,7 @@ class SearchService:
                     epochs,
                     preservation_error,
                     seconds,
+                    digest,
                 )
             ]
 
@@ -333,6 +338,20 @@ class SearchService:
         return bool(self._commit(build))
 
     # --- queries ---------------------------------------------------------------------------------------
+
+    def weights_file(self, model_id: str) -> Path:
+        """The trained weights of ``model_id`` (a local copy of its TrainingCompleted attachment), checked
+        against the sha256 the event recorded; ValueError if the model has none or the file was replaced."""
+        model = self.state.models[model_id]
+        if model.completed_seq is None:
+            raise ValueError(f"model {model_id} of search {self.state.search_id!r} has no trained weights")
+        path = Path(self.log.attachment(model.completed_seq, "weights.npz"))
+        if model.weights_sha256 is not None and file_sha256(path) != model.weights_sha256:
+            raise ValueError(
+                f"the weights of {model_id} (event seq {model.completed_seq}) are not the ones its event recorded: "
+                "the artifact was replaced; run nas audit"
+            )
+        return path
 
     def stop_reason(self) -> str | None:
         """Why no further model may be proposed (budget spent), or None to go on."""

@@ -45,6 +45,7 @@ class ModelRecord:
     val_accuracy: float | None = None
     param_count: int | None = None
     completed_seq: int | None = None  # the TrainingCompleted event, whose run holds the weights
+    weights_sha256: str | None = None  # as that event recorded it (None in v1 logs)
     failure: str | None = None
     train_seconds: float = 0.0
 
@@ -186,6 +187,7 @@ def _(event: TrainingCompleted, state: SearchState) -> SearchState:
         val_accuracy=event.val_accuracy,
         param_count=event.param_count,
         completed_seq=event.seq,
+        weights_sha256=event.weights_sha256,
         train_seconds=event.seconds,
     )
     best = state.best

@@ -66,7 +66,7 @@ def train_model(
         else:
             parent = state.models[model.parent_id]
             assert parent.completed_seq is not None, f"parent {parent.model_id} of {model_id} has no weights"
-            parent_weights = load_weights(service.log.attachment(parent.completed_seq, "weights.npz"))
+            parent_weights = load_weights(service.weights_file(parent.model_id))
             parent_arch, chain = service.chain(model_id)
             child_arch, weights = apply_chain(parent_arch, parent_weights, chain)
             assert child_arch.id == arch.id, f"replaying the morphisms of {model_id} gave another architecture"

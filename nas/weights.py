@@ -6,6 +6,7 @@ BatchNormalization: (gamma, beta, moving_mean, moving_variance). Other layers ha
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -77,3 +78,12 @@ def load_weights(path: str | Path) -> dict[str, tuple[np.ndarray, ...]]:
             layer_id, _, index = key.rpartition("/")
             grouped.setdefault(layer_id, {})[int(index)] = data[key]
     return {k: tuple(v[i] for i in sorted(v)) for k, v in grouped.items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a weights file's identity in its TrainingCompleted event)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -298,6 +298,10 @@ class MlflowEventLog(EventLog):
             run = self._runs_by_seq.get(seq)
         if run is None:
             raise FileNotFoundError(f"search {self.search_id!r} has no event seq {seq}")
+        return self.run_attachment(run, seq, name)
+
+    def run_attachment(self, run: Any, seq: int, name: str) -> Path:
+        """A local copy of the file ``name`` attached to event ``seq``'s run (FileNotFoundError if none)."""
         import mlflow
 
         target = Path(tempfile.mkdtemp(prefix="nas-attachment-"))

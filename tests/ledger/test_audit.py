@@ -100,3 +100,26 @@ def test_replay_refuses_a_tampered_log(search: MlflowEventLog) -> None:
     search.client.delete_run(run_of(search, 5).info.run_id)
     with pytest.raises(ValueError, match="seq 5: the committed event's run is missing"):
         MlflowEventLog("golden").read()
+
+
+def test_replaced_weights_are_caught_by_the_audit_and_never_trained_from(mlflow_uri: str, tmp_path: Path) -> None:
+    from nas.config import load
+    from nas.runner import run_search
+    from nas.search import SearchService
+
+    root = Path(__file__).parents[2]
+    config = load(root / "params.yaml", ["data.dataset=digits", "train.epochs=1", "search.max_models=1"])
+    run_search(MlflowEventLog("w"), config)
+    log = MlflowEventLog("w")
+    seq = SearchService(log).state.models["m1"].completed_seq
+    assert seq is not None and audit(log).ok
+    fake = tmp_path / "files" / "weights.npz"
+    fake.parent.mkdir()
+    data = bytearray(SearchService(log).weights_file("m1").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte differs
+    fake.write_bytes(bytes(data))
+    log.client.log_artifact(run_of(log, seq).info.run_id, str(fake), artifact_path="files")
+    found, problem = first_bad(log)
+    assert found == seq and "weights.npz artifact" in problem and "was replaced" in problem
+    with pytest.raises(ValueError, match=r"the weights of m1 .* are not the ones its event recorded"):
+        SearchService(log).weights_file("m1")

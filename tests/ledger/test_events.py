@@ -141,3 +141,13 @@ def test_best_model_is_the_highest_validation_accuracy() -> None:
     assert state.best_model_id == "m2" and state.trained_order == ("m1", "m2", "m3")
     failed = TrainingFailed("golden", seq + 1, "m3", "nan_loss")
     assert fold([failed], replace(state, models={**state.models})).max_params == state.max_params
+
+
+def test_v1_trainings_are_upcast_to_v2_without_a_weights_hash() -> None:
+    """TrainingCompleted v2 records the sha256 of weights.npz; a v1 record did not, so it reads as unknown."""
+    old = next(r for r in golden() if r["type"] == "TrainingCompleted")
+    assert old["schema_version"] == 1 and "weights_sha256" not in old["payload"]
+    event = from_record({k: v for k, v in old.items() if k not in ("hash", "prev_hash")})
+    assert isinstance(event, TrainingCompleted) and event.weights_sha256 is None
+    assert to_record(event)["schema_version"] == TrainingCompleted.VERSION == 2
+    assert fold(verify_chain(golden())).models["m1"].weights_sha256 is None
