@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,15 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     assert str(client.get_model_version_by_alias("nas-classifier", "champion").version) == "1"
     assert ("ModelRegistered", 1) == _count_registered(uri, best["search"])
 
+    # The local remote: push, lose the cache and an output, pull them back; nothing to rerun.
+    _run(repo, env, "dvc", "push")
+    assert (repo / "dvc-storage").is_dir()
+    shutil.rmtree(repo / ".dvc" / "cache")
+    (repo / "models" / "best.keras").unlink()
+    _run(repo, env, "dvc", "pull")
+    assert (repo / "models" / "best.keras").is_file()
+    assert "Data and pipelines are up to date" in _run(repo, env, "dvc", "status")
+
     # Forced, on a fresh MLflow store (nothing to reuse): the same search, model and figures again.
     fresh = _env(f"sqlite:///{tmp_path / 'fresh.db'}")
     _run(repo, fresh, "dvc", "repro", "--force")
@@ -129,6 +139,11 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     assert len(client.search_model_versions("name = 'nas-classifier'")) == 2  # a new final model, a new version
     metrics = _run(repo, env, "dvc", "metrics", "show")
     assert "metrics/test.json" in metrics and "metrics/search.json" in metrics
+    assert "dvc_plots/index.html" in _run(repo, env, "dvc", "plots", "show")
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    for plot in ("best validation accuracy against models trained", "against search seconds", "confusion.csv"):
+        assert plot in page
+    assert "best_so_far.png" in page and "confusion.png" in page
 
 
 def _parent_run_id(client, search: str) -> str:
