@@ -11,7 +11,7 @@ count). Test accuracy: the method's best model (by validation accuracy) on the t
 
     .venv/bin/pip install -c constraints.txt -e ".[bench]"     # KerasTuner and tensorboard
     .venv/bin/python bench/search_efficiency.py --quick        # MNIST-5k, 1 seed, 60 s per run: ~7 minutes
-    .venv/bin/python bench/search_efficiency.py     # MNIST-5k 90 s x 2 epochs, Fashion-MNIST 150 s x 1, 3 seeds
+    .venv/bin/python bench/search_efficiency.py     # MNIST-5k 90 s x 2 epochs, Fashion-MNIST 120 s x 1, 3 seeds (~60 min)
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="MNIST-5k, 1 seed, 60 s per run")
     parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
-    parser.add_argument("--budget", nargs="+", type=float, default=[90.0, 150.0], help="seconds per run, per dataset")
+    parser.add_argument("--budget", nargs="+", type=float, default=[90.0, 120.0], help="seconds per run, per dataset")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", nargs="+", type=int, default=[2, 1], help="epochs per model, per dataset")
     parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS])
@@ -238,10 +238,14 @@ def main() -> None:
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     tables = {}
     started = time.time()
+    configs = {d: load(ROOT / "params.yaml", [f"data.dataset={d}"]) for d in args.datasets}
+    data = {d: splits_for(c) for d, c in configs.items()}  # every dataset loads before any run starts
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs_file = out.with_suffix(".runs.jsonl")  # each run as it ends: nothing lost if a later one fails
+    runs_file.write_text("")
     for dataset in args.datasets:
-        config = load(ROOT / "params.yaml", [f"data.dataset={dataset}"])
-        splits = splits_for(config)
-        budget = budgets[dataset]
+        config, splits, budget = configs[dataset], data[dataset], budgets[dataset]
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
         for seed in range(args.seeds):
             for method in args.methods:  # interleaved, so machine load drifts hit every method alike
@@ -250,13 +254,13 @@ def main() -> None:
                 else:
                     result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config)
                 runs[method].append(result)
+                with runs_file.open("a") as f:
+                    f.write(json.dumps({"dataset": dataset, "seed": seed, "method": method, **result}) + "\n")
                 best = best_at(result["curve"], budget)
                 print(f"{dataset} seed {seed} {method:<12} models {len(result['curve']):>3}  best val "
                       f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip
         all_runs[dataset] = runs
         tables[dataset] = summarise(runs, budget, TARGETS.get(dataset, 0.9))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     plot(all_runs, budgets, out.with_suffix(".png"))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     lines = [
