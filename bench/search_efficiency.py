@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--epochs", nargs="+", type=int, default=[2, 1], help="epochs per model, per dataset")
     parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS])
     parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
+    parser.add_argument("--from-runs", metavar="JSONL", help="only rewrite the results from a .runs.jsonl")
     args = parser.parse_args()
     if args.quick:
         args.datasets, args.budget, args.epochs, args.seeds = ["mnist5k"], [60.0], [2], 1
@@ -228,6 +229,8 @@ def main() -> None:
         return dict(zip(args.datasets, values * len(args.datasets) if len(values) == 1 else values, strict=False))
 
     budgets, epochs = per_dataset(args.budget), per_dataset(args.epochs)
+    if args.from_runs:
+        return from_runs(Path(args.from_runs), budgets, epochs)
     tmp = Path(tempfile.mkdtemp(prefix="nas-bench-efficiency-"))
     os.chdir(tmp)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -236,7 +239,6 @@ def main() -> None:
     from nas.runner import splits_for
 
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    tables = {}
     started = time.time()
     configs = {d: load(ROOT / "params.yaml", [f"data.dataset={d}"]) for d in args.datasets}
     data = {d: splits_for(c) for d, c in configs.items()}  # every dataset loads before any run starts
@@ -260,17 +262,29 @@ def main() -> None:
                 print(f"{dataset} seed {seed} {method:<12} models {len(result['curve']):>3}  best val "
                       f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip
         all_runs[dataset] = runs
-        tables[dataset] = summarise(runs, budget, TARGETS.get(dataset, 0.9))
+    write_results(all_runs, budgets, epochs, (time.time() - started) / 60, out)
+
+
+def write_results(
+    all_runs: dict[str, dict[str, list[dict[str, Any]]]],
+    budgets: dict[str, float],
+    epochs: dict[str, int],
+    minutes: float,
+    out: Path,
+) -> None:
+    """The table (``out``.md), the runs (``out``.json) and the plot (``out``.png)."""
+    tables = {d: summarise(runs, budgets[d], TARGETS.get(d, 0.9)) for d, runs in all_runs.items()}
+    seeds = max((len(r) for runs in all_runs.values() for r in runs.values()), default=0)
     plot(all_runs, budgets, out.with_suffix(".png"))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     lines = [
         "# Search efficiency against KerasTuner",
         "",
-        f"Machine: {machine}. Run {time.strftime('%Y-%m-%d', time.gmtime(started))}, "
-        f"{(time.time() - started) / 60:.0f} minutes in all. {args.seeds} seed(s) per method; "
+        f"Machine: {machine}. Run {time.strftime('%Y-%m-%d')}, {minutes:.0f} minutes in all. "
+        f"Up to {seeds} seed(s) per method; "
         "early stopping patience, batch size and learning rate from params.yaml for every method. "
         "Budgets (wall clock per run, no new model after it) and epochs per model: "
-        + ", ".join(f"{d} {b:g} s, {epochs[d]} epoch(s)" for d, b in budgets.items())
+        + ", ".join(f"{d} {b:g} s, {epochs[d]} epoch(s)" for d, b in budgets.items() if d in all_runs)
         + ". Cells: median over seeds [min, max]; `models` counts models that ended within the budget; "
         "`s to X`: seconds until a model reached validation accuracy X.",
         "",
@@ -287,9 +301,18 @@ def main() -> None:
         "proposal time against history size (`nb201.md`).",
     ]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    raw = {d: {m: [{**r, "curve": r["curve"]} for r in rs] for m, rs in runs.items()} for d, runs in all_runs.items()}
-    out.with_suffix(".json").write_text(json.dumps({"budgets": budgets, "runs": raw}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"budgets": budgets, "epochs": epochs, "runs": all_runs}, indent=1))
     print("\n".join(lines))
+
+
+def from_runs(path: Path, budgets: dict[str, float], epochs: dict[str, int]) -> None:
+    """Rewrite the results from a ``.runs.jsonl`` (for example of a run stopped before its end)."""
+    all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        r["curve"] = [tuple(p) for p in r["curve"]]
+        all_runs.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
+    write_results(all_runs, budgets, epochs, float("nan"), path.with_suffix("").with_suffix(""))
 
 
 if __name__ == "__main__":
