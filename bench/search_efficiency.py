@@ -221,6 +221,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
     parser.add_argument("--from-runs", metavar="JSONL", help="only rewrite the results from a .runs.jsonl")
     args = parser.parse_args()
+    args.out = str(Path(args.out).resolve())  # before the runs move to a temporary working directory
     if args.quick:
         args.datasets, args.budget, args.epochs, args.seeds = ["mnist5k"], [60.0], [2], 1
         args.out += "-quick"
