@@ -270,7 +270,7 @@ def write_results(
     all_runs: dict[str, dict[str, list[dict[str, Any]]]],
     budgets: dict[str, float],
     epochs: dict[str, int],
-    minutes: float,
+    minutes: float | None,
     out: Path,
 ) -> None:
     """The table (``out``.md), the runs (``out``.json) and the plot (``out``.png)."""
@@ -281,8 +281,9 @@ def write_results(
     lines = [
         "# Search efficiency against KerasTuner",
         "",
-        f"Machine: {machine}. Run {time.strftime('%Y-%m-%d')}, {minutes:.0f} minutes in all. "
-        f"Up to {seeds} seed(s) per method; "
+        f"Machine: {machine}. Run {time.strftime('%Y-%m-%d')}, "
+        + (f"{minutes:.0f} minutes in all. " if minutes is not None else "tables rebuilt from the per-run logs. ")
+        + f"Up to {seeds} seed(s) per method; "
         "early stopping patience, batch size and learning rate from params.yaml for every method. "
         "Budgets (wall clock per run, no new model after it) and epochs per model: "
         + ", ".join(f"{d} {b:g} s, {epochs[d]} epoch(s)" for d, b in budgets.items() if d in all_runs)
@@ -313,7 +314,7 @@ def from_runs(path: Path, budgets: dict[str, float], epochs: dict[str, int]) -> 
         r = json.loads(line)
         r["curve"] = [tuple(p) for p in r["curve"]]
         all_runs.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
-    write_results(all_runs, budgets, epochs, float("nan"), path.with_suffix("").with_suffix(""))
+    write_results(all_runs, budgets, epochs, None, path.with_suffix("").with_suffix(""))
 
 
 if __name__ == "__main__":
