@@ -3,7 +3,8 @@
 Checks that every committed seq (the claims on the parent run) has exactly one FINISHED child run
 whose ``event.json`` is the committed record, whose params equal its payload, and whose
 ``prev_hash`` links to the event before; that seqs have no gaps; and that no other child runs
-exist. Then prints how the best model came to be: its morphism chain from the initial network.
+exist; and that no model has more than one training outcome. Then prints how the best model came
+to be: its morphism chain from the initial network.
 """
 
 from __future__ import annotations
@@ -117,6 +118,14 @@ def audit(log: MlflowEventLog) -> AuditReport:
             report.findings.append(
                 (seq, f"run {run.info.run_id} ({run.info.run_name!r}) is not a committed event: it was added")
             )
+    outcomes: dict[str, list[int]] = {}
+    for record in records:
+        if record["type"] in ("TrainingCompleted", "TrainingFailed"):
+            outcomes.setdefault(record["payload"]["model_id"], []).append(record["seq"])
+    for model_id, seqs in outcomes.items():
+        if len(seqs) > 1:
+            where = ", ".join(map(str, seqs))
+            report.findings.append((seqs[1], f"model {model_id} has {len(seqs)} training outcomes (seqs {where})"))
     report.findings.sort(key=lambda f: f[0])
     if report.ok:
         try:

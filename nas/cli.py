@@ -375,9 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--local", action="store_true", help="search: run the plain loop instead of the Prefect flow")
     stage.set_defaults(run=_stage)
     args = parser.parse_args(argv)
+    from nas.event_log.mlflow import LeaseHeld
+
     try:
         return int(args.run(args))
-    except ValueError as e:
+    except (ValueError, LeaseHeld) as e:
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
 

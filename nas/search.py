@@ -276,6 +276,8 @@ class SearchService:
 
         def build(state: SearchState) -> list[Event]:
             model = state.models[model_id]
+            if model.status in ("trained", "failed"):
+                return []  # a second training of the model ended later (a lost worker's): the first outcome stands
             return [
                 TrainingCompleted(
                     state.search_id,
@@ -301,6 +303,8 @@ class SearchService:
 
         def build(state: SearchState) -> list[Event]:
             model = state.models[model_id]
+            if model.status in ("trained", "failed"):
+                return []  # the model's outcome is already logged: the first one stands
             return [
                 TrainingFailed(
                     state.search_id, state.last_seq + 1, model_id, reason, error[:2000], model.arch.param_count, seconds

@@ -31,6 +31,10 @@ CLAIM = re.compile(r"^seq\.(\d{6})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
+class LeaseHeld(RuntimeError):
+    """Another runner holds the search: the message names it and says what to do."""
+
+
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory (made explicit)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
@@ -46,6 +50,22 @@ def searches(uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT) -> li
         return []
     runs = client.search_runs([exp.experiment_id], "tags.`nas.role` = 'search'", max_results=50_000)
     return [{k[4:]: v for k, v in r.data.tags.items() if k.startswith("nas.")} for r in runs]
+
+
+def _leases(parent: Any) -> dict[int, tuple[str, float]]:
+    """The leases claimed on a parent run: number -> (holder, claim time)."""
+    out = {}
+    for key, value in parent.data.params.items():
+        if re.fullmatch(r"lease\.\d{4}", key):
+            at, _, holder = value.partition(" ")
+            out[int(key[6:])] = (holder, float(at))
+    return out
+
+
+def _last_sign_of_life(parent: Any, number: int, claimed_at: float) -> float:
+    """When the holder of lease ``number`` was last known alive: its claim, or a later heartbeat of that lease."""
+    beat_number, _, at = parent.data.tags.get("nas.lease.heartbeat", "").partition(" ")
+    return max(claimed_at, float(at)) if beat_number == str(number) and at else claimed_at
 
 
 def check_search_name(name: str) -> str:
@@ -147,24 +167,27 @@ class MlflowEventLog(EventLog):
         self._parent_id = runs[0].info.run_id
         return runs[0]
 
-    def _ensure_parent(self, record: dict[str, Any]) -> Any:
+    def ensure_parent(self) -> Any:
+        """The search's parent run, created if there is none (should two processes create one at once, the
+        older survives). A runner creates it before its first event, to hold the search's lease from the start."""
         parent = self.parent_run()
         if parent is not None:
             return parent
-        if record["type"] != "SearchStarted":
-            raise ValueError(f"search {self.search_id!r} has no parent run; its log must start with SearchStarted")
-        payload = record["payload"]
-        tags = {
-            "nas.search_id": self.search_id,
-            "nas.role": "search",
-            "nas.strategy": str(payload.get("config", {}).get("search", {}).get("strategy", "")),
-            "nas.data_fingerprint": str(payload.get("dataset_fingerprint", "")),
-        }
+        tags = {"nas.search_id": self.search_id, "nas.role": "search"}
         created = self.client.create_run(self.experiment_id, run_name=self.search_id, tags=tags)
         parent = self.parent_run()
         if parent is not None and parent.info.run_id != created.info.run_id:
             self.client.delete_run(created.info.run_id)  # lost the race: keep one parent
         return parent
+
+    def _parent_for(self, record: dict[str, Any]) -> Any:
+        """The parent run ``record`` and those after it go under; a log must start with SearchStarted."""
+        if record["type"] != "SearchStarted":
+            parent = self.parent_run()
+            if parent is None:
+                raise ValueError(f"search {self.search_id!r} has no parent run; its log must start with SearchStarted")
+            return parent
+        return self.ensure_parent()
 
     def publish_report(self, folder: Path, metrics: dict[str, dict[int, float]]) -> None:
         """Replace the parent run's ``report/`` artifacts with the files in ``folder``, and log each
@@ -183,6 +206,62 @@ class MlflowEventLog(EventLog):
             new += [Metric(name, float(v), now, step) for step, v in sorted(values.items()) if step not in logged]
         if new:
             self.client.log_batch(run_id, metrics=new)
+
+    # --- lease: one runner per search -----------------------------------------------------------------
+
+    def acquire_lease(self, holder: str, ttl_s: float) -> tuple[int, str | None]:
+        """Claim the right to run this search for ``holder``: the lease number (to renew and release) and the
+        holder of an expired lease this one takes over (None if the last one was released or was ours).
+
+        A lease is a write-once param ``lease.NNNN = <claim time> <holder>`` on the parent run (so of two
+        runners claiming at once exactly one wins) with a heartbeat tag ``NNNN <time>`` the holder renews.
+        The next lease may be claimed once the last one was released or it is older than ``ttl_s`` (claim or
+        last heartbeat: its holder died). LeaseHeld, naming the holder and what to do, if another runner holds it.
+        """
+        from mlflow.exceptions import MlflowException
+
+        parent = self.parent_run()
+        if parent is None:
+            raise ValueError(f"search {self.search_id!r} has no parent run to lease; start it first")
+        leases = _leases(parent)
+        number = max(leases, default=0)
+        previous = None
+        if number and leases[number][0] != holder and parent.data.tags.get("nas.lease.released") != str(number):
+            previous = leases[number][0]
+            age = time.time() - _last_sign_of_life(parent, number, leases[number][1])
+            if age <= ttl_s:
+                raise LeaseHeld(
+                    f"search {self.search_id!r} is already being run by {previous} (heartbeat {age:.0f} s ago); "
+                    f"wait for it to finish, or if it died, run again in {ttl_s - age:.0f} s when its lease expires"
+                )
+        if not number or leases[number][0] != holder:
+            number += 1
+            try:
+                self.client.log_param(parent.info.run_id, f"lease.{number:04d}", f"{time.time():.3f} {holder}")
+            except MlflowException as e:
+                raise LeaseHeld(
+                    f"search {self.search_id!r} was claimed by another runner at the same moment; "
+                    "it runs the search, this one stops"
+                ) from e
+        self.client.set_tag(parent.info.run_id, "nas.lease.heartbeat", f"{number} {time.time():.3f}")
+        return number, previous
+
+    def renew_lease(self, number: int) -> None:
+        """Refresh the heartbeat of lease ``number``; LeaseHeld if a later lease took over (we were presumed dead)."""
+        parent = self.parent_run()
+        assert parent is not None
+        later = [holder for n, (holder, _) in sorted(_leases(parent).items()) if n > number]
+        if later:
+            raise LeaseHeld(
+                f"search {self.search_id!r} was taken over by {later[-1]} after this runner's lease expired; "
+                "this one stops"
+            )
+        self.client.set_tag(parent.info.run_id, "nas.lease.heartbeat", f"{number} {time.time():.3f}")
+
+    def release_lease(self, number: int) -> None:
+        """Give lease ``number`` up, so the next runner need not wait for it to expire."""
+        assert self._parent_id is not None
+        self.client.set_tag(self._parent_id, "nas.lease.released", str(number))
 
     def event_runs(self) -> list[Any]:
         """Every active child run of this search, claimed or not (for the audit)."""
@@ -247,7 +326,7 @@ class MlflowEventLog(EventLog):
         from mlflow.entities import Metric, Param
         from mlflow.exceptions import MlflowException
 
-        parent = self._ensure_parent(sealed[0])
+        parent = self._parent_for(sealed[0])
         for rec in sealed:
             payload = rec["payload"]
             tags = {
@@ -288,6 +367,10 @@ class MlflowEventLog(EventLog):
                 ) from e
             self.client.set_terminated(run_id, "FINISHED")
             self._records[run_id] = rec
+            if rec["type"] == "SearchStarted":  # what `searches` lists: the strategy and the data
+                strategy = str(payload.get("config", {}).get("search", {}).get("strategy", ""))
+                self.client.set_tag(parent.info.run_id, "nas.strategy", strategy)
+                self.client.set_tag(parent.info.run_id, "nas.data_fingerprint", str(payload["dataset_fingerprint"]))
             if rec["type"] == "SearchFinished":  # the UI then shows the search as finished, not running
                 self.client.set_terminated(parent.info.run_id, "FINISHED")
 

@@ -123,3 +123,19 @@ def test_replaced_weights_are_caught_by_the_audit_and_never_trained_from(mlflow_
     assert found == seq and "weights.npz artifact" in problem and "was replaced" in problem
     with pytest.raises(ValueError, match=r"the weights of m1 .* are not the ones its event recorded"):
         SearchService(log).weights_file("m1")
+
+
+def test_a_second_outcome_for_one_model_is_caught_and_never_logged_by_the_service(mlflow_uri: str) -> None:
+    from nas.events import TrainingFailed, TrainingStarted
+    from nas.search import SearchService
+    from tests.ledger.test_contract import proposed, started
+
+    log = MlflowEventLog("twice", uri=mlflow_uri)
+    failed = [TrainingFailed("twice", seq, "m1", "error", "lost", 10, 1.0) for seq in (4, 5)]
+    log.append([started("twice"), proposed("twice", 2), TrainingStarted("twice", 3, "m1", 1), failed[0]], 0)
+    service = SearchService(log)
+    service.training_failed("m1", "timeout", "a late second outcome", 2.0)  # the first outcome stands
+    assert log.last_seq() == 4 and audit(log).ok
+    log.append([failed[1]], 4)  # a writer that skipped the check
+    found, problem = first_bad(log)
+    assert found == 5 and problem == "model m1 has 2 training outcomes (seqs 4, 5)"
