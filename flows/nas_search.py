@@ -7,28 +7,54 @@ train, the next one is proposed from the results so far, as in Auto-Keras; with 
 k models train at once. Training slots are the global concurrency limit ``nas-trainer``, so
 several flows on one machine share them. Running the flow with the name of an existing search
 resumes it: the event log says where to go on.
+
+Trainings run as tasks in the flow's process, or, when ``NAS_TRAIN_DEPLOYMENT`` names a deployment
+of the ``nas-train`` flow (the service stack sets it), each as its own flow run that any worker of
+the pool picks up: that is how ``trainers = k`` spreads over k workers and machines. A training whose
+flow run crashes, or that stops sending heartbeats (its worker was killed), is run again, up to
+``MAX_DISPATCHES`` times. One runner per search: the flow holds the search's lease while it runs.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
+import socket
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture, wait
 
 from nas.config import load
 from nas.data import Splits
-from nas.event_log.mlflow import MlflowEventLog, tracking_uri
+from nas.event_log.mlflow import LeaseHeld, MlflowEventLog, tracking_uri
 from nas.report import publish_quietly
 from nas.runner import open_search, splits_for
 from nas.search import SearchService
 
 TRAINER_LIMIT = "nas-trainer"
+HEARTBEAT = "nas.training.heartbeat"  # a Prefect event each training flow run sends every HEARTBEAT_S
+HEARTBEAT_S = 5.0
+MAX_DISPATCHES = 3  # flow runs one model's training may take before it is logged as failed
+POLL_S = 2.0
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A positive number of seconds from the environment; ValueError naming the variable otherwise."""
+    raw = os.environ.get(name, "")
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r} is not a positive number of seconds; unset it or set e.g. {name}={default:g}")
+    return value
 
 
 def bar(done: int, total: int, width: int = 20) -> str:
@@ -84,10 +110,45 @@ def _wait_until_training(service: SearchService, model_ids: list[str], timeout: 
 @task(name="train", tags=[TRAINER_LIMIT])
 def train(search_id: str, model_id: str) -> str:
     """Train one model in a training slot and log its outcome; returns trained or failed."""
+    return _train_in_slot(search_id, model_id)
+
+
+@flow(name="nas-train", log_prints=True)
+def nas_train(search_id: str, model_id: str) -> str:
+    """Train model ``model_id`` of search ``search_id`` in a training slot and log its outcome (trained or
+    failed); a model whose outcome is logged already is not trained again. Deployed for workers, it is how
+    one search trains several models at once on several workers (see ``NAS_TRAIN_DEPLOYMENT``)."""
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    resource = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "nas.model": f"{search_id}/{model_id}"}
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                emit_event(HEARTBEAT, resource=resource)
+            except Exception:  # a missed beat is what the dispatcher watches for; never fail the training
+                pass
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    # The thread runs in a copy of this context, so it sees this flow run's settings (its API URL).
+    beats = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="nas-heartbeat", daemon=True)
+    beats.start()
+    try:
+        return _train_in_slot(search_id, model_id, lease_s=60)
+    finally:
+        stop.set()
+
+
+def _train_in_slot(search_id: str, model_id: str, lease_s: float = 300) -> str:
+    """The body of ``train`` and ``nas-train``: a slot of the ``nas-trainer`` limit held while training
+    (its lease, ``lease_s``, frees the slot of a process that died holding it)."""
     from nas.training import train_model
 
     logger = get_run_logger()
-    with concurrency(TRAINER_LIMIT, occupy=1):
+    with concurrency(TRAINER_LIMIT, occupy=1, lease_duration=lease_s):
         service = SearchService(MlflowEventLog(search_id))
         model = service.state.models[model_id]
         if model.status in ("trained", "failed"):
@@ -167,6 +228,224 @@ def search_config(
     return load(Path(config_path) if config_path else None, [*sets, *(overrides or [])])
 
 
+class _Lease:
+    """The search's lease, held while this flow runs it; a daemon thread renews the heartbeat every ttl/4."""
+
+    def __init__(self, search_id: str, holder: str, ttl_s: float) -> None:
+        self.log = MlflowEventLog(search_id)  # its own client: renewals run on another thread
+        self.holder, self.ttl_s = holder, ttl_s
+        self.number: int | None = None
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="nas-lease", daemon=True)
+
+    def acquire(self) -> None:
+        """Take the lease (LeaseHeld if another runner has it); a dead holder's flow run is marked Crashed."""
+        self.number, previous = self.log.acquire_lease(self.holder, self.ttl_s)
+        if previous:
+            print(f"took the search over from {previous}: its lease expired")
+            _crash_flow_run(previous, f"its lease on search {self.log.search_id!r} expired; {self.holder} resumed it")
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                assert self.number is not None
+                self.log.renew_lease(self.number)
+            except LeaseHeld as e:
+                self.lost = str(e)
+                return
+            except Exception as e:  # the store is down: MLflow's client retries; the next beat tries again
+                print(f"could not renew the lease ({type(e).__name__}); retrying")
+
+    def check(self) -> None:
+        """LeaseHeld if another runner took the search over (this one was presumed dead)."""
+        if self.lost:
+            raise LeaseHeld(self.lost)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.number is not None and self.lost is None:
+            try:
+                self.log.release_lease(self.number)
+            except Exception as e:  # it expires by itself
+                print(f"could not release the lease ({type(e).__name__}); it expires in {self.ttl_s:g} s")
+
+
+def _holder() -> str:
+    """Who runs the search: this flow run, or this process."""
+    from prefect.runtime import flow_run
+
+    if flow_run.id:
+        return f"flow run {flow_run.name} ({flow_run.id})"
+    return f"process {os.getpid()} on {socket.gethostname()}"
+
+
+def _crash_flow_run(holder: str, message: str) -> None:
+    """Mark the flow run named in ``holder`` Crashed if Prefect still shows it running (it died unseen)."""
+    import re
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    found = re.search(r"\(([0-9a-f-]{36})\)", holder)
+    if not found:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(found.group(1)))
+            if run.state is not None and not run.state.is_final():
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+    except Exception as e:  # cosmetic: the search goes on either way
+        print(f"could not mark {holder} crashed ({type(e).__name__}: {e})")
+
+
+class _LocalTrainings:
+    """Trainings as tasks of this flow run, in its process."""
+
+    def __init__(self, search_id: str) -> None:
+        self.search_id = search_id
+        self.futures: dict[str, PrefectFuture[str]] = {}
+
+    def adopt(self, service: SearchService) -> None:
+        """Nothing to adopt: a task does not outlive its flow run."""
+
+    def start(self, model_id: str) -> None:
+        self.futures[model_id] = train.submit(self.search_id, model_id)
+
+    def wait(self, service: SearchService, lease: _Lease) -> list[str]:
+        """Block until a training ends; the models that ended."""
+        while True:
+            lease.check()
+            done, _ = wait(list(self.futures.values()), timeout=POLL_S)
+            ended = [m for m, f in self.futures.items() if f in done]
+            if ended:
+                for model_id in ended:
+                    self.futures.pop(model_id).result()
+                return ended
+
+
+class _DeployedTrainings:
+    """Trainings as flow runs of a ``nas-train`` deployment, which any worker of its pool takes.
+
+    A run that ends without logging the model's outcome (crashed, failed, cancelled), or that sends no
+    heartbeat for ``liveness_s`` (its worker died), is marked Crashed and dispatched again; after
+    ``MAX_DISPATCHES`` the model is logged as failed.
+    """
+
+    def __init__(self, deployment: str, search_id: str, liveness_s: float) -> None:
+        from prefect.runtime import flow_run
+
+        self.deployment, self.search_id, self.liveness_s = deployment, search_id, liveness_s
+        self.runs: dict[str, Any] = {}  # model id -> flow run id
+        self.dispatches: dict[str, int] = {}
+        self.key = str(flow_run.id or os.getpid())
+
+    def adopt(self, service: SearchService) -> None:
+        """Take over the trainings a previous runner of this search left running (so none runs twice)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterName,
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        flow_name, _, deployment_name = self.deployment.partition("/")
+        unfinished = {m.model_id for m in service.state.unfinished}
+        live = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=live)),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+            )
+        for run in runs:
+            model_id = run.parameters.get("model_id")
+            if run.parameters.get("search_id") == self.search_id and model_id in unfinished:
+                self.runs[model_id] = run.id
+                self.dispatches[model_id] = self.dispatches.get(model_id, 0) + 1
+                print(f"adopted training {model_id}: flow run {run.name} ({run.state_name})")
+
+    def start(self, model_id: str) -> None:
+        from prefect.deployments import run_deployment
+
+        n = self.dispatches.get(model_id, 0) + 1
+        run = run_deployment(
+            self.deployment,
+            parameters={"search_id": self.search_id, "model_id": model_id},
+            timeout=0,
+            flow_run_name=f"{self.search_id}-{model_id}-{n}",
+            idempotency_key=f"{self.key}/{self.search_id}/{model_id}/{n}",
+        )
+        self.runs[model_id], self.dispatches[model_id] = run.id, n  # type: ignore[union-attr]
+
+    def _last_beat(self, client: Any, run_id: Any) -> datetime | None:
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+        since = datetime.now(UTC) - timedelta(seconds=10 * self.liveness_s)
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[HEARTBEAT]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+                occurred=EventOccurredFilter(since=since),  # type: ignore[arg-type]
+            ),
+            limit=1,
+        )
+        return max((e.occurred for e in page.events), default=None)
+
+    def _lost(self, service: SearchService, model_id: str, why: str) -> None:
+        """The training's flow run is gone without an outcome: run it again, or log the model failed."""
+        n = self.dispatches[model_id]
+        if n < MAX_DISPATCHES:
+            print(f"training {model_id}: {why}; dispatching it again ({n + 1}/{MAX_DISPATCHES})")
+            self.start(model_id)
+            return
+        message = f"{n} flow runs of {self.deployment} ended without an outcome; the last: {why}"
+        print(f"training {model_id} failed: {message}")
+        service.training_failed(model_id, "error", message, 0.0)
+
+    def wait(self, service: SearchService, lease: _Lease) -> list[str]:
+        """Block until a training ends (its outcome is logged); the models that ended."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Crashed
+
+        while True:
+            lease.check()
+            state = service.refresh()
+            ended = [m for m in self.runs if state.models[m].status in ("trained", "failed")]
+            if ended:
+                for model_id in ended:
+                    self.runs.pop(model_id)
+                return ended
+            with get_client(sync_client=True) as client:
+                for model_id, run_id in list(self.runs.items()):
+                    run = client.read_flow_run(run_id)
+                    if run.state is None:
+                        continue
+                    if run.state.is_final():
+                        if service.refresh().models[model_id].status not in ("trained", "failed"):
+                            self._lost(service, model_id, f"flow run {run.name} ended {run.state.name}")
+                        continue
+                    if run.state.type != StateType.RUNNING:
+                        continue  # waiting for a worker
+                    beat = self._last_beat(client, run_id)
+                    started = run.start_time or run.expected_start_time
+                    seen = max(t for t in (beat, started) if t is not None) if (beat or started) else None
+                    quiet = (datetime.now(UTC) - seen).total_seconds() if seen else 0.0
+                    if quiet > self.liveness_s:
+                        message = f"no heartbeat for {quiet:.0f} s: its worker is gone"
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                        self._lost(service, model_id, f"flow run {run.name}: {message}")
+            time.sleep(POLL_S)
+
+
 @flow(name="nas-search", log_prints=True)
 def nas_search(
     name: str = "nas-search",
@@ -182,8 +461,11 @@ def nas_search(
     overrides: list[str] | None = None,
     config_path: str | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) search ``name``. Unset parameters come from params.yaml; returns the summary."""
-    from nas.replay import summary
+    """Run (or resume) search ``name``. Unset parameters come from params.yaml; returns the summary.
+
+    LeaseHeld (the flow run fails at once, having logged nothing) if another runner is running the search.
+    """
+    from nas.event_log import ConcurrencyError
 
     def make_config() -> dict[str, Any]:
         return search_config(
@@ -200,22 +482,55 @@ def nas_search(
             max_params=max_params,
         )
 
-    service, _ = open_search(MlflowEventLog(name), make_config, lambda c: _splits(_data_key(dict(c))), print)
+    deployment = os.environ.get("NAS_TRAIN_DEPLOYMENT", "")
+    trainings: _LocalTrainings | _DeployedTrainings = (
+        _DeployedTrainings(deployment, name, _env_seconds("NAS_TRAINING_LIVENESS_S", 30.0))
+        if deployment
+        else _LocalTrainings(name)
+    )
+    log = MlflowEventLog(name)
+    lease = _Lease(name, _holder(), _env_seconds("NAS_LEASE_TTL_S", 60.0))
+    config: dict[str, Any] | None = None
+    if log.parent_run() is None:  # a new search: refuse bad settings and data before writing anything
+        config = make_config()
+        _splits(_data_key(config))
+        log.ensure_parent()
+    lease.acquire()  # before anything is written or repaired: of two runners, only one goes on
+    try:
+        try:
+            service, _ = open_search(
+                log, lambda: config or make_config(), lambda c: _splits(_data_key(dict(c))), print
+            )
+        except ConcurrencyError as e:  # a runner without the lease (the plain loop) started it meanwhile
+            raise LeaseHeld(f"search {name!r} was started by another runner at the same moment; this one stops") from e
+        return _run(service, trainings, lease)
+    finally:
+        lease.release()
+
+
+def _run(service: SearchService, trainings: _LocalTrainings | _DeployedTrainings, lease: _Lease) -> dict[str, Any]:
+    """The rounds: keep the training slots busy, propose the next model while they train, until the budget is spent."""
+    from nas.replay import summary
+
+    name = service.log.search_id
     slots = service.state.config["search"]["trainers"]
     _ensure_trainer_limit(slots)
-    running: dict[str, PrefectFuture] = {}
+    trainings.adopt(service)
+    running = trainings.runs if isinstance(trainings, _DeployedTrainings) else trainings.futures
     # Proposed, not yet training: what a crash left behind, then one proposal made ahead of time.
-    queued = [m.model_id for m in service.state.unfinished]
+    queued = [m.model_id for m in service.state.unfinished if m.model_id not in running]
     exhausted = False
     while True:
+        lease.check()
         # A training is submitted only into a free slot, so it starts at once rather than polling for one.
         submitted = []
         while queued and len(running) < slots:
             model_id = queued.pop(0)
-            running[model_id] = train.submit(name, model_id)
+            trainings.start(model_id)
             submitted.append(model_id)
         service.refresh()
-        _wait_until_training(service, submitted)
+        if isinstance(trainings, _LocalTrainings):
+            _wait_until_training(service, submitted)
         order = list(service.state.models)
         # The next proposal may only see models 1 .. j-1-trainers (see Proposing.batch): wait for those.
         waiting_on = [m for m in [*running, *queued] if order.index(m) < len(order) - slots]
@@ -230,9 +545,7 @@ def nas_search(
             continue
         if not running:
             break
-        first = next(as_completed(list(running.values())))
-        model_id = next(m for m, f in running.items() if f is first)
-        running.pop(model_id).result()
+        trainings.wait(service, lease)
         state = service.refresh()
         done = state.count("trained") + state.count("failed")
         best = f"best {state.best.model_id} {state.best.val_accuracy:.4f}" if state.best else "no model trained yet"

@@ -13,7 +13,7 @@ fi
 stamp=".venv/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-$extra"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$extra,dev]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[$extra,dev,services]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

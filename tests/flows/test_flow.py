@@ -75,3 +75,17 @@ def test_bad_flow_parameters_fail_fast_and_log_nothing(store: str) -> None:
         with pytest.raises(ValueError, match=message):
             nas_search(name="bad", **params)
     assert MlflowEventLog("bad").claims() == {}
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_search_another_runner_holds_is_refused_and_nothing_is_logged(store: str) -> None:
+    from flows.nas_search import nas_search
+    from nas.event_log.mlflow import LeaseHeld
+
+    nas_search(name="held", max_models=1, **FLOW_ARGS)  # ends and releases its lease
+    log = MlflowEventLog("held")
+    log.acquire_lease("flow run other (0f2c)", ttl_s=60)  # another runner took it meanwhile
+    before = log.last_seq()
+    with pytest.raises(LeaseHeld, match=r"'held' is already being run by flow run other \(0f2c\)"):
+        nas_search(name="held", **FLOW_ARGS)
+    assert log.last_seq() == before
