@@ -338,6 +338,7 @@ class _DeployedTrainings:
         from prefect.runtime import flow_run
 
         self.deployment, self.search_id, self.liveness_s = deployment, search_id, liveness_s
+        self.service: SearchService  # set by adopt, which runs first
         self.runs: dict[str, Any] = {}  # model id -> flow run id
         self.dispatches: dict[str, int] = {}
         self.key = str(flow_run.id or os.getpid())
@@ -356,6 +357,7 @@ class _DeployedTrainings:
         )
         from prefect.client.schemas.objects import StateType
 
+        self.service = service
         flow_name, _, deployment_name = self.deployment.partition("/")
         unfinished = {m.model_id for m in service.state.unfinished}
         live = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
@@ -375,7 +377,8 @@ class _DeployedTrainings:
     def start(self, model_id: str) -> None:
         from prefect.deployments import run_deployment
 
-        n = self.dispatches.get(model_id, 0) + 1
+        # Numbered after the trainings the log saw start too, so a resumed search does not reuse a dead run's name.
+        n = max(self.dispatches.get(model_id, 0), self.service.state.models[model_id].attempts) + 1
         run = run_deployment(
             self.deployment,
             parameters={"search_id": self.search_id, "model_id": model_id},
