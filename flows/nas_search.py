@@ -378,7 +378,8 @@ class _DeployedTrainings:
         from prefect.deployments import run_deployment
 
         # Numbered after the trainings the log saw start too, so a resumed search does not reuse a dead run's name.
-        n = max(self.dispatches.get(model_id, 0), self.service.state.models[model_id].attempts) + 1
+        model = self.service.refresh().models.get(model_id)  # just proposed, perhaps by another service instance
+        n = max(self.dispatches.get(model_id, 0), model.attempts if model else 0) + 1
         run = run_deployment(
             self.deployment,
             parameters={"search_id": self.search_id, "model_id": model_id},
