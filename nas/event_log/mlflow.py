@@ -28,6 +28,7 @@ from nas.event_log import GENESIS, Attachments, ChainError, ConcurrencyError, Ev
 DEFAULT_EXPERIMENT = "nas"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per event read is noise
 CLAIM = re.compile(r"^seq\.(\d{6})$")
+LEASE = re.compile(r"^lease\.(\d{4})$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -56,9 +57,9 @@ def _leases(parent: Any) -> dict[int, tuple[str, float]]:
     """The leases claimed on a parent run: number -> (holder, claim time)."""
     out = {}
     for key, value in parent.data.params.items():
-        if re.fullmatch(r"lease\.\d{4}", key):
+        if m := LEASE.match(key):
             at, _, holder = value.partition(" ")
-            out[int(key[6:])] = (holder, float(at))
+            out[int(m.group(1))] = (holder, float(at))
     return out
 
 
