@@ -1,3 +1,7 @@
-"""Event-sourced neural architecture search: Auto-Keras' Bayesian network morphism, replayable."""
+"""Event-sourced neural architecture search: Auto-Keras' Bayesian network morphism, replayable.
 
-__version__ = "0.1.0"
+Layers, imports pointing down only: ``drivers`` (and ``flows/``, Prefect) -> ``tracking`` (MLflow) and
+``training`` (Keras) -> ``report`` -> ``ledger`` -> ``strategy`` -> ``architectures``; ``data`` stands alone.
+"""
+
+__version__ = "0.2.0"

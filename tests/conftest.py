@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import pytest
 
-from nas.graph import Architecture
-from nas.initial import initial_cnn, initial_mlp
-from nas.weights import init_weights
+from nas.architectures.graph import Architecture
+from nas.architectures.initial import initial_cnn, initial_mlp
+from nas.architectures.weights import init_weights
 
 
 def trained_like_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
@@ -39,6 +41,29 @@ def mlflow_has_no_runs(uri: str) -> bool:
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("nas")
     return exp is None or not client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One Prefect test API (a real server) per test session, in a temporary PREFECT_HOME."""
+    home = tempfile.mkdtemp(prefix="nas-prefect-home-")
+    os.environ["PREFECT_HOME"] = home
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store as MLFLOW_TRACKING_URI, in a temporary working directory (artifacts land in
+    tmp_path/mlruns, MLflow's SQLite default), as a user in their own folder would have it."""
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("NAS_WITNESS", str(tmp_path / "nas-witness.jsonl"))
+    return uri
 
 
 @pytest.fixture

@@ -1,26 +1,12 @@
-"""One Prefect test API per session, in a temp PREFECT_HOME; a fresh MLflow store per test."""
+"""A fresh MLflow store per test, with params.yaml in the working directory (the flow reads it)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    home = tempfile.mkdtemp(prefix="nas-prefect-home-")
-    os.environ["PREFECT_HOME"] = home
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.event_log.mlflow import MlflowEventLog
-from nas.events import TrainingCompleted
+from nas.ledger.events import TrainingCompleted
+from nas.tracking import open_store
 
 ROOT = Path(__file__).parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -119,6 +119,6 @@ def test_deployment_runs_a_search_that_lands_in_mlflow(tmp_path: Path, monkeypat
                     proc.kill()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    events = MlflowEventLog("dep1").read()
+    events = open_store().log("dep1").read()
     assert sum(isinstance(e, TrainingCompleted) for e in events) == 2
-    assert MlflowEventLog("dep1").parent_run().info.run_name == "dep1"
+    assert open_store().runs("dep1").parent().info.run_name == "dep1"

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-import nas.keras_train
-from nas.config import load
-from nas.event_log.memory import MemoryEventLog
-from nas.events import ArchitectureProposed, TrainingFailed
-from nas.runner import run_search
-from nas.state import OOM_CAP_FACTOR, fold, parse_architecture
+import nas.training.fit
+from nas.drivers.config import load
+from nas.drivers.runner import run_search
+from nas.ledger.events import ArchitectureProposed, TrainingFailed
+from nas.ledger.memory import MemoryEventLog, MemoryStore
+from nas.ledger.state import OOM_CAP_FACTOR, fold, parse_architecture
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.strategy=random"]
@@ -23,12 +23,15 @@ def failures(log: MemoryEventLog) -> list[TrainingFailed]:
 
 @pytest.mark.slow
 def test_nan_loss_and_timeout_are_recorded_and_the_search_ends() -> None:
-    nan = MemoryEventLog("nan")
-    state = run_search(nan, load(ROOT / "params.yaml", [*SMALL, "search.max_models=2", "train.learning_rate=1e12"]))
+    store = MemoryStore()
+    nan = store.log("nan")
+    state = run_search(
+        store, "nan", load(ROOT / "params.yaml", [*SMALL, "search.max_models=2", "train.learning_rate=1e12"])
+    )
     assert [f.reason for f in failures(nan)] == ["nan_loss", "nan_loss"]
     assert state.finished and state.count("failed") == 2 and state.best is None
-    slow = MemoryEventLog("slow")
-    run_search(slow, load(ROOT / "params.yaml", [*SMALL, "search.max_models=1", "train.timeout_s=1e-6"]))
+    slow = store.log("slow")
+    run_search(store, "slow", load(ROOT / "params.yaml", [*SMALL, "search.max_models=1", "train.timeout_s=1e-6"]))
     (failure,) = failures(slow)
     assert failure.reason == "timeout" and "train.timeout_s" in failure.error
 
@@ -37,19 +40,22 @@ def test_nan_loss_and_timeout_are_recorded_and_the_search_ends() -> None:
 def test_out_of_memory_lowers_the_size_cap_and_other_errors_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     import tensorflow as tf
 
-    real_train = nas.keras_train.train
+    real_fit = nas.training.fit.fit
     limit = 3_500  # pretend the device holds models up to this size
 
-    def train_on_a_small_device(arch, *args, **kwargs):
+    def fit_on_a_small_device(arch, *args, **kwargs):
         if arch.param_count > limit:
             raise tf.errors.ResourceExhaustedError(None, None, f"OOM when allocating tensor for {arch.param_count}")
         if arch.n_layers > 24:
             raise RuntimeError("boom: an unexpected bug")
-        return real_train(arch, *args, **kwargs)
+        return real_fit(arch, *args, **kwargs)
 
-    monkeypatch.setattr(nas.keras_train, "train", train_on_a_small_device)
-    log = MemoryEventLog("oom")
-    state = run_search(log, load(ROOT / "params.yaml", [*SMALL, "search.max_models=8", "search.max_params=200000"]))
+    monkeypatch.setattr(nas.training.fit, "fit", fit_on_a_small_device)
+    store = MemoryStore()
+    log = store.log("oom")
+    state = run_search(
+        store, "oom", load(ROOT / "params.yaml", [*SMALL, "search.max_models=8", "search.max_params=200000"])
+    )
     events = log.read()
     ooms = [f for f in failures(log) if f.reason == "out_of_memory"]
     assert ooms, "the test should provoke at least one out-of-memory failure"
@@ -63,6 +69,6 @@ def test_out_of_memory_lowers_the_size_cap_and_other_errors_are_kept(monkeypatch
             known = len(before.models) - before.config["search"]["trainers"]
             cap = before.size_cap(known)
             assert parse_architecture(e.architecture).param_count <= cap
-    for f in failures(log):
-        if f.reason == "error":
-            assert "RuntimeError: boom" in f.error
+    errors = [f for f in failures(log) if f.reason == "error"]
+    assert errors, "the test should provoke at least one other error (a model of more than 24 layers)"
+    assert all("RuntimeError: boom" in f.error for f in errors)

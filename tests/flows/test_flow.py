@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from nas.config import load
-from nas.event_log.memory import MemoryEventLog
-from nas.event_log.mlflow import MlflowEventLog
-from nas.events import TrainingCompleted, TrainingStarted
-from nas.replay import verify
-from nas.runner import run_search
+from nas.drivers.config import load
+from nas.drivers.runner import run_search
+from nas.ledger.events import TrainingCompleted, TrainingStarted
+from nas.ledger.memory import MemoryStore
+from nas.ledger.ports import LeaseHeld
+from nas.ledger.replay import verify
+from nas.tracking import open_store
 
 SMALL = ["search.initial_width=8"]
 FLOW_ARGS = {"dataset": "digits", "epochs": 1, "overrides": SMALL}
@@ -26,15 +27,15 @@ def test_flow_logs_a_search_the_plain_loop_reproduces_and_resumes_by_name(store:
 
     info = nas_search(name="f1", max_models=3, **FLOW_ARGS)
     assert info["trained"] == 3 and info["status"] == "finished"
-    events = MlflowEventLog("f1").read()
+    events = open_store().log("f1").read()
     config = load(None, ["data.dataset=digits", "train.epochs=1", "search.max_models=3", *SMALL])
-    local = MemoryEventLog("f1")
-    run_search(local, config)
-    assert outcome(local.read()) == outcome(events)  # the flow is only an orchestrator
+    local = MemoryStore()
+    run_search(local, "f1", config)
+    assert outcome(local.log("f1").read()) == outcome(events)  # the flow is only an orchestrator
     assert verify(events) is None  # proposals made while training replay too
     again = nas_search(name="f1", max_models=3, **FLOW_ARGS)  # same name: resumes, nothing left to do
     assert again == info
-    assert MlflowEventLog("f1").read() == events
+    assert open_store().log("f1").read() == events
 
 
 @pytest.mark.slow
@@ -55,7 +56,7 @@ def test_two_trainers_train_at_once_and_propose_the_same_models(store: str) -> N
     for name in ("p1", "p2"):
         # 4 epochs: long enough that the second training starts before the first ends, even on a loaded machine
         nas_search(name=name, max_models=4, trainers=2, strategy="random", **{**FLOW_ARGS, "epochs": 4})
-        runs.append(MlflowEventLog(name).read())
+        runs.append(open_store().log(name).read())
     first, second = sorted(outcome(runs[0])), sorted(outcome(runs[1]))  # completion order may differ
     assert [m[:2] for m in first] == [m[:2] for m in second] and len(first) == 4
     first_done = next(i for i, e in enumerate(runs[0]) if isinstance(e, TrainingCompleted))
@@ -74,17 +75,16 @@ def test_bad_flow_parameters_fail_fast_and_log_nothing(store: str) -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             nas_search(name="bad", **params)
-    assert MlflowEventLog("bad").claims() == {}
+    assert not open_store().exists("bad")
 
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_search_another_runner_holds_is_refused_and_nothing_is_logged(store: str) -> None:
     from flows.nas_search import nas_search
-    from nas.event_log.mlflow import LeaseHeld
 
     nas_search(name="held", max_models=1, **FLOW_ARGS)  # ends and releases its lease
-    log = MlflowEventLog("held")
-    log.acquire_lease("flow run other (0f2c)", ttl_s=60)  # another runner took it meanwhile
+    log = open_store().log("held")
+    open_store().lease("held").acquire("flow run other (0f2c)", ttl_s=60)  # another runner took it meanwhile
     before = log.last_seq()
     with pytest.raises(LeaseHeld, match=r"'held' is already being run by flow run other \(0f2c\)"):
         nas_search(name="held", **FLOW_ARGS)

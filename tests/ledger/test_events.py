@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from nas.event_log import ChainError, verify_chain
-from nas.events import (
+from nas.ledger.events import (
     EVENT_TYPES,
     UPCASTERS,
     ArchitectureProposed,
@@ -23,7 +22,8 @@ from nas.events import (
     from_record,
     to_record,
 )
-from nas.state import OOM_CAP_FACTOR, fold
+from nas.ledger.log import ChainError, verify_chain
+from nas.ledger.state import OOM_CAP_FACTOR, fold
 
 GOLDEN = Path(__file__).parent / "golden" / "v1.jsonl"
 
@@ -112,7 +112,7 @@ def test_nan_never_reaches_the_log() -> None:
 
 def test_fold_refuses_gaps() -> None:
     events = verify_chain(golden())
-    with pytest.raises(ValueError, match="seq 3 follows seq 1"):
+    with pytest.raises(ValueError, match="event seq 3: it follows seq 1"):
         fold([events[0], events[2]])
 
 
@@ -139,8 +139,13 @@ def test_best_model_is_the_highest_validation_accuracy() -> None:
         seq += 2
     state = fold(events)
     assert state.best_model_id == "m2" and state.trained_order == ("m1", "m2", "m3")
-    failed = TrainingFailed("golden", seq + 1, "m3", "nan_loss")
-    assert fold([failed], replace(state, models={**state.models})).max_params == state.max_params
+    m4 = ArchitectureProposed("golden", seq + 1, "m4", None, [], "4" * 64, arch, "random")
+    failed = TrainingFailed("golden", seq + 2, "m4", "nan_loss")
+    assert fold([m4, failed], state).max_params == state.max_params  # only running out of memory lowers the cap
+    with pytest.raises(ChainError, match="model m3 already has an outcome"):
+        fold([TrainingFailed("golden", seq + 1, "m3", "nan_loss")], state)
+    with pytest.raises(ChainError, match="names model 'm9', which was never proposed"):
+        fold([TrainingCompleted("golden", seq + 1, "m9", "9" * 64, 0.9, 10)], state)
 
 
 def test_v1_trainings_are_upcast_to_v2_without_a_weights_hash() -> None:

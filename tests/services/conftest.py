@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from flows.stack import Stack
+from ops.stack import Stack
 
 LEASE_TTL_S = 20
 LIVENESS_S = 20

@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 import pytest
 
-from flows.stack import USER, Stack
-from nas.event_log.mlflow import MlflowEventLog
-from nas.search import SearchService
+from nas.ledger.service import SearchService
+from nas.tracking import open_store
+from ops.stack import USER, Stack
 from tests.services.conftest import LEASE_TTL_S, LIVENESS_S, record_fault
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def mlflow_user(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def state_of(name: str, uri: str) -> Any:
-    return SearchService(MlflowEventLog(name, uri=uri)).state
+    return SearchService(open_store(uri).log(name)).state
 
 
 def follow(name: str, uri: str) -> Callable[[], Any]:
@@ -97,9 +97,9 @@ def follow(name: str, uri: str) -> Callable[[], Any]:
 
     def state() -> Any:
         if not service:
-            if MlflowEventLog(name, uri=uri).last_seq() == 0:
+            if open_store(uri).log(name).last_seq() == 0:
                 return None
-            service.append(SearchService(MlflowEventLog(name, uri=uri)))
+            service.append(SearchService(open_store(uri).log(name)))
         return service[0].refresh()
 
     return state
@@ -125,7 +125,7 @@ def test_mlflow_basic_auth_lets_the_search_user_write_and_nobody_else_in(stack: 
     assert client.get_run(run.info.run_id).data.params == {"written": "yes"}
 
     def status(method: str, path: str, auth: tuple[str, str] | None, body: bytes | None = None) -> int:
-        from flows.stack import _basic
+        from ops.stack import _basic
 
         headers = {"Content-Type": "application/json", **({"Authorization": _basic(*auth)} if auth else {})}
         request = urllib.request.Request(f"{mlflow_user}{path}", data=body, headers=headers, method=method)
@@ -186,8 +186,11 @@ def test_deployment_run_trains_two_models_at_once_on_the_workers_and_audits(stac
     assert any(later[0] < earlier[1] for earlier, later in pairwise(spans)), spans  # two at once
     record_fault(
         "two_runs_one_name",
-        {"stopped_with": refusal.split(": ", 1)[-1][:150], "events": state.last_seq,
-         "search_s": round(time.monotonic() - t0, 1)},
+        {
+            "stopped_with": refusal.split(": ", 1)[-1][:150],
+            "events": state.last_seq,
+            "search_s": round(time.monotonic() - t0, 1),
+        },
     )
 
 
@@ -200,13 +203,13 @@ def test_drill_mlflow_server_down_for_20_s_mid_search(stack: Stack, mlflow_user:
     assert started.returncode == 0, started.stdout + started.stderr
     now = follow(name, mlflow_user)
     wait_until(lambda: (state := now()) and state.count("trained") >= 1, "a first trained model")
-    before = MlflowEventLog(name, uri=mlflow_user).last_seq()
+    before = open_store(mlflow_user).log(name).last_seq()
     down_at = time.monotonic()
     stack.stop("mlflow")
     time.sleep(20)
     stack.start("mlflow")
     up_at = time.monotonic()
-    wait_until(lambda: MlflowEventLog(name, uri=mlflow_user).last_seq() > before, "an event after the outage")
+    wait_until(lambda: open_store(mlflow_user).log(name).last_seq() > before, "an event after the outage")
     recovered = time.monotonic() - up_at
     run = final(stack, name)
     assert run.state_name == "Completed", run.state.message
@@ -266,7 +269,7 @@ def test_drill_worker_killed_mid_training(stack: Stack, mlflow_user: str) -> Non
         if ancestor.pid in workers:
             break
     worker_name = workers[chain[-1].pid]  # KeyError if no worker runs this training
-    events_before = MlflowEventLog(name, uri=mlflow_user).last_seq()
+    events_before = open_store(mlflow_user).log(name).last_seq()
     for proc in reversed(chain):
         proc.kill()  # SIGKILL, the worker first: the machine is gone
     killed_at = time.monotonic()
@@ -332,7 +335,7 @@ def test_drill_flow_killed_then_run_again_resumes(stack: Stack, mlflow_user: str
     first = flow_run(stack, f"{name}-a")
     _process_of(first.id).kill()
     killed_at = time.monotonic()
-    events_before = MlflowEventLog(name, uri=mlflow_user).last_seq()
+    events_before = open_store(mlflow_user).log(name).last_seq()
 
     # At once: the dead runner's lease has not expired yet, so the new run stops and says why.
     refused = deployment_run(stack, f"{name}-b", *params)
@@ -382,7 +385,7 @@ def test_bad_input_through_deployment_run_fails_fast_and_logs_nothing(stack: Sta
     for name, (_, says) in BAD.items():
         run = final(stack, name, timeout=300)
         assert run.state_name == "Failed" and says in run.state.message, (name, run.state.message)
-        assert MlflowEventLog(name, uri=mlflow_user).parent_run() is None  # no event, not even a parent run
+        assert not open_store(mlflow_user).exists(name)  # no event, not even a parent run
     record_fault(
         "bad_input",
         {

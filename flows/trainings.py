@@ -1,0 +1,281 @@
+"""How the ``nas-search`` flow trains models: as Prefect tasks in its own process, or as flow runs of the
+``nas-train`` deployment that any worker of the pool picks up (``NAS_TRAIN_DEPLOYMENT``). Both hold a slot
+of the global concurrency limit ``nas-trainer`` while training, so flows on one Prefect API share slots.
+
+A deployed training sends a Prefect event ``nas.training.heartbeat`` every ``HEARTBEAT_S``; one whose flow
+run ends without the model's outcome, or that stays silent for the liveness time (its worker died), is
+marked Crashed and dispatched again, up to ``MAX_DISPATCHES`` times, then logged as failed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture, wait
+
+from nas.data import Splits
+from nas.drivers.runner import LeaseKeeper, Trainings, bar, splits_for
+from nas.ledger.service import SearchService
+from nas.ledger.state import ModelStatus
+from nas.tracking import open_store, tracking_uri
+
+TRAINER_LIMIT = "nas-trainer"
+HEARTBEAT = "nas.training.heartbeat"  # a Prefect event each training flow run sends every HEARTBEAT_S
+HEARTBEAT_S = 5.0
+MAX_DISPATCHES = 3  # flow runs one model's training may take before it is logged as failed
+POLL_S = 2.0
+
+_services = threading.local()  # one service per search and thread: a training task's log reads stay warm
+
+
+def service_for(search_id: str, uri: str) -> SearchService:
+    """This thread's service of search ``search_id`` in store ``uri``, caught up with the log."""
+    cache = _services.__dict__.setdefault("by_key", {})
+    key = (search_id, uri)
+    if key not in cache:
+        cache[key] = SearchService(open_store(uri).log(search_id))
+    service: SearchService = cache[key]
+    service.refresh()
+    return service
+
+
+def data_of(config: Any) -> Splits:
+    """The data a search's settings name (loaded once per process)."""
+    return splits_for(config)
+
+
+def _train_in_slot(search_id: str, model_id: str, uri: str, lease_s: float = 300) -> ModelStatus:
+    """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
+    died holding it) and log the outcome; a model that has its outcome already is not trained again."""
+    from nas.training.task import run_training
+
+    logger = get_run_logger()
+    with concurrency(TRAINER_LIMIT, occupy=1, lease_duration=lease_s):
+        service = service_for(search_id, uri)
+        model = service.state.models[model_id]
+        if model.status.is_finished:
+            return model.status  # a retried task after the outcome was logged: never train twice
+        epochs = service.state.config["train"]["epochs"]
+
+        def epoch(i: int, logs: dict[str, float]) -> None:
+            logger.info(
+                "%s epoch %s loss %.4f val_accuracy %.4f",
+                model_id,
+                bar(i + 1, epochs, 10),
+                logs.get("loss", float("nan")),
+                logs.get("val_accuracy", float("nan")),
+            )
+
+        status = run_training(service, model_id, data_of(service.state.config), on_epoch=epoch)
+        record = service.state.models[model_id]
+        detail = f"val_accuracy {record.val_accuracy:.4f}" if status == ModelStatus.TRAINED else record.failure
+        logger.info("%s %s: %s", model_id, status, detail)
+        return status
+
+
+@task(name="train", task_run_name="train {model_id}", tags=[TRAINER_LIMIT])
+def train_task(search_id: str, model_id: str, uri: str) -> str:
+    """Train one model in a training slot and log its outcome; returns trained or failed."""
+    return str(_train_in_slot(search_id, model_id, uri))
+
+
+@flow(name="nas-train", log_prints=True)
+def nas_train(search_id: str, model_id: str, uri: str | None = None) -> str:
+    """Train model ``model_id`` of search ``search_id`` in a training slot and log its outcome (trained or
+    failed); a model whose outcome is logged already is not trained again. Deployed for workers, it is how
+    one search trains several models at once on several workers (see ``NAS_TRAIN_DEPLOYMENT``)."""
+    from prefect.events import emit_event
+    from prefect.runtime import flow_run
+
+    resource = {"prefect.resource.id": f"prefect.flow-run.{flow_run.id}", "nas.model": f"{search_id}/{model_id}"}
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                emit_event(HEARTBEAT, resource=resource)
+            except Exception:  # a missed beat is what the dispatcher watches for; never fail the training
+                pass
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    # The thread runs in a copy of this context, so it sees this flow run's settings (its API URL).
+    beats = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="nas-heartbeat", daemon=True)
+    beats.start()
+    try:
+        return str(_train_in_slot(search_id, model_id, uri or tracking_uri(), lease_s=60))
+    finally:
+        stop.set()
+
+
+class TaskTrainings(Trainings):
+    """Trainings as tasks of the search's flow run, in its process."""
+
+    def __init__(self, search_id: str, uri: str) -> None:
+        super().__init__()
+        self.search_id, self.uri = search_id, uri
+        self.futures: dict[str, PrefectFuture[str]] = {}
+        self.service: SearchService | None = None
+
+    def adopt(self, service: SearchService) -> None:
+        self.service = service  # a task does not outlive its flow run: nothing to adopt
+
+    def start(self, model_id: str) -> None:
+        self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri)
+        self.running.append(model_id)
+        assert self.service is not None
+        # Wait until the training has logged its start, so a proposal computed next does not hold the GIL
+        # while the task starts; TensorFlow's kernels release it once training runs.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.service.refresh().models[model_id].status == ModelStatus.PROPOSED:
+            if self.futures[model_id].state.is_final():
+                break
+            time.sleep(0.1)
+
+    def wait(self, service: SearchService, lease: LeaseKeeper) -> list[str]:
+        while True:
+            lease.check()
+            done, _ = wait([self.futures[m] for m in self.running], timeout=POLL_S)
+            ended = [m for m in self.running if self.futures[m] in done]
+            if ended:
+                for model_id in ended:
+                    self.futures.pop(model_id).result()
+                    self.running.remove(model_id)
+                return ended
+
+
+class DeployedTrainings(Trainings):
+    """Trainings as flow runs of a ``nas-train`` deployment, which any worker of its pool takes."""
+
+    def __init__(self, deployment: str, search_id: str, uri: str, liveness_s: float) -> None:
+        from prefect.runtime import flow_run
+
+        super().__init__()
+        self.deployment, self.search_id, self.uri, self.liveness_s = deployment, search_id, uri, liveness_s
+        self.service: SearchService  # set by adopt, which runs first
+        self.runs: dict[str, Any] = {}  # model id -> flow run id
+        self.dispatches: dict[str, int] = {}
+        self.key = str(flow_run.id or os.getpid())
+
+    def adopt(self, service: SearchService) -> None:
+        """Take over the trainings a previous runner of this search left running (so none runs twice)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterName,
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        self.service = service
+        flow_name, _, deployment_name = self.deployment.partition("/")
+        unfinished = {m.model_id for m in service.state.unfinished}
+        live = FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=live)),
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+            )
+        for run in runs:
+            model_id = run.parameters.get("model_id")
+            if (
+                run.parameters.get("search_id") == self.search_id
+                and model_id in unfinished
+                and model_id not in self.runs
+            ):
+                self.runs[model_id] = run.id
+                self.running.append(model_id)
+                self.dispatches[model_id] = self.dispatches.get(model_id, 0) + 1
+                print(f"adopted training {model_id}: flow run {run.name} ({run.state_name})")
+
+    def start(self, model_id: str) -> None:
+        self._dispatch(model_id)
+        self.running.append(model_id)
+
+    def _dispatch(self, model_id: str) -> None:
+        from prefect.deployments import run_deployment
+
+        # Numbered after the trainings the log saw start too, so a resumed search does not reuse a dead run's name.
+        model = self.service.refresh().models.get(model_id)  # just proposed, perhaps by another service instance
+        n = max(self.dispatches.get(model_id, 0), model.attempts if model else 0) + 1
+        run = run_deployment(
+            self.deployment,
+            parameters={"search_id": self.search_id, "model_id": model_id, "uri": self.uri},
+            timeout=0,
+            flow_run_name=f"{self.search_id}-{model_id}-{n}",
+            idempotency_key=f"{self.key}/{self.search_id}/{model_id}/{n}",
+        )
+        self.runs[model_id], self.dispatches[model_id] = run.id, n  # type: ignore[union-attr]
+
+    def _last_beat(self, client: Any, run_id: Any) -> datetime | None:
+        from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+
+        since = datetime.now(UTC) - timedelta(seconds=10 * self.liveness_s)
+        page = client.read_events(
+            EventFilter(
+                event=EventNameFilter(name=[HEARTBEAT]),
+                resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+                occurred=EventOccurredFilter(since=since),  # type: ignore[arg-type]
+            ),
+            limit=1,
+        )
+        return max((e.occurred for e in page.events), default=None)
+
+    def _lost(self, service: SearchService, model_id: str, why: str) -> None:
+        """The training's flow run is gone without an outcome: run it again, or log the model failed."""
+        n = self.dispatches[model_id]
+        if n < MAX_DISPATCHES:
+            print(f"training {model_id}: {why}; dispatching it again ({n + 1}/{MAX_DISPATCHES})")
+            self._dispatch(model_id)
+            return
+        message = f"{n} flow runs of {self.deployment} ended without an outcome; the last: {why}"
+        print(f"training {model_id} failed: {message}")
+        service.training_failed(model_id, "error", message, 0.0)
+
+    def wait(self, service: SearchService, lease: LeaseKeeper) -> list[str]:
+        """Block until a training ends (its outcome is logged); the models that ended."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Crashed
+
+        while True:
+            lease.check()
+            state = service.refresh()
+            ended = [m for m in self.running if state.models[m].status.is_finished]
+            if ended:
+                for model_id in ended:
+                    self.runs.pop(model_id, None)
+                    self.running.remove(model_id)
+                return ended
+            with get_client(sync_client=True) as client:
+                for model_id, run_id in list(self.runs.items()):
+                    run = client.read_flow_run(run_id)
+                    if run.state is None:
+                        continue
+                    if run.state.is_final():
+                        if not service.refresh().models[model_id].status.is_finished:
+                            self._lost(service, model_id, f"flow run {run.name} ended {run.state.name}")
+                        continue
+                    if run.state.type != StateType.RUNNING:
+                        continue  # waiting for a worker
+                    beat = self._last_beat(client, run_id)
+                    started = run.start_time or run.expected_start_time
+                    seen = max(t for t in (beat, started) if t is not None) if (beat or started) else None
+                    quiet = (datetime.now(UTC) - seen).total_seconds() if seen else 0.0
+                    if quiet > self.liveness_s:
+                        message = f"no heartbeat for {quiet:.0f} s: its worker is gone"
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                        self._lost(service, model_id, f"flow run {run.name}: {message}")
+            time.sleep(POLL_S)

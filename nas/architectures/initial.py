@@ -1,0 +1,75 @@
+"""Initial architectures: where every search starts."""
+
+from __future__ import annotations
+
+from nas.architectures.graph import INPUT, Architecture, Layer, Shape
+
+CONV_DROPOUT_RATE = 0.25  # Auto-Keras' Constant.CONV_DROPOUT_RATE
+MLP_DROPOUT_RATE = 0.25
+
+
+class _Chain:
+    """Appends layers one after another, naming them ``<kind>_<n>``."""
+
+    def __init__(self) -> None:
+        self.layers: list[Layer] = []
+        self.last = INPUT
+
+    def add(self, kind: str, **config: int | float) -> None:
+        layer_id = f"{kind.lower()}_{len(self.layers) + 1}"
+        self.layers.append(Layer.make(layer_id, kind, [self.last], **config))
+        self.last = layer_id
+
+
+def initial_cnn(
+    input_shape: Shape, num_classes: int, *, blocks: int = 3, filters: int = 64, dense_units: int = 64
+) -> Architecture:
+    """The Auto-Keras default CNN for images of ``input_shape`` (H, W, C).
+
+    ``blocks`` times ReLU -> BatchNorm -> Conv 3x3 -> MaxPool 2, then global average pooling,
+    dropout, Dense ``dense_units``, ReLU and a Dense softmax classifier.
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"initial_cnn needs an image input shape (H, W, C), got {input_shape}; use initial_mlp")
+    _check_positive(num_classes=num_classes, blocks=blocks, filters=filters, dense_units=dense_units)
+    chain = _Chain()
+    for _ in range(blocks):
+        chain.add("ReLU")
+        chain.add("BatchNormalization")
+        chain.add("Conv2D", filters=filters, kernel_size=3, strides=1)
+        chain.add("MaxPooling2D", pool_size=2)
+    chain.add("GlobalAveragePooling2D")
+    chain.add("Dropout", rate=CONV_DROPOUT_RATE)
+    chain.add("Dense", units=dense_units)
+    chain.add("ReLU")
+    chain.add("Dense", units=num_classes)
+    chain.add("Softmax")
+    return Architecture(tuple(input_shape), tuple(chain.layers))
+
+
+def initial_mlp(input_shape: Shape, num_classes: int, *, layers: int = 2, units: int = 64) -> Architecture:
+    """An MLP for flat feature vectors: ``layers`` times Dense -> ReLU -> Dropout, then softmax."""
+    if len(input_shape) != 1:
+        raise ValueError(f"initial_mlp needs a flat input shape (D,), got {input_shape}; use initial_cnn")
+    _check_positive(num_classes=num_classes, layers=layers, units=units)
+    chain = _Chain()
+    for _ in range(layers):
+        chain.add("Dense", units=units)
+        chain.add("ReLU")
+        chain.add("Dropout", rate=MLP_DROPOUT_RATE)
+    chain.add("Dense", units=num_classes)
+    chain.add("Softmax")
+    return Architecture(tuple(input_shape), tuple(chain.layers))
+
+
+def initial_architecture(input_shape: Shape, num_classes: int, *, depth: int = 3, width: int = 64) -> Architecture:
+    """The default start for data of ``input_shape``: a CNN for images, an MLP for vectors."""
+    if len(input_shape) == 3:
+        return initial_cnn(input_shape, num_classes, blocks=depth, filters=width)
+    return initial_mlp(input_shape, num_classes, layers=depth, units=width)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")

@@ -1,0 +1,89 @@
+"""Weights beside the graph: numpy arrays keyed by layer id, in Keras' own order and layout.
+
+Conv2D: (kernel[kh, kw, c_in, c_out], bias[c_out]); Dense: (kernel[d_in, d_out], bias[d_out]);
+BatchNormalization: (gamma, beta, moving_mean, moving_variance). Other layers have none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from nas.architectures.graph import Architecture, Shape
+
+Weights = Mapping[str, tuple[np.ndarray, ...]]
+
+
+def weight_shapes(arch: Architecture) -> dict[str, tuple[Shape, ...]]:
+    """The array shapes every weighted layer of ``arch`` must have."""
+    out: dict[str, tuple[Shape, ...]] = {}
+    for lay in arch.layers:
+        c_in = arch.shapes[lay.inputs[0]][-1]
+        if lay.kind == "Conv2D":
+            k, f = lay.get("kernel_size"), lay.get("filters")
+            out[lay.id] = ((k, k, c_in, f), (f,))
+        elif lay.kind == "Dense":
+            out[lay.id] = ((c_in, lay.get("units")), (lay.get("units"),))
+        elif lay.kind == "BatchNormalization":
+            out[lay.id] = ((c_in,),) * 4
+    return out
+
+
+def init_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
+    """Fresh weights as Keras initialises them: Glorot-uniform kernels, zero biases, identity BN."""
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for layer_id, shapes in weight_shapes(arch).items():
+        if arch.by_id[layer_id].kind == "BatchNormalization":
+            (c,) = shapes[0]
+            out[layer_id] = (np.ones(c, "f4"), np.zeros(c, "f4"), np.zeros(c, "f4"), np.ones(c, "f4"))
+            continue
+        kernel_shape, bias_shape = shapes
+        receptive = int(np.prod(kernel_shape[:-2])) if len(kernel_shape) > 2 else 1
+        fan_in, fan_out = kernel_shape[-2] * receptive, kernel_shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        kernel = rng.uniform(-limit, limit, kernel_shape).astype("f4")
+        out[layer_id] = (kernel, np.zeros(bias_shape, "f4"))
+    return out
+
+
+def check_weights(arch: Architecture, weights: Weights) -> None:
+    """ValueError naming the first layer whose arrays are missing, extra or of the wrong shape."""
+    expected = weight_shapes(arch)
+    extra = sorted(set(weights) - set(expected))
+    if extra:
+        raise ValueError(f"weights given for {extra}, which are not weighted layers of the architecture")
+    for layer_id, shapes in expected.items():
+        if layer_id not in weights:
+            raise ValueError(f"weights for layer {layer_id!r} are missing")
+        got = tuple(tuple(a.shape) for a in weights[layer_id])
+        if got != shapes:
+            raise ValueError(f"weights for layer {layer_id!r} have shapes {got}, expected {shapes}")
+
+
+def save_weights(path: str | Path, weights: Weights) -> None:
+    """Write weights to an ``.npz`` (keys ``<layer id>/<index>``): exact, backend-free."""
+    arrays = {f"{layer_id}/{i}": a for layer_id, group in weights.items() for i, a in enumerate(group)}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
+
+
+def load_weights(path: str | Path) -> dict[str, tuple[np.ndarray, ...]]:
+    """Weights written by ``save_weights``."""
+    grouped: dict[str, dict[int, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            layer_id, _, index = key.rpartition("/")
+            grouped.setdefault(layer_id, {})[int(index)] = data[key]
+    return {k: tuple(v[i] for i in sorted(v)) for k, v in grouped.items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (a weights file's identity in its TrainingCompleted event)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,355 @@
+"""The DVC stages (``nas stage prepare|search|evaluate|register``, run by ``dvc.yaml``) and registering a
+search's best model (``nas register``).
+
+Every output is a plain file: numpy archives, JSON metrics (``metrics/search.json`` holds the search's
+head, so Git anchors the log), CSV plot data, PNG figures, ``.keras`` models. Imports Keras and
+matplotlib only inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.architectures.graph import Architecture
+from nas.architectures.weights import Weights
+from nas.data import Splits, load_prepared, save_prepared
+from nas.ledger.events import Event, canonical_json
+from nas.ledger.log import Head
+from nas.ledger.ports import SearchStore
+from nas.ledger.state import ModelStatus, SearchState
+from nas.report.figures import plot_best_so_far
+from nas.report.page import progress_rows
+from nas.tracking.store import MlflowStore
+
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+
+
+def search_name(config: Mapping[str, Any], data_fingerprint: str) -> str:
+    """The name of the search the pipeline runs: ``dvc-`` and a hash of its settings and its data.
+
+    The same settings on the same data name the same search, so running the stage again resumes
+    (or reuses, if finished) that search instead of training it twice; any change names a new one.
+    """
+    digest = hashlib.sha256(f"{canonical_json(dict(config))}\n{data_fingerprint}".encode()).hexdigest()
+    return f"dvc-{digest[:12]}"
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], header: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(header))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as indented, key-sorted JSON in ``path`` (folders made)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def write_search_outputs(
+    state: SearchState,
+    events: Sequence[Event],
+    weights_of: Callable[[str], Weights],
+    head: Head,
+    *,
+    models: Path = MODELS,
+    metrics: Path = METRICS,
+    plots: Path = PLOTS,
+) -> dict[str, Any]:
+    """Write the search stage's outputs: ``models/best.keras`` and ``models/best.json`` (the best model),
+    ``metrics/search.json``, ``plots/best_so_far.csv`` and ``.png``. ``weights_of(model_id)`` reads a
+    trained model's weights. ValueError if the search trained no model."""
+    from nas.training.builder import save_keras
+
+    best = state.best
+    if best is None or best.completed_seq is None:
+        raise ValueError(
+            f"search {state.search_id!r} trained no model ({state.count(ModelStatus.FAILED)} failed); "
+            "see `nas replay` for why, then raise the limits in params.yaml"
+        )
+    save_keras(best.arch, weights_of(best.model_id), models / "best.keras")
+    write_json(
+        models / "best.json",
+        {
+            "search": state.search_id,
+            "model_id": best.model_id,
+            "architecture_id": best.architecture_id,
+            "param_count": best.arch.param_count,
+            "val_accuracy": best.val_accuracy,
+            "architecture": json.loads(best.architecture),
+        },
+    )
+    info = {
+        "best_val_accuracy": best.val_accuracy,
+        "models_trained": state.count(ModelStatus.TRAINED),
+        "models_failed": state.count(ModelStatus.FAILED),
+        "search_seconds": round(state.spent_seconds, 1),
+    }
+    # The head anchors the log in Git: `nas audit NAME --anchor metrics/search.json` checks it is still there.
+    write_json(metrics / "search.json", {**info, "search": state.search_id, "head": str(head)})
+    rows = progress_rows(events)
+    _write_csv(plots / "best_so_far.csv", rows, ["models", "seconds", "model_id", "val_accuracy", "best_val_accuracy"])
+    plot_best_so_far(rows, plots / "best_so_far.png")
+    return info
+
+
+def _confusion_png(matrix: np.ndarray, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.45 * k))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("test set")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_best(models: Path = MODELS) -> tuple[dict[str, Any], Architecture]:
+    """``models/best.json`` and the architecture it holds; ValueError if the search stage has not run."""
+    path = models / "best.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is missing or unreadable ({e}); run the search stage first (dvc repro search)") from e
+    return info, Architecture.from_dict(info["architecture"])
+
+
+def evaluate(
+    final: Mapping[str, Any],
+    batch_size: int,
+    seed: int,
+    *,
+    prepared: Path = PREPARED,
+    models: Path = MODELS,
+    metrics: Path = METRICS,
+    plots: Path = PLOTS,
+) -> dict[str, Any]:
+    """The final fit and the one look at the test set.
+
+    Fine-tunes the searched model on train + validation for ``final['epochs']`` epochs at
+    ``final['learning_rate']`` (no early stopping: nothing is held out to stop on, and never the
+    test set), writes ``models/final.keras``, ``metrics/test.json`` (the final model's test accuracy
+    and loss, and the searched model's for comparison), and the confusion matrix as
+    ``plots/confusion.csv`` and ``.png``.
+    """
+    from nas.training.builder import build_model, load_keras, save_keras
+    from nas.training.fit import TrainConfig, fit, make_deterministic
+
+    splits = prepared_data(prepared)
+    _, arch = read_best(models)
+    weights = load_keras(models / "best.keras", arch)
+
+    def scores(w: Weights) -> tuple[float, float, np.ndarray]:
+        # Keras' predict, as the registered model (mlflow.pyfunc) will predict.
+        probs = np.asarray(build_model(arch, w).predict(splits.x_test, batch_size=256, verbose=0), dtype=np.float64)
+        picked = np.clip(probs[np.arange(len(probs)), splits.y_test], 1e-12, 1.0)
+        predicted = probs.argmax(axis=1)
+        return float(np.mean(predicted == splits.y_test)), float(-np.mean(np.log(picked))), predicted
+
+    searched_accuracy, _, _ = scores(weights)
+    if final["epochs"] > 0:
+        make_deterministic(seed)
+        x = np.concatenate([splits.x_train, splits.x_val])
+        y = np.concatenate([splits.y_train, splits.y_val])
+        config = TrainConfig(final["epochs"], batch_size, final["learning_rate"], early_stopping_patience=0)
+        weights = fit(arch, weights, x, y, None, None, config, seed=seed).weights
+    save_keras(arch, weights, models / "final.keras")
+    accuracy, loss, predicted = scores(weights)
+    result = {
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "searched_model_test_accuracy": searched_accuracy,
+        "final_epochs": final["epochs"],
+        "test_examples": len(splits.y_test),
+    }
+    write_json(metrics / "test.json", result)
+    _write_csv(
+        plots / "confusion.csv",
+        [{"actual": int(a), "predicted": int(p)} for a, p in zip(splits.y_test, predicted, strict=True)],
+        ["actual", "predicted"],
+    )
+    k = splits.num_classes
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (splits.y_test, predicted), 1)
+    _confusion_png(matrix, plots / "confusion.png")
+    return result
+
+
+def prepared_data(prepared: Path = PREPARED) -> Splits:
+    """The prepare stage's output, checked; ValueError if it is missing or bad."""
+    if not (prepared / "train.npz").is_file():
+        raise ValueError(f"{prepared} holds no prepared data; run the prepare stage first (dvc repro prepare)")
+    return load_prepared(prepared)
+
+
+def stage_prepare(params: Path, local: bool = False) -> None:
+    """Stage ``prepare``: load the dataset ``data.*`` names, check and split it into ``data/prepared``."""
+    from nas.drivers.config import load
+    from nas.drivers.runner import splits_for
+
+    info = save_prepared(splits_for(load(params)), PREPARED)
+    print(
+        f"prepared {info['dataset']}: {info['train_examples']} train, {info['val_examples']} validation, "
+        f"{info['test_examples']} test examples in {PREPARED} (fingerprint {str(info['fingerprint'])[:12]})"
+    )
+
+
+def stage_search(params: Path, local: bool = False) -> None:
+    """Stage ``search``: run (or resume, or reuse) the search named by the settings and the prepared data,
+    then write its outputs."""
+    from nas.architectures.weights import load_weights
+    from nas.data import fingerprint
+    from nas.drivers.cli import _run
+    from nas.drivers.config import load
+    from nas.ledger.service import SearchService
+    from nas.tracking import open_store
+    from nas.tracking.registry import link_data, pipeline_tags
+
+    splits = prepared_data()
+    config = load(params, [f"data.dataset={PREPARED.as_posix()}"])
+    name = search_name(config, fingerprint(splits))
+    store = open_store()
+    service = SearchService(store.log(name)) if store.exists(name) else None
+    if service is not None and service.state.finished:
+        print(f"search {name} already ran on these settings and data; using its results (nas replay {name})")
+    else:
+        print(f"{'resuming' if service else 'starting'} search {name}")
+        _run(name, None if service else config, local)
+    if isinstance(store, MlflowStore):  # the parent run shows the data it read
+        link_data(store.runs(name), splits, str(PREPARED), pipeline_tags(PREPARED))
+    log = store.log(name)
+    service = SearchService(log)
+    info = write_search_outputs(
+        service.state, log.read(), lambda model_id: load_weights(service.weights_file(model_id)), log.head()
+    )
+    print(
+        f"search {name}: best val_accuracy {info['best_val_accuracy']:.4f}, {info['models_trained']} trained, "
+        f"{info['models_failed']} failed -> models/best.keras, metrics/search.json"
+    )
+
+
+def stage_evaluate(params: Path, local: bool = False) -> None:
+    """Stage ``evaluate``: fine-tune the best model on train + validation, test it once."""
+    from nas.drivers.config import load, load_pipeline
+
+    config = load(params)
+    result = evaluate(load_pipeline(params)["final"], config["train"]["batch_size"], config["search"]["seed"])
+    print(
+        f"test accuracy {result['test_accuracy']:.4f} after {result['final_epochs']} final epoch(s) on train + "
+        f"validation (searched model: {result['searched_model_test_accuracy']:.4f}) -> metrics/test.json"
+    )
+
+
+def _mlflow_runs(store: SearchStore, name: str) -> Any:
+    """The MLflow runs of search ``name``; ValueError if the store is not MLflow's (nowhere to register)."""
+    if not isinstance(store, MlflowStore):
+        raise ValueError(f"registering models needs an MLflow tracking store; {store.uri} is not one")
+    if not store.exists(name):
+        raise ValueError(f"there is no search {name!r} in {store.uri}; see nas ls")
+    return store.runs(name)
+
+
+def stage_register(params: Path, local: bool = False) -> None:
+    """Stage ``register``: models/final.keras becomes a version of ``register.model_name``, alias champion."""
+    from nas.drivers.config import load_pipeline
+    from nas.ledger.service import SearchService
+    from nas.tracking import open_store
+    from nas.tracking.registry import ALIAS, find_logged_model, log_keras_model, register, weights_digest
+    from nas.training.builder import build_model, load_keras
+
+    name = load_pipeline(params)["register"]["model_name"]
+    info, arch = read_best()
+    weights = load_keras(MODELS / "final.keras", arch)
+    splits = prepared_data()
+    test = json.loads((METRICS / "test.json").read_text())
+    store = open_store()
+    runs = _mlflow_runs(store, info["search"])
+    service = SearchService(store.log(info["search"]))
+    digest = weights_digest(weights)
+    tags = {
+        "nas.search_id": info["search"],
+        "nas.model_id": info["model_id"],
+        "nas.weights_sha256": digest,
+        "nas.kind": "final",
+        "mlflow.note.content": f"{info['model_id']} of search {info['search']} fine-tuned on train + validation",
+    }
+    logged = find_logged_model(runs, digest) or log_keras_model(
+        runs, f"{info['search']}-final", build_model(arch, weights), splits.x_test[:5], tags,
+        {"test_accuracy": float(test["test_accuracy"])},
+    )  # fmt: skip
+    version, created = register(
+        runs,
+        service,
+        info["model_id"],
+        logged,
+        digest,
+        name,
+        ALIAS,
+        description=f"{info['model_id']} of search {info['search']}; test accuracy {test['test_accuracy']:.4f}",
+    )
+    record = {
+        "name": name,
+        "version": version,
+        "alias": ALIAS,
+        "uri": f"models:/{name}@{ALIAS}",
+        "search": info["search"],
+        "model_id": info["model_id"],
+        "test_accuracy": test["test_accuracy"],
+    }
+    write_json(MODELS / "registered.json", record)
+    what = "registered as" if created else "already registered as"
+    print(f"{info['model_id']} of search {info['search']} {what} {name} version {version}, alias {ALIAS}")
+    print(f'load it: mlflow.pyfunc.load_model("models:/{name}@{ALIAS}")')
+
+
+def register_best(store: SearchStore, search: str, model_name: str | None, alias: str | None) -> tuple[str, bool, str]:
+    """Register the best model of ``search`` (as the search logged it) under ``model_name`` (default: the
+    search's name) with ``alias``; returns (version, created, registered name). Idempotent."""
+    from nas.architectures.weights import load_weights
+    from nas.data import load_splits
+    from nas.ledger.service import SearchService
+    from nas.tracking.registry import log_best_model, register
+    from nas.training.builder import build_model
+
+    runs = _mlflow_runs(store, search)
+    service = SearchService(store.log(search))
+    best = service.state.best
+    if best is None or best.weights_sha256 is None:
+        raise ValueError(f"search {search!r} has no trained model with recorded weights to register")
+    d = service.state.config["data"]
+    example = load_splits(
+        d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"]
+    ).x_val[:5]
+    model = build_model(best.arch, load_weights(service.weights_file(best.model_id)))
+    logged = log_best_model(runs, best, model, example)
+    name = model_name or search
+    version, created = register(
+        runs, service, best.model_id, logged, best.weights_sha256, name, alias or None,
+        description=f"{best.model_id} of search {search}: validation accuracy {best.val_accuracy:.4f}",
+    )  # fmt: skip
+    return version, created, name

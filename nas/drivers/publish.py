@@ -1,0 +1,119 @@
+"""Showing a search's progress to people, off the round's critical path.
+
+After every round the ``Publisher`` records, synchronously, only what is cheap: the summary (what
+``nas ls`` lists) and the new points of ``best_val_accuracy``. The report (PNGs, HTML) and the best model
+(a Keras model logged for the MLflow UI's "Register model") are made by one background thread, always
+from the newest state, the report at most every ``REPORT_EVERY_S`` seconds; ``close`` makes both one last
+time. Nothing here is an event, and a failure here is reported and never stops a search.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.drivers.witness import witness
+from nas.ledger.events import Event
+from nas.ledger.log import Head
+from nas.ledger.ports import ReportSink, SearchStore
+from nas.ledger.replay import best_so_far, summary_values
+from nas.ledger.service import SearchService
+from nas.ledger.state import SearchState
+
+REPORT_EVERY_S = 60.0
+
+
+class Publisher:
+    """Publishes one search's progress through its store's report sink."""
+
+    def __init__(
+        self, store: SearchStore, service: SearchService, example: np.ndarray, say: Any = print, background: bool = True
+    ) -> None:
+        self.store, self.service, self.example, self.say = store, service, example, say
+        self.sink: ReportSink = store.reports(service.log.search_id)
+        self.events: list[Event] = []
+        self.best_published: str | None = None
+        self.reported_at = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one publication at a time
+        self._thread = threading.Thread(target=self._work, name="nas-publish", daemon=True) if background else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def _catch_up(self) -> SearchState:
+        state = self.service.state
+        if len(self.events) < state.last_seq:
+            self.events += self.service.log.read(after_seq=len(self.events))[: state.last_seq - len(self.events)]
+        return state
+
+    def round(self, state: SearchState | None = None) -> None:
+        """After a round: the new events witnessed, the summary and best-so-far points now; the report and best
+        model in the background."""
+        try:
+            with self._lock:
+                witnessed = len(self.events)
+                state = self._catch_up()
+                records = self.service.log.records()[witnessed : state.last_seq]
+                if records:
+                    heads = [Head(r["seq"], r["hash"]) for r in records]
+                    witness(state.search_id, heads, self.store.uri, "runner")
+                self.sink.summary(summary_values(state), {"best_val_accuracy": best_so_far(self.events)})
+        except Exception as e:  # a display problem must not cost a search
+            self.say(f"could not publish the progress: {type(e).__name__}: {e}")
+        self._wake.set()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.publish(final=False)
+
+    def publish(self, final: bool) -> None:
+        """Make the best model and (if due, or ``final``) the report from the newest state."""
+        with self._lock:
+            try:
+                state = self._catch_up()
+                events = list(self.events)
+                best = state.best
+                if best is not None and best.model_id != self.best_published:
+                    self._best_model(state)
+                    self.best_published = best.model_id
+                if final or time.monotonic() - self.reported_at >= REPORT_EVERY_S:
+                    self._report(events, state)
+                    self.reported_at = time.monotonic()
+            except Exception as e:  # a display problem must not cost a search
+                self.say(f"could not publish the report or best model: {type(e).__name__}: {e}")
+
+    def _best_model(self, state: SearchState) -> None:
+        from nas.architectures.weights import load_weights
+        from nas.training.builder import build_model
+
+        best = state.best
+        assert best is not None
+        weights = load_weights(self.service.weights_file(best.model_id))
+        where = self.sink.best_model(best, build_model(best.arch, weights), self.example)
+        self.say(f"best model so far: {best.model_id} ({where})")
+
+    def _report(self, events: list[Event], state: SearchState) -> None:
+        from nas.report.page import random_baselines, render
+
+        with tempfile.TemporaryDirectory() as tmp:
+            render(events, Path(tmp), random_baselines(self.store, state))
+            self.sink.report(Path(tmp))
+
+    def close(self) -> None:
+        """Stop the background thread and publish everything one last time (summary, best model, report)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.round()
+        self.publish(final=True)

@@ -1,0 +1,166 @@
+"""The ledger's ports: what a storage backend provides besides the event log itself.
+
+A ``SearchStore`` opens the event logs of one store (an MLflow tracking URI, or ``memory:``), lists
+its searches without reading their events, and hands out each search's ``Lease`` (one runner per
+search) and ``ReportSink`` (where progress, reports and the best model are published for people to
+look at). ``Repairable`` is an optional capability of a log whose backend can be left half-written by
+a crash; callers check it with ``isinstance``. Nothing here imports a backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas.ledger.log import EventLog, Head
+
+if TYPE_CHECKING:
+    from nas.ledger.audit import AuditReport
+    from nas.ledger.state import ModelRecord
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_search_name(name: str) -> str:
+    """``name`` if it can name a search; ValueError saying what is allowed otherwise."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise ValueError(
+            f"search name {name!r} is not allowed: "
+            "use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+HOLDER_PROCESS = re.compile(r"\[(?P<host>[^\]:]+):(?P<pid>\d+)\]$")
+
+
+def holder_name(description: str) -> str:
+    """A lease holder's name: ``description`` and, in brackets, this process (``[host:pid]``)."""
+    return f"{description} [{socket.gethostname()}:{os.getpid()}]"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """Whether a lease holder is a process of this host that no longer exists (its lease need not expire)."""
+    found = HOLDER_PROCESS.search(holder)
+    if found is None or found["host"] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LeaseHeld(RuntimeError):
+    """Another runner holds the search: the message names it and says what to do."""
+
+
+class Lease(ABC):
+    """The right to run one search, held by one runner at a time and renewed while it runs."""
+
+    @abstractmethod
+    def acquire(self, holder: str, ttl_s: float) -> str | None:
+        """Take the lease for ``holder``; returns the holder of an expired lease taken over (None if none).
+
+        LeaseHeld, naming the holder and what to do, if another runner's lease is younger than ``ttl_s``.
+        """
+
+    @abstractmethod
+    def renew(self) -> None:
+        """Refresh the heartbeat; LeaseHeld if a later runner took the search over (this one was presumed dead)."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lease up, so the next runner need not wait for it to expire."""
+
+
+class ReportSink(ABC):
+    """Where a search shows its progress to people. Nothing published here is an event."""
+
+    @abstractmethod
+    def summary(self, values: Mapping[str, str], metrics: Mapping[str, Mapping[int, float]]) -> None:
+        """Record the search's summary (what ``searches()`` lists) and each ``metrics[name][step]`` not yet recorded."""
+
+    @abstractmethod
+    def report(self, folder: Path) -> None:
+        """Replace the published report with the files in ``folder``."""
+
+    @abstractmethod
+    def location(self) -> str:
+        """Where people can look at the search (a URL, or how to open one)."""
+
+    @abstractmethod
+    def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:
+        """Publish trained ``model`` (built as a Keras model, with an input example) so people can register it;
+        returns where it lives (publishing the same weights again finds it instead)."""
+
+
+class Repairable(ABC):
+    """A log whose backend a crash can leave half-written (a run not committed, a commit not finished)."""
+
+    @abstractmethod
+    def repair(self) -> list[str]:
+        """Finish or remove what a crash left, reporting each change; refuse anything that is not a crash's."""
+
+
+@dataclass(frozen=True)
+class SearchListing:
+    """One search as ``searches()`` lists it, from its summary (its events are not read).
+
+    ``problem`` says why a search cannot be summarised (it has no SearchStarted, its store entry is broken).
+    """
+
+    name: str
+    status: str = "unknown"
+    strategy: str = ""
+    dataset: str = ""
+    data_fingerprint: str = ""
+    trained: int = 0
+    failed: int = 0
+    best_val_accuracy: float | None = None
+    events: int = 0
+    problem: str | None = None
+
+
+class SearchStore(ABC):
+    """The searches of one store, by name."""
+
+    uri: str
+
+    @abstractmethod
+    def log(self, search_id: str) -> EventLog:
+        """The event log of search ``search_id`` (empty if there is no such search yet)."""
+
+    @abstractmethod
+    def create(self, search_id: str) -> None:
+        """Make the place a new search lives in (so its lease can be taken before its first event)."""
+
+    @abstractmethod
+    def exists(self, search_id: str) -> bool:
+        """Whether search ``search_id`` has a place in the store (with or without events)."""
+
+    @abstractmethod
+    def lease(self, search_id: str) -> Lease:
+        """The lease of search ``search_id``, which must exist."""
+
+    @abstractmethod
+    def reports(self, search_id: str) -> ReportSink:
+        """Where search ``search_id`` publishes its progress."""
+
+    @abstractmethod
+    def searches(self) -> list[SearchListing]:
+        """Every search in the store, summarised without reading its events; broken ones carry ``problem``."""
+
+    @abstractmethod
+    def audit(self, search_id: str, *, deep: bool = True, anchors: Sequence[Head] = ()) -> AuditReport:
+        """Everything wrong with the stored search: its chain, seals, meaning and ``anchors``, and what the store
+        shows people about it. ``deep`` also checks stored files (weights, artifacts) and metric histories."""

@@ -1,0 +1,106 @@
+"""Replaying a log: the state it adds up to, its summary, and whether re-running the proposer reproduces it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nas.ledger.events import ArchitectureProposed, Event, SurrogateRefitted, TrainingCompleted, TrainingFailed
+from nas.ledger.service import Proposing
+from nas.ledger.state import ModelStatus, SearchState, fold
+
+
+def summary(state: SearchState) -> dict[str, Any]:
+    """What a person wants to know about a search, JSON-able."""
+    best = state.best
+    return {
+        "search": state.search_id,
+        "events": state.last_seq,
+        "status": "finished" if state.finished else "unfinished",
+        "finish_reason": state.finish_reason,
+        "strategy": state.config.get("search", {}).get("strategy"),
+        "trained": state.count(ModelStatus.TRAINED),
+        "failed": state.count(ModelStatus.FAILED),
+        "pending": len(state.unfinished),
+        "best_model": best.model_id if best else None,
+        "best_architecture": best.architecture_id if best else None,
+        "best_val_accuracy": best.val_accuracy if best else None,
+        "spent_seconds": round(state.spent_seconds, 3),
+        "max_params": state.max_params,
+    }
+
+
+def summary_values(state: SearchState) -> dict[str, str]:
+    """The summary a store lists a search by (``SearchStore.searches``), as strings; the audit checks it."""
+    best = state.best
+    return {
+        "status": "finished" if state.finished else "unfinished",
+        "strategy": str(state.config.get("search", {}).get("strategy", "")),
+        "dataset": str(state.config.get("data", {}).get("dataset", "")),
+        "data_fingerprint": state.dataset_fingerprint,
+        "trained": str(state.count(ModelStatus.TRAINED)),
+        "failed": str(state.count(ModelStatus.FAILED)),
+        "best_model": best.model_id if best else "",
+        "best_val_accuracy": repr(best.val_accuracy) if best and best.val_accuracy is not None else "",
+        "events": str(state.last_seq),
+    }
+
+
+def best_so_far(events: Sequence[Event]) -> dict[int, float]:
+    """Models ended -> best validation accuracy so far (steps with no trained model yet are left out)."""
+    state, out = SearchState(), {}
+    for event in events:
+        state = fold([event], state)
+        if isinstance(event, TrainingCompleted | TrainingFailed) and state.best is not None:
+            out[state.ended] = float(state.best.val_accuracy or 0.0)
+    return out
+
+
+@dataclass(frozen=True)
+class Divergence:
+    seq: int
+    problem: str
+
+
+def _groups(events: Sequence[Event]) -> list[list[Event]]:
+    """The proposals of one ask grouped (by their batch index); every other event alone."""
+    out: list[list[Event]] = []
+    for e in events:
+        if isinstance(e, ArchitectureProposed) and e.batch_index > 0:
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def verify(events: Sequence[Event]) -> Divergence | None:
+    """Re-run every refit and every proposal over the log; the first logged step they do not reproduce."""
+    proposing = Proposing()
+    state = SearchState()
+    for group in _groups(events):
+        first = group[0]
+        if isinstance(first, SurrogateRefitted):
+            redo = proposing.refit(state)
+            if redo is None:
+                return Divergence(first.seq, "a refit is logged where the proposer has nothing to refit")
+            mine = (redo.observations, redo.length_scale, redo.noise, redo.log_marginal_likelihood)
+            theirs = (first.observations, first.length_scale, first.noise, first.log_marginal_likelihood)
+            if mine != theirs:
+                return Divergence(first.seq, f"refit gives (n, length scale, noise, lml) {mine}, the log has {theirs}")
+        elif isinstance(first, ArchitectureProposed):
+            logged = [e for e in group if isinstance(e, ArchitectureProposed)]
+            batch = proposing.batch(state, len(logged))
+            if len(batch.proposals) < len(logged):
+                return Divergence(logged[len(batch.proposals)].seq, "the proposer proposes fewer models than logged")
+            for e, p in zip(logged, batch.proposals, strict=False):
+                chain = [m.to_dict() for m in p.steps]
+                if (e.architecture_id, e.parent_model_id, e.morphisms) != (p.point.id, p.parent_id, chain):
+                    return Divergence(
+                        e.seq,
+                        f"{e.model_id}: re-running the proposer gives {p.point.id[:12]} from {p.parent_id} "
+                        f"({', '.join(m['kind'] for m in chain)}); the log has {e.architecture_id[:12]} from "
+                        f"{e.parent_model_id} ({', '.join(m['kind'] for m in e.morphisms)})",
+                    )
+        state = fold(group, state)
+    return None

@@ -1,0 +1,2 @@
+"""What people look at: pictures of a search (``figures``) and its self-contained HTML report (``page``), drawn
+from the events alone."""

@@ -1,0 +1,271 @@
+"""Proposers: given what has been observed so far, name the next architectures to train.
+
+They hold no history of their own: every call reads the ``History`` it is given (in a search,
+the state rebuilt from the event log) and a random generator, so the same history and seed give
+the same proposals. Three strategies share one interface, ``propose(history, k, rng)``:
+
+- ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance, UCB optimised by
+  annealed best-first search over morphism trees; k > 1 proposals fantasise the pending ones
+  (kriging believer: each is added to the GP at its predicted mean).
+- ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
+- ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
+  recent trained models; the winner's one-step mutation is the child; older ones age out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from nas.strategy.acquisition import AnnealingConfig, optimize_acquisition
+from nas.strategy.gp import GaussianProcess
+from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
+
+STRATEGIES = ("bayesian", "random", "evolution")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A trained model: its id, its point in the space, and its score (higher is better)."""
+
+    model_id: str
+    point: Any
+    score: float
+
+
+@dataclass(frozen=True)
+class History:
+    """What a proposer may read: trained models in the order they finished, pending points, all seen ids."""
+
+    observations: tuple[Observation, ...] = ()
+    pending: tuple[Any, ...] = ()
+    seen: frozenset[str] = frozenset()  # ids of every point ever proposed (never propose one twice)
+
+    def excluded(self) -> set[str]:
+        return set(self.seen) | {o.point.id for o in self.observations} | {p.id for p in self.pending}
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One point to train, how it was reached, and what the proposer thought of it."""
+
+    parent_id: str | None
+    steps: tuple[Any, ...]
+    point: Any
+    acquisition: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    candidates: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Refit:
+    """A surrogate refit: how many observations, the chosen hyperparameters, the fit quality, the time."""
+
+    observations: int
+    length_scale: float
+    noise: float
+    log_marginal_likelihood: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Batch:
+    proposals: list[Proposal]
+    refit: Refit | None = None
+
+
+class Proposer(Protocol):
+    def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch: ...
+
+
+def _first_proposal(space: Any, history: History, rng: np.random.Generator, taken: set[str]) -> Proposal | None:
+    """With nothing trained yet: the initial point, else a random walk from it."""
+    start = space.initial()
+    point = start
+    steps: tuple[Any, ...] = ()
+    for _ in range(32):
+        if point.id not in taken:
+            return Proposal(None, steps, point)
+        moves = space.neighbours(start, rng, n=1, tries=4)
+        if not moves:
+            return None
+        steps, point = (moves[0][0],), moves[0][1]
+    return None
+
+
+def _random_chain(
+    space: Any, parent: Observation, rng: np.random.Generator, length: int, taken: set[str]
+) -> Proposal | None:
+    point, steps = parent.point, []
+    for _ in range(length):
+        moves = space.neighbours(point, rng, n=1, tries=4)
+        if not moves:
+            break
+        step, point = moves[0]
+        steps.append(step)
+    if steps and point.id not in taken:
+        return Proposal(parent.model_id, tuple(steps), point)
+    return None
+
+
+def _fill(
+    history: History, k: int, rng: np.random.Generator, space: Any, pick: Any, attempts: int = 64
+) -> list[Proposal]:
+    """Up to k distinct proposals from ``pick(taken)``, starting with the initial point when nothing is trained."""
+    taken = history.excluded()
+    out: list[Proposal] = []
+    for _ in range(attempts):
+        if len(out) == k:
+            break
+        start = time.perf_counter()
+        p = _first_proposal(space, history, rng, taken) if not history.observations else pick(taken)
+        if p is not None:
+            out.append(Proposal(p.parent_id, p.steps, p.point, seconds=time.perf_counter() - start))
+            taken.add(p.point.id)
+    return out
+
+
+@dataclass(frozen=True)
+class RandomProposer:
+    """Random morphism chains from random trained models."""
+
+    space: Any
+    max_chain: int = 3
+
+    def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
+        def pick(taken: set[str]) -> Proposal | None:
+            parent = history.observations[int(rng.integers(len(history.observations)))]
+            return _random_chain(self.space, parent, rng, int(rng.integers(1, self.max_chain + 1)), taken)
+
+        return Batch(_fill(history, k, rng, self.space, pick))
+
+
+@dataclass(frozen=True)
+class EvolutionProposer:
+    """Regularised evolution (Real et al. 2019) with morphisms as mutations."""
+
+    space: Any
+    population: int = 20
+    sample: int = 5
+
+    def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
+        def pick(taken: set[str]) -> Proposal | None:
+            alive = history.observations[-self.population :]  # the oldest age out
+            idx = rng.choice(len(alive), size=min(self.sample, len(alive)), replace=False)
+            winner = max((alive[int(i)] for i in idx), key=lambda o: o.score)
+            return _random_chain(self.space, winner, rng, 1, taken)
+
+        return Batch(_fill(history, k, rng, self.space, pick))
+
+
+@dataclass
+class BayesianProposer:
+    """Auto-Keras' proposer: GP on the edit-distance embedding + annealed UCB search.
+
+    The anchor embedding is fixed by ``anchor_seed`` and caches features by descriptor; it is a
+    cache only, rebuilt identically from the same space and seed.
+    """
+
+    space: Any
+    annealing: AnnealingConfig = field(default_factory=AnnealingConfig)
+    n_anchors: int = 32
+    anchor_seed: int = 0
+    _embedding: AnchorEmbedding | None = field(default=None, repr=False)
+    # (length scale, noise) from a logged refit: propose with them instead of refitting
+    hyperparameters: tuple[float, float] | None = None
+
+    @property
+    def embedding(self) -> AnchorEmbedding:
+        if self._embedding is None:
+            anchors = anchors_from_walks(self.space, self.n_anchors, self.anchor_seed)
+            self._embedding = AnchorEmbedding(self.space.distance, anchors)
+        return self._embedding
+
+    def features(self, points: Sequence[Any]) -> np.ndarray:
+        return self.embedding([self.space.descriptor(p) for p in points])
+
+    def refit(self, history: History) -> tuple[GaussianProcess, Refit]:
+        """The GP on every observation (none dropped), hyperparameters by marginal likelihood."""
+        start = time.perf_counter()
+        x = self.features([o.point for o in history.observations])
+        gp = GaussianProcess().fit(x, np.array([o.score for o in history.observations]))
+        info = Refit(
+            len(history.observations),
+            gp.length_scale_,
+            gp.noise_,
+            gp.log_marginal_likelihood_value_,
+            time.perf_counter() - start,
+        )
+        return gp, info
+
+    def surrogate(self, history: History) -> tuple[GaussianProcess, Refit | None]:
+        """The GP on ``history``: with the given hyperparameters if any, else refitted (and the refit)."""
+        if self.hyperparameters is None:
+            return self.refit(history)
+        x = self.features([o.point for o in history.observations])
+        length_scale, noise = self.hyperparameters
+        y = np.array([o.score for o in history.observations])
+        return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
+
+    def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
+        if not history.observations:
+            return Batch(_fill(history, k, rng, self.space, None))
+        gp, info = self.surrogate(history)
+        for point in history.pending:  # kriging believer: a pending point counts as its predicted mean
+            x = self.features([point])
+            gp.add(x[0], float(gp.predict(x)[0][0]))
+        taken = history.excluded()
+        roots = [(o.model_id, o.point) for o in history.observations]
+        out: list[Proposal] = []
+        while len(out) < k:
+            start = time.perf_counter()
+
+            def score(points: Sequence[Any], gp: GaussianProcess = gp) -> tuple[np.ndarray, np.ndarray]:
+                return gp.predict(self.features(points))
+
+            found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
+            if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
+                extra = (
+                    RandomProposer(self.space)
+                    .propose(
+                        History(history.observations, (*history.pending, *(p.point for p in out)), frozenset(taken)),
+                        1,
+                        rng,
+                    )
+                    .proposals
+                )
+                if not extra:
+                    break
+                out.extend(extra)
+                taken.add(extra[0].point.id)
+                continue
+            b = found.best
+            out.append(
+                Proposal(
+                    b.root_id,
+                    b.steps,
+                    b.point,
+                    b.acquisition,
+                    b.mean,
+                    b.std,
+                    found.evaluated,
+                    time.perf_counter() - start,
+                )
+            )
+            taken.add(b.point.id)
+            gp.add(self.features([b.point])[0], b.mean)  # fantasise it so the next proposal differs
+        return Batch(out, info)
+
+
+def make_proposer(strategy: str, space: Any, **options: Any) -> Proposer:
+    """The proposer named ``strategy``; ValueError naming the choices otherwise."""
+    classes = {"bayesian": BayesianProposer, "random": RandomProposer, "evolution": EvolutionProposer}
+    if strategy not in classes:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return classes[strategy](space, **options)

@@ -1,0 +1,89 @@
+"""Search spaces: what the proposers move through, behind one small interface.
+
+A space gives a starting point, random neighbours of a point (each with the step that made it),
+a descriptor of a point and a distance between descriptors. Points have an ``id``; two points
+with one id are the same point. The network-morphism space is here; the NAS-Bench-201 cell
+space is in ``nas.strategy.nb201``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from nas.architectures.edit_distance import NetworkDescriptor, describe, edit_distance
+from nas.architectures.graph import Architecture
+from nas.architectures.morphisms import KINDS, Morphism, random_morphism
+
+
+class Point(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class Step(Protocol):
+    """A JSON-able move from one point to a neighbour."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def describe(self) -> str: ...
+
+
+P = TypeVar("P", bound=Point)
+
+
+class SearchSpace(Protocol[P]):
+    def initial(self) -> P:
+        """The point every search starts from."""
+        ...
+
+    def neighbours(self, point: P, rng: np.random.Generator, n: int = 8, tries: int = 16) -> list[tuple[Step, P]]:
+        """Up to ``n`` distinct random neighbours of ``point`` from ``tries`` attempts, each with its step."""
+        ...
+
+    def descriptor(self, point: P) -> Hashable:
+        """What the kernel compares (hashable, so embeddings can be cached)."""
+        ...
+
+    def distance(self, a: Any, b: Any) -> float:
+        """Distance between two descriptors: symmetric, zero on equal descriptors."""
+        ...
+
+
+@dataclass(frozen=True)
+class MorphismSpace:
+    """Networks reachable from ``start`` by exact morphisms within the size caps."""
+
+    start: Architecture
+    max_params: int | None = None
+    max_layers: int | None = None
+    kernel_lambda: float = 1.0
+    kinds: Sequence[str] = KINDS
+
+    def initial(self) -> Architecture:
+        return self.start
+
+    def neighbours(
+        self, point: Architecture, rng: np.random.Generator, n: int = 8, tries: int = 16
+    ) -> list[tuple[Morphism, Architecture]]:
+        out: dict[str, tuple[Morphism, Architecture]] = {}
+        for _ in range(tries):
+            found = random_morphism(
+                point, rng, max_params=self.max_params, max_layers=self.max_layers, kinds=self.kinds, tries=4
+            )
+            if found is None:
+                break  # nothing fits under the caps from here
+            if found[1].id != point.id:
+                out.setdefault(found[1].id, found)
+            if len(out) == n:
+                break
+        return list(out.values())
+
+    def descriptor(self, point: Architecture) -> NetworkDescriptor:
+        return describe(point)
+
+    def distance(self, a: NetworkDescriptor, b: NetworkDescriptor) -> float:
+        return edit_distance(a, b, self.kernel_lambda)

@@ -1,0 +1,36 @@
+"""Tracking: the storage backends of the ledger, chosen by the tracking URI. The only package that imports MLflow.
+
+``open_store(uri)`` gives the ``SearchStore`` for a URI: ``memory:`` (or ``memory:NAME``) for an
+in-process store, anything else for MLflow (a ``sqlite:///`` file, a tracking server). With no URI it
+takes ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory, made explicit so
+that MLflow never falls back to a file store it finds lying around.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from nas.ledger.memory import memory_store
+from nas.ledger.ports import SearchStore
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlflow.db`` in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def open_store(uri: str | None = None) -> SearchStore:
+    """The store behind ``uri`` (default: ``tracking_uri()``); one object per URI in a process."""
+    uri = uri or tracking_uri()
+    if uri.startswith("memory:"):
+        return memory_store(uri)
+    return _mlflow_store(uri)
+
+
+@lru_cache(maxsize=16)
+def _mlflow_store(uri: str) -> SearchStore:
+    from nas.tracking.store import MlflowStore
+
+    return MlflowStore(uri)

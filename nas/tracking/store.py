@@ -1,0 +1,97 @@
+"""The searches of one MLflow tracking store (SQLite file, or a tracking server)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from nas.ledger.audit import AuditReport
+from nas.ledger.log import Head, ledger_key
+from nas.ledger.ports import SearchListing, SearchStore
+from nas.tracking.event_log import MlflowEventLog
+from nas.tracking.lease import MlflowLease
+from nas.tracking.runs import DEFAULT_EXPERIMENT, SearchRuns, claims_of, experiment_id
+from nas.tracking.sink import MlflowReportSink
+
+
+class MlflowStore(SearchStore):
+    """Searches as parent runs of one experiment (``nas`` unless told otherwise)."""
+
+    def __init__(self, uri: str, experiment: str = DEFAULT_EXPERIMENT) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # first use of a SQLite store
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+        self.uri = uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def runs(self, search_id: str) -> SearchRuns:
+        """The runs of search ``search_id`` (ValueError for a name MLflow filters could not hold)."""
+        return SearchRuns(self.client, search_id, self.experiment)
+
+    def log(self, search_id: str) -> MlflowEventLog:
+        return MlflowEventLog(self.runs(search_id), ledger_key())
+
+    def create(self, search_id: str) -> None:
+        self.runs(search_id).ensure_parent()
+
+    def exists(self, search_id: str) -> bool:
+        return self.runs(search_id).parent_id is not None
+
+    def lease(self, search_id: str) -> MlflowLease:
+        return MlflowLease(self.runs(search_id))
+
+    def reports(self, search_id: str) -> MlflowReportSink:
+        return MlflowReportSink(self.runs(search_id))
+
+    def searches(self) -> list[SearchListing]:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return []
+        out, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [exp.experiment_id], "tags.`nas.role` = 'search'", max_results=1000, page_token=token
+            )
+            out += [_listing(run) for run in page]
+            token = page.token
+            if not token:
+                break
+        return sorted(out, key=lambda s: s.name)
+
+    def audit(self, search_id: str, *, deep: bool = True, anchors: Sequence[Head] = ()) -> AuditReport:
+        from nas.tracking.audit import audit
+
+        return audit(self.runs(search_id), deep=deep, anchors=anchors)
+
+    def experiment_id(self) -> str:
+        """The experiment's id (created if missing)."""
+        return experiment_id(self.client, self.experiment)
+
+
+def _listing(run: Any) -> SearchListing:
+    """A search as its parent run's summary tags describe it; ``problem`` when they cannot."""
+    tags = run.data.tags
+    name = tags.get("nas.search_id", run.info.run_name or run.info.run_id)
+    events = len(claims_of(run))
+    if not events:
+        return SearchListing(name, problem="no SearchStarted: nothing was logged (an empty or decoy parent run)")
+    if "nas.status" not in tags:
+        return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
+    try:
+        best = tags.get("nas.best_val_accuracy", "")
+        return SearchListing(
+            name,
+            status=tags["nas.status"],
+            strategy=tags.get("nas.strategy", ""),
+            dataset=tags.get("nas.dataset", ""),
+            data_fingerprint=tags.get("nas.data_fingerprint", ""),
+            trained=int(tags.get("nas.trained", "0")),
+            failed=int(tags.get("nas.failed", "0")),
+            best_val_accuracy=float(best) if best else None,
+            events=events,
+        )
+    except ValueError as e:
+        return SearchListing(name, events=events, problem=f"its summary tags are not readable ({e}): run nas audit")

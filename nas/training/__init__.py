@@ -1,0 +1,2 @@
+"""Training: architecture + weights -> Keras model (``builder``), fitting it (``fit``), and the search's training
+step that logs the outcome (``task``). The only package that imports Keras (backend-clean Keras 3)."""

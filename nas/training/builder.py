@@ -1,0 +1,112 @@
+"""Architecture + weights -> keras.Model, and back. One of the two modules that import Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from nas.architectures.graph import BN_EPSILON, BN_MOMENTUM, INPUT, Architecture, Layer
+from nas.architectures.weights import Weights, check_weights, weight_shapes
+
+
+def _keras_layer(layer: Layer, seed: int | None) -> keras.layers.Layer:
+    cfg = dict(layer.config)
+    name = layer.id
+    match layer.kind:
+        case "Conv2D":
+            return keras.layers.Conv2D(
+                cfg["filters"], cfg["kernel_size"], strides=cfg["strides"], padding="same", name=name
+            )
+        case "Dense":
+            return keras.layers.Dense(cfg["units"], name=name)
+        case "BatchNormalization":
+            return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+        case "ReLU":
+            return keras.layers.ReLU(name=name)
+        case "MaxPooling2D":
+            p = cfg["pool_size"]
+            return keras.layers.MaxPooling2D(p, strides=p, padding="same", name=name)
+        case "GlobalAveragePooling2D":
+            return keras.layers.GlobalAveragePooling2D(name=name)
+        case "Flatten":
+            return keras.layers.Flatten(name=name)
+        case "Dropout":
+            return keras.layers.Dropout(cfg["rate"], seed=seed, name=name)
+        case "Add":
+            return keras.layers.Add(name=name)
+        case "Concatenate":
+            return keras.layers.Concatenate(axis=-1, name=name)
+        case "Softmax":
+            return keras.layers.Softmax(name=name)
+    raise ValueError(f"layer {layer.id!r} has kind {layer.kind!r}, which the Keras builder cannot build")
+
+
+def build_model(arch: Architecture, weights: Weights | None = None, *, seed: int | None = None) -> keras.Model:
+    """A functional Keras model of ``arch`` whose layers are named by layer id.
+
+    With ``weights`` the model carries them exactly (ValueError if any shape disagrees); without,
+    Keras initialises it (seed it with ``keras.utils.set_random_seed`` for repeatable runs).
+    ``seed`` gives every Dropout layer its own seed, so its masks do not depend on global random
+    state (which concurrent trainings in one process would share).
+    """
+    if weights is not None:
+        check_weights(arch, weights)
+    tensors = {INPUT: keras.Input(shape=arch.input_shape, name=INPUT)}
+    for lay in arch.layers:
+        inputs = [tensors[i] for i in lay.inputs]
+        layer_seed = None if seed is None else seed + len(tensors)
+        tensors[lay.id] = _keras_layer(lay, layer_seed)(inputs if len(inputs) > 1 else inputs[0])
+    model = keras.Model(tensors[INPUT], tensors[arch.output], name=f"arch_{arch.id[:12]}")
+    if weights is not None:
+        for layer_id, arrays in weights.items():
+            model.get_layer(layer_id).set_weights([np.asarray(a) for a in arrays])
+    return model
+
+
+def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.ndarray, ...]]:
+    """The weights of ``model`` as numpy arrays keyed by the layer ids of ``arch``."""
+    out = {}
+    for layer_id in weight_shapes(arch):
+        try:
+            layer = model.get_layer(layer_id)
+        except ValueError:
+            raise ValueError(
+                f"model {model.name!r} has no layer {layer_id!r}; was it built from this architecture?"
+            ) from None
+        out[layer_id] = tuple(np.array(a) for a in layer.get_weights())
+    check_weights(arch, out)
+    return out
+
+
+def save_keras(arch: Architecture, weights: Weights, path: str | Path) -> keras.Model:
+    """Write ``arch`` with ``weights`` as a Keras ``.keras`` file (loadable with ``keras.saving.load_model``)."""
+    model = build_model(arch, weights)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def load_keras(path: str | Path, arch: Architecture) -> dict[str, tuple[np.ndarray, ...]]:
+    """The weights of the ``.keras`` file at ``path``, which must hold a model built from ``arch``."""
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable Keras model ({e}); run the stage that writes it again") from e
+    return read_weights(model, arch)
+
+
+def predict(arch: Architecture, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode outputs of ``arch`` with ``weights`` on ``x``."""
+    model = build_model(arch, weights)
+    # Calling the model (not model.predict) avoids tracing a tf.function for every new architecture.
+    parts = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.empty((0, *arch.output_shape), "f4")
+
+
+def preservation_error(
+    parent: Architecture, parent_weights: Weights, child: Architecture, child_weights: Weights, x: np.ndarray
+) -> float:
+    """``max |child(x) - parent(x)|`` in inference mode: how far a morphism changed the function."""
+    return float(np.max(np.abs(predict(child, child_weights, x) - predict(parent, parent_weights, x))))

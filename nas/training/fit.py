@@ -1,0 +1,146 @@
+"""Fitting an architecture with Keras (Adam, early stopping, our own batch order). Imports Keras."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from nas.architectures.graph import Architecture
+from nas.architectures.weights import Weights
+from nas.training.builder import build_model, read_weights
+
+EpochCallback = Callable[[int, dict[str, float]], bool | None]  # True stops training
+
+
+def make_deterministic(seed: int) -> None:
+    """Seed Python, numpy and the backend, and ask TensorFlow for deterministic ops (CPU runs repeat exactly)."""
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    early_stopping_patience: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "early_stopping_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if "patience" in name else 1):
+                raise ValueError(f"train.{name}={value!r} must be a positive integer")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train.learning_rate={self.learning_rate!r} must be positive")
+
+
+@dataclass
+class TrainResult:
+    """What one training produced: the kept weights, the epoch they come from, the per-epoch record."""
+
+    weights: dict[str, tuple[np.ndarray, ...]]
+    history: list[dict[str, float]] = field(default_factory=list)
+    kept_epoch: int = 0  # index into history of the epoch whose weights were kept
+    seconds: float = 0.0
+
+    @property
+    def val_accuracy(self) -> float:
+        """Validation accuracy of the kept weights."""
+        return self.history[self.kept_epoch]["val_accuracy"]
+
+
+class _ShuffledBatches(keras.utils.PyDataset):
+    """Training batches in an order drawn from this dataset's own generator, reshuffled every epoch."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.x[idx], self.y[idx]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.x))
+
+
+class _EpochHook(keras.callbacks.Callback):
+    def __init__(self, fn: EpochCallback) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.fn(epoch, {k: float(v) for k, v in (logs or {}).items()}):
+            self.model.stop_training = True
+
+
+def fit(
+    arch: Architecture,
+    weights: Weights | None,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping.
+
+    With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
+    loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
+    Without validation data (``x_val`` None, as in a final fit on train + validation) early stopping
+    must be 0. ``on_epoch(epoch, logs)`` is called after every epoch; returning True stops training
+    there. ``seed`` fixes the batch order and the dropout masks without touching global random
+    state, so trainings running side by side repeat exactly.
+    """
+    validation = None if x_val is None or y_val is None else (x_val, y_val)
+    if validation is None and config.early_stopping_patience:
+        raise ValueError("early stopping needs validation data; set train.early_stopping_patience=0 to train without")
+    model = build_model(arch, weights, seed=seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if config.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    if on_epoch is not None:
+        callbacks.append(_EpochHook(on_epoch))
+    start = time.perf_counter()
+    logged = model.fit(
+        _ShuffledBatches(x_train, y_train, config.batch_size, seed),
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
+        verbose=0,
+    )
+    seconds = time.perf_counter() - start
+    keys = list(logged.history)
+    history = [{k: float(logged.history[k][e]) for k in keys} for e in range(len(logged.history["loss"]))]
+    kept = len(history) - 1
+    if config.early_stopping_patience:
+        # As EarlyStopping restores: the first epoch with the lowest validation loss (NaN never improves).
+        kept = int(np.argmin(np.nan_to_num([h["val_loss"] for h in history], nan=np.inf)))
+    return TrainResult(read_weights(model, arch), history, kept, seconds)

@@ -1,0 +1,117 @@
+"""The training step of a search: train one proposed model from its parent's weights and log the outcome."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nas.architectures.graph import Architecture
+from nas.architectures.morphisms import apply_chain
+from nas.architectures.weights import Weights, init_weights, load_weights, save_weights
+from nas.data import Splits
+from nas.ledger.events import finite_or_none
+from nas.ledger.service import IntegrityError, SearchService, seed_for
+from nas.ledger.state import ModelStatus
+
+PROBE = 64  # validation examples the preservation error is measured on
+
+
+class TrainingTimeout(RuntimeError):
+    pass
+
+
+def _classify(error: BaseException) -> str:
+    """The failure reason an exception stands for."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, MemoryError) or "ResourceExhausted" in text or "OOM" in text or "out of memory" in text:
+        return "out_of_memory"
+    if isinstance(error, TrainingTimeout):
+        return "timeout"
+    return "error"
+
+
+def run_training(
+    service: SearchService,
+    model_id: str,
+    data: Splits,
+    *,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> ModelStatus:
+    """Log TrainingStarted, train ``model_id`` from its parent's weights, log the outcome; returns its status.
+
+    A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
+    timeout, or any other error with its text) and the search goes on. Parent weights that fail their
+    recorded hash are not a training failure: IntegrityError propagates and the search stops.
+    """
+    from nas.training.builder import preservation_error
+    from nas.training.fit import TrainConfig, fit, make_deterministic
+
+    service.training_started(model_id)
+    state = service.state
+    model = state.models[model_id]
+    files = tempfile.TemporaryDirectory()
+    diagram = _diagram(model.arch, Path(files.name) / "architecture.png", model_id)
+    t = state.config["train"]
+    number = int(model_id.lstrip("m"))
+    start = time.perf_counter()
+    try:
+        train_seed = int(seed_for(state.seed, number, 1).integers(2**31))
+        make_deterministic(train_seed)
+        arch = model.arch
+        weights: Weights
+        if model.parent_id is None:
+            weights = init_weights(arch, seed_for(state.seed, number, 2))
+            error = None
+        else:
+            parent = state.models[model.parent_id]
+            assert parent.completed_seq is not None, f"parent {parent.model_id} of {model_id} has no weights"
+            parent_weights = load_weights(service.weights_file(parent.model_id))
+            parent_arch, chain = service.chain(model_id)
+            child_arch, weights = apply_chain(parent_arch, parent_weights, chain)
+            assert child_arch.id == arch.id, f"replaying the morphisms of {model_id} gave another architecture"
+            error = preservation_error(parent_arch, parent_weights, arch, weights, data.x_val[:PROBE])
+
+        def watch(epoch: int, logs: dict[str, float]) -> bool:
+            if on_epoch is not None:
+                on_epoch(epoch, logs)
+            if time.perf_counter() - start > t["timeout_s"]:
+                raise TrainingTimeout(f"training took longer than train.timeout_s={t['timeout_s']:g}")
+            return False
+
+        config = TrainConfig(t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"])
+        result = fit(
+            arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
+        )
+    except IntegrityError:
+        files.cleanup()
+        raise
+    except Exception as e:  # every failure is recorded and the search goes on
+        with files:
+            seconds = time.perf_counter() - start
+            service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", seconds, diagram)
+        return ModelStatus.FAILED
+    seconds = time.perf_counter() - start
+    with files:
+        if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
+            service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
+            return ModelStatus.FAILED
+        epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
+        path = Path(files.name) / "weights.npz"
+        save_weights(path, result.weights)
+        accuracy, error = float(result.val_accuracy), finite_or_none(error)
+        service.training_completed(model_id, accuracy, epochs, error, seconds, path, diagram)
+    return ModelStatus.TRAINED
+
+
+def _diagram(arch: Architecture, path: Path, model_id: str) -> dict[str, Path]:
+    """The architecture diagram to attach to the training's outcome ({} if it cannot be drawn)."""
+    from nas.report.figures import plot_architecture
+
+    try:
+        plot_architecture(arch, path, f"{model_id}: {arch.param_count:,} parameters, {len(arch.layers)} layers")
+    except Exception:  # a picture is not worth a failed training
+        return {}
+    return {path.name: path}

@@ -1,0 +1,1 @@
+"""Operations: the production-shaped service stack on loopback (``stack``)."""

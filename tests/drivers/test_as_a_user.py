@@ -1,0 +1,68 @@
+"""The command line as users run it: the installed `nas` in a folder of their own, with their own settings
+file and their own data, against the Prefect API and an MLflow store of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).parents[2]
+NAS = str(Path(sys.executable).parent / "nas")
+TINY = {"search": {"max_models": 2, "initial_width": 8}, "train": {"epochs": 1}}
+
+
+def _settings(path: Path, dataset: str) -> None:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for group, values in TINY.items():
+        params[group].update(values)
+    params["data"]["dataset"] = dataset
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _image_folder(folder: Path) -> None:
+    """Three classes of 8x8 grey PNGs (digits 0-2 of scikit-learn), one sub-folder per class."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for label in range(3):
+        (folder / f"class-{label}").mkdir(parents=True)
+        for i, image in enumerate(digits.images[digits.target == label][:25]):
+            Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).save(folder / f"class-{label}" / f"{i}.png")
+
+
+def _nas(cwd: Path, uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    env.pop("NAS_WITNESS", None)
+    return subprocess.run([NAS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_own_settings_file_and_own_data_in_a_folder_without_params_yaml(tmp_path: Path) -> None:
+    """`nas search --config other.yaml` where no params.yaml lies; a dataset named "2024" (a folder) given with
+    --set as a YAML string: both used to fail in the flow, which re-read ./params.yaml and re-parsed the string."""
+    work = tmp_path / "my-project"
+    work.mkdir()
+    _image_folder(work / "2024")
+    _settings(work / "other.yaml", "unused")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    done = _nas(work, uri, "search", "--config", "other.yaml", "--set", 'data.dataset="2024"', "--name", "mine")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "search mine: best model" in done.stdout and "head of mine: " in done.stdout
+    assert not (work / "params.yaml").exists()
+    assert (work / "nas-witness.jsonl").is_file()  # the head, kept beside the user's project
+    listed = _nas(work, uri, "ls")
+    assert listed.returncode == 0 and "mine" in listed.stdout and "finished" in listed.stdout
+    audit = _nas(work, uri, "audit", "mine")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "anchor(s) held" in audit.stdout  # the witness file beside the project was checked

@@ -1,0 +1,45 @@
+"""Bad input through the command line: one clear sentence, exit status 2, nothing logged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.drivers.cli import main
+from tests.conftest import mlflow_has_no_runs
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "search.strategy=greedy"], "search.strategy='greedy' must be one of bayesian, random, evolution"),
+        (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
+        (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
+        (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
+        (["--set", "oops"], "must look like group.key=value"),
+        (["--config", "missing.yaml"], "settings file 'missing.yaml' does not exist"),
+        (["--name", "bad name!"], "search name 'bad name!' is not allowed"),
+    ],
+)
+def test_bad_search_input(args: list[str], message: str, mlflow_uri: str, capsys, tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((Path(__file__).parents[2] / "params.yaml").read_text())
+    assert main(["search", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("nas: error: ") and len(err.strip().splitlines()) == 1
+    assert mlflow_has_no_runs(mlflow_uri)
+
+
+def test_unknown_search_names_are_reported(mlflow_uri: str, capsys) -> None:
+    assert main(["replay", "ghost"]) == 2
+    assert "no search named 'ghost'" in capsys.readouterr().err
+    assert main(["resume", "ghost"]) == 2
+    assert "there is no search 'ghost' to resume" in capsys.readouterr().err
+    assert main(["audit", "ghost"]) == 1
+
+
+def test_scientific_notation_is_a_number() -> None:
+    from nas.drivers.config import load
+
+    config = load(Path(__file__).parents[2] / "params.yaml", ["train.learning_rate=1e-4", "search.time_budget_s=2e3"])
+    assert config["train"]["learning_rate"] == 1e-4 and config["search"]["time_budget_s"] == 2000.0

@@ -1,0 +1,125 @@
+"""Proposers: one interface, no history of their own, distinct and repeatable proposals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nas.architectures.initial import initial_cnn
+from nas.architectures.morphisms import apply_chain
+from nas.strategy.acquisition import AnnealingConfig, optimize_acquisition
+from nas.strategy.nb201 import Cell, CellSpace
+from nas.strategy.proposers import STRATEGIES, BayesianProposer, History, Observation, make_proposer
+from nas.strategy.space import MorphismSpace
+
+FAST = AnnealingConfig(t_min=0.05)  # ~28 expansions instead of ~88: same algorithm, shorter test
+
+
+def morphism_space() -> MorphismSpace:
+    return MorphismSpace(initial_cnn((12, 12, 1), 3, filters=8, dense_units=8), max_params=30_000, max_layers=40)
+
+
+def options(strategy: str) -> dict:
+    return {"annealing": FAST, "n_anchors": 8} if strategy == "bayesian" else {}
+
+
+def score(point) -> float:
+    """A made-up objective that rewards size, with diminishing returns."""
+    return float(np.log(point.param_count))
+
+
+def grow(strategy: str, space, n: int, seed: int) -> History:
+    proposer = make_proposer(strategy, space, **options(strategy))
+    rng = np.random.default_rng(seed)
+    history = History()
+    for i in range(n):
+        batch = proposer.propose(history, 1, rng)
+        p = batch.proposals[0]
+        obs = Observation(f"m{i}", p.point, score(p.point))
+        history = History((*history.observations, obs), (), history.seen | {p.point.id})
+    return history
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_first_proposal_is_the_initial_architecture(strategy: str) -> None:
+    space = morphism_space()
+    batch = make_proposer(strategy, space, **options(strategy)).propose(History(), 1, np.random.default_rng(0))
+    assert [p.point for p in batch.proposals] == [space.initial()]
+    assert batch.proposals[0].parent_id is None and batch.proposals[0].steps == ()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batches_are_distinct_new_within_caps_and_replayable(strategy: str) -> None:
+    space = morphism_space()
+    history = grow(strategy, space, 4, seed=0)
+    proposer = make_proposer(strategy, space, **options(strategy))
+    batch = proposer.propose(history, 3, np.random.default_rng(1))
+    points = [p.point for p in batch.proposals]
+    assert len(points) == 3 and len({p.id for p in points}) == 3
+    assert not {p.id for p in points} & history.excluded()
+    parents = {o.model_id: o.point for o in history.observations}
+    for p in batch.proposals:
+        assert p.point.param_count <= 30_000 and p.point.n_layers <= 40
+        assert apply_chain(parents[p.parent_id], None, p.steps)[0] == p.point  # the recorded chain replays
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_same_history_and_seed_give_the_same_proposals(strategy: str) -> None:
+    space = morphism_space()
+    history = grow(strategy, space, 3, seed=2)
+    first = make_proposer(strategy, space, **options(strategy)).propose(history, 2, np.random.default_rng(5))
+    second = make_proposer(strategy, space, **options(strategy)).propose(history, 2, np.random.default_rng(5))
+    assert [p.point.id for p in first.proposals] == [p.point.id for p in second.proposals]
+    assert [p.steps for p in first.proposals] == [p.steps for p in second.proposals]
+
+
+def test_bayesian_records_its_refit_and_search() -> None:
+    space = morphism_space()
+    history = grow("random", space, 5, seed=3)
+    batch = BayesianProposer(space, FAST, n_anchors=8).propose(history, 2, np.random.default_rng(0))
+    assert batch.refit is not None and batch.refit.observations == 5
+    assert batch.refit.length_scale > 0 and np.isfinite(batch.refit.log_marginal_likelihood)
+    for p in batch.proposals:
+        assert p.candidates > 0 and p.acquisition is not None and p.std is not None
+        assert p.acquisition == pytest.approx(p.mean + 2.576 * p.std)
+
+
+def test_pending_points_are_fantasised_not_reproposed() -> None:
+    space = morphism_space()
+    history = grow("random", space, 4, seed=4)
+    proposer = BayesianProposer(space, FAST, n_anchors=8)
+    first = proposer.propose(history, 1, np.random.default_rng(0)).proposals[0]
+    with_pending = History(history.observations, (first.point,), history.seen | {first.point.id})
+    second = proposer.propose(with_pending, 1, np.random.default_rng(0)).proposals[0]
+    assert second.point.id != first.point.id
+
+
+def test_evolution_tournament_picks_from_recent_models_only() -> None:
+    space = CellSpace(Cell(("none",) * 6))
+    rng = np.random.default_rng(0)
+    best_old = Observation("old", Cell(("nor_conv_3x3",) * 6), 100.0)
+    recent = [Observation(f"m{i}", Cell(("skip_connect",) * 5 + ("none",)), 1.0) for i in range(3)]
+    history = History((best_old, *recent), (), frozenset())
+    proposer = make_proposer("evolution", space, population=3, sample=3)
+    for p in proposer.propose(history, 5, rng).proposals:
+        assert p.parent_id != "old"  # aged out of the population
+
+
+def test_acquisition_search_never_returns_excluded_points() -> None:
+    space = CellSpace(Cell(("none",) * 6))
+    start = space.initial()
+    excluded = {start.id} | {c.id for _, c in space.neighbours(start, np.random.default_rng(0), n=24, tries=24)}
+
+    def flat(points):
+        return np.zeros(len(points)), np.ones(len(points))
+
+    result = optimize_acquisition(space, [("m0", start)], flat, excluded, np.random.default_rng(0))
+    assert result.best is not None and result.best.point.id not in excluded
+    assert len(result.best.steps) >= 2  # it had to chain through an excluded neighbour
+
+
+def test_unknown_strategy_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'greedy'; choose one of bayesian, random, evolution"):
+        make_proposer("greedy", morphism_space())
+    with pytest.raises(ValueError, match="t0 > t_min"):
+        AnnealingConfig(t_min=2.0)

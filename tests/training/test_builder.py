@@ -1,0 +1,80 @@
+"""Architecture -> Keras model -> weights: counts, exact round trip, kernel layout against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nas.architectures.graph import INPUT, Architecture, Layer
+from nas.architectures.morphisms import plan_skip
+from nas.training.builder import build_model, predict, read_weights
+from tests.conftest import trained_like_weights
+
+
+def test_param_count_equals_keras(small_cnn: Architecture, small_mlp: Architecture) -> None:
+    rng = np.random.default_rng(0)
+    skipped, _ = plan_skip(small_cnn, rng, "concat_skip", src="conv2d_3", dst="conv2d_11").apply(small_cnn)
+    for arch in (small_cnn, small_mlp, skipped):
+        assert build_model(arch).count_params() == arch.param_count
+
+
+def test_weight_round_trip_is_exact(small_cnn: Architecture) -> None:
+    weights = trained_like_weights(small_cnn, np.random.default_rng(1))
+    back = read_weights(build_model(small_cnn, weights), small_cnn)
+    assert back.keys() == weights.keys()
+    for layer_id, arrays in weights.items():
+        for a, b in zip(arrays, back[layer_id], strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def _numpy_conv_same(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Reference 'same' cross-correlation, stride 1, written from the definition."""
+    n, h, w, _ = x.shape
+    k = kernel.shape[0]
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)))
+    out = np.zeros((n, h, w, kernel.shape[3]), np.float64)
+    for dy in range(k):
+        for dx in range(k):
+            out += np.einsum("nhwc,cf->nhwf", xp[:, dy : dy + h, dx : dx + w, :], kernel[dy, dx])
+    return out + bias
+
+
+def test_conv_kernel_layout_matches_reference() -> None:
+    arch = Architecture((7, 6, 3), (Layer.make("c", "Conv2D", [INPUT], filters=4, kernel_size=3, strides=1),))
+    rng = np.random.default_rng(2)
+    kernel = rng.normal(size=(3, 3, 3, 4)).astype("f4")
+    bias = rng.normal(size=4).astype("f4")
+    x = rng.normal(size=(2, 7, 6, 3)).astype("f4")
+    got = predict(arch, {"c": (kernel, bias)}, x)
+    np.testing.assert_allclose(got, _numpy_conv_same(x, kernel, bias), atol=1e-5)
+
+
+def test_dense_and_batchnorm_match_reference() -> None:
+    arch = Architecture(
+        (5,), (Layer.make("d", "Dense", [INPUT], units=3), Layer.make("bn", "BatchNormalization", ["d"]))
+    )
+    rng = np.random.default_rng(3)
+    kernel, bias = rng.normal(size=(5, 3)).astype("f4"), rng.normal(size=3).astype("f4")
+    gamma, beta, mean = (rng.normal(size=3).astype("f4") for _ in range(3))
+    var = rng.uniform(0.5, 2, 3).astype("f4")
+    x = rng.normal(size=(4, 5)).astype("f4")
+    got = predict(arch, {"d": (kernel, bias), "bn": (gamma, beta, mean, var)}, x)
+    want = gamma * ((x @ kernel + bias) - mean) / np.sqrt(var + 1e-3) + beta
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_layers_carry_the_architecture_ids(small_mlp: Architecture) -> None:
+    model = build_model(small_mlp)
+    assert [lay.name for lay in model.layers[1:]] == [lay.id for lay in small_mlp.layers]
+
+
+def test_wrong_weights_are_refused(small_mlp: Architecture) -> None:
+    weights = dict(trained_like_weights(small_mlp, np.random.default_rng(0)))
+    kernel, bias = weights["dense_1"]
+    with pytest.raises(ValueError, match="'dense_1' have shapes"):
+        build_model(small_mlp, {**weights, "dense_1": (kernel[:3], bias)})
+    with pytest.raises(ValueError, match="weights for layer 'dense_1' are missing"):
+        build_model(small_mlp, {k: v for k, v in weights.items() if k != "dense_1"})
+    with pytest.raises(ValueError, match="not weighted layers"):
+        build_model(small_mlp, {**weights, "relu_2": (kernel,)})
