@@ -17,7 +17,6 @@ import math
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
-from scipy.optimize import minimize
 
 from nas.strategy.kernel import rbf
 
@@ -155,6 +154,8 @@ class GaussianProcess:
             for nz in (1e-3, 1e-1)
         ]
         start = min(starts, key=lambda t: loss(np.asarray(t)))
+        from scipy.optimize import minimize  # imported here: reading a log needs no optimiser
+
         result = minimize(loss, start, method="L-BFGS-B", bounds=bounds)
         theta = result.x if result.fun <= loss(np.asarray(start)) else start
         return math.exp(theta[0]), math.exp(theta[1])

@@ -20,6 +20,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "oops"], "must look like group.key=value"),
         (["--config", "missing.yaml"], "settings file 'missing.yaml' does not exist"),
         (["--name", "bad name!"], "search name 'bad name!' is not allowed"),
+        (["--local", "--set", "search.max_params=10"], "above search.max_params=10"),
     ],
 )
 def test_bad_search_input(args: list[str], message: str, mlflow_uri: str, capsys, tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ def test_bad_flow_parameters_fail_fast_and_log_nothing(store: str) -> None:
         ({"time_budget_s": -1}, "search.time_budget_s=-1.0 must be a positive number"),
         ({"dataset": "nowhere"}, "unknown dataset 'nowhere'"),
         ({"overrides": ["train.epoch=3"]}, "unknown setting 'train.epoch'"),
+        ({"max_params": 10}, "above search.max_params=10"),  # the initial network is checked before any run
     ]:
         with pytest.raises(ValueError, match=message):
             nas_search(name="bad", **params)
