@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from nas.initial import initial_cnn
-from nas.nb201 import DATASETS, EDGES, OPS, Cell, CellSpace, Table, load_table
-from nas.proposers import Batch, BayesianProposer, History, Observation, Proposal, make_proposer
-from nas.space import MorphismSpace
+from nas.architectures.initial import initial_cnn
+from nas.strategy.nb201 import DATASETS, EDGES, OPS, Cell, CellSpace, Table, load_table
+from nas.strategy.proposers import Batch, BayesianProposer, History, Observation, Proposal, make_proposer
+from nas.strategy.space import MorphismSpace
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = ("bayesian", "evolution", "random", "uniform")

@@ -51,7 +51,7 @@ def main() -> None:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     from flows.nas_search import nas_search
-    from nas.event_log.mlflow import MlflowEventLog
+    from nas.tracking import open_store
 
     params = (
         {"dataset": "digits", "max_models": 4, "epochs": 1, "overrides": ["search.initial_width=8"]}
@@ -62,9 +62,9 @@ def main() -> None:
     nas_search(name="overlap", **params)
     wall_with_startup = time.perf_counter() - start
 
-    log = MlflowEventLog("overlap")
+    log = open_store().log("overlap")
     events = {e.seq: e for e in log.read()}
-    runs = {int(r.data.tags["nas.seq"]): r for r in log.event_runs()}
+    runs = {int(r.data.tags["nas.seq"]): r for r in log.runs.event_runs()}
     t = {seq: (r.info.start_time / 1000, r.info.end_time / 1000) for seq, r in runs.items()}
     started: dict[str, float] = {}
     trainings, train_seconds = [], 0.0

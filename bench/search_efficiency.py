@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -41,12 +40,12 @@ Curve = list[tuple[float, float, str]]  # (seconds since start, validation accur
 
 def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int, splits: Any) -> dict[str, Any]:
     """One search of this project, timed from outside; returns its curve and its best model's test accuracy."""
-    from nas.config import load
-    from nas.event_log.mlflow import MlflowEventLog
-    from nas.keras_builder import predict
-    from nas.runner import run_search
-    from nas.search import SearchService
-    from nas.weights import load_weights
+    from nas.architectures.weights import load_weights
+    from nas.drivers.config import load
+    from nas.drivers.runner import run_search
+    from nas.ledger.service import SearchService
+    from nas.tracking import open_store
+    from nas.training.builder import predict
 
     sets = [
         f"data.dataset={dataset}",
@@ -57,15 +56,16 @@ def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int,
         f"train.epochs={epochs}",
     ]
     config = load(ROOT / "params.yaml", sets)
-    log = MlflowEventLog(f"{strategy}-{dataset}-{seed}")
+    name = f"{strategy}-{dataset}-{seed}"
     curve: Curve = []
     start = time.monotonic()
 
-    def progress(line: str) -> None:
-        if m := re.match(r"^(m\d+) val_accuracy ([0-9.]+)$", line):
-            curve.append((time.monotonic() - start, float(m.group(2)), m.group(1)))
+    def on_outcome(model: Any) -> None:
+        if model.val_accuracy is not None:
+            curve.append((time.monotonic() - start, float(model.val_accuracy), model.model_id))
 
-    run_search(log, config, splits, progress=progress)
+    run_search(open_store(), name, config, splits, on_outcome=on_outcome)
+    log = open_store().log(name)
     seconds = time.monotonic() - start
     test = None
     if (best := best_within(curve, budget)) is not None:
@@ -236,8 +236,8 @@ def main() -> None:
     os.chdir(tmp)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from nas.config import load
-    from nas.runner import splits_for
+    from nas.drivers.config import load
+    from nas.drivers.runner import splits_for
 
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.time()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nas.architectures.initial import initial_architecture
+from nas.architectures.morphisms import random_morphism
 from nas.data import load_splits
-from nas.initial import initial_architecture
-from nas.keras_builder import predict
-from nas.keras_train import TrainConfig, make_deterministic, train
-from nas.morphisms import random_morphism
+from nas.training.builder import predict
+from nas.training.fit import TrainConfig, fit, make_deterministic
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -51,7 +51,7 @@ def main() -> None:
     data = load_splits(args.dataset, seed=0)
     arch = initial_architecture(data.input_shape, data.num_classes, width=args.width)
     fixed = TrainConfig(epochs=args.parent_epochs, early_stopping_patience=0)
-    parent = train(arch, None, data.x_train, data.y_train, data.x_val, data.y_val, fixed)
+    parent = fit(arch, None, data.x_train, data.y_train, data.x_val, data.y_val, fixed)
     target = parent.val_accuracy
     print(
         f"parent {arch.id[:12]}: {arch.param_count:,} params, "
@@ -75,15 +75,13 @@ def main() -> None:
         start_acc = float(np.mean(np.argmax(predict(child, weights, data.x_val), 1) == data.y_val))
         make_deterministic(seed)
         t = time.perf_counter()
-        morphed = train(
+        morphed = fit(
             child, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, on_epoch=stop_at_target
         )
         morphed_s = time.perf_counter() - t
         make_deterministic(seed)
         t = time.perf_counter()
-        scratch = train(
-            child, None, data.x_train, data.y_train, data.x_val, data.y_val, config, on_epoch=stop_at_target
-        )
+        scratch = fit(child, None, data.x_train, data.y_train, data.x_val, data.y_val, config, on_epoch=stop_at_target)
         scratch_s = time.perf_counter() - t
         row = {
             "seed": seed,
