@@ -121,6 +121,8 @@ def main() -> None:
         "On a CPU-only machine the proposer and the trainer share the cores, so a hidden proposal still slows the training "
         "beside it: the overlap pays off when training runs on an accelerator.",
         "",
+        "Where the overhead goes (stacks of the flow's threads sampled every 0.25 s): the report, the best model and the summary are published by a background thread, off the round's path; the gap between one training's end and the next one's start is mostly the training task waiting for a free slot of the `nas-trainer` global concurrency limit: the Prefect server (3.8.8) answers 423 for about the average slot occupancy although no slot is held, in some rounds and not others. Taking the slot with the client's lease calls directly waits the same, so the wait is the server's.",
+        "",
     ]
     RESULTS.mkdir(exist_ok=True)
     name = "overlap-quick" if args.quick else "overlap"

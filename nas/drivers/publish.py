@@ -1,10 +1,11 @@
 """Showing a search's progress to people, off the round's critical path.
 
-After every round the ``Publisher`` records, synchronously, only what is cheap: the summary (what
-``nas ls`` lists) and the new points of ``best_val_accuracy``. The report (PNGs, HTML) and the best model
-(a Keras model logged for the MLflow UI's "Register model") are made by one background thread, always
-from the newest state, the report at most every ``REPORT_EVERY_S`` seconds; ``close`` makes both one last
-time. Nothing here is an event, and a failure here is reported and never stops a search.
+After every round the ``Publisher`` wakes one background thread, so the round loop goes straight on to
+the next training: the thread witnesses the new heads, records the summary (what ``nas ls`` lists) and the
+new points of ``best_val_accuracy``, logs the best model (a Keras model for the MLflow UI's "Register
+model") when it changed, and renders the report (PNGs, HTML) at most every ``REPORT_EVERY_S`` seconds,
+always from the newest state. ``close`` does all of it one last time, in the caller's thread. Nothing here
+is an event, and a failure here is reported and never stops a search.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ REPORT_EVERY_S = 60.0
 class Publisher:
     """Publishes one search's progress through its store's report sink."""
 
-    def __init__(
-        self, store: SearchStore, service: SearchService, example: np.ndarray, say: Any = print, background: bool = True
-    ) -> None:
+    def __init__(self, store: SearchStore, service: SearchService, example: np.ndarray, say: Any = print) -> None:
         self.store, self.service, self.example, self.say = store, service, example, say
         self.sink: ReportSink = store.reports(service.log.search_id)
         self.events: list[Event] = []
@@ -42,9 +41,8 @@ class Publisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one publication at a time
-        self._thread = threading.Thread(target=self._work, name="nas-publish", daemon=True) if background else None
-        if self._thread is not None:
-            self._thread.start()
+        self._thread = threading.Thread(target=self._work, name="nas-publish", daemon=True)
+        self._thread.start()
 
     def _catch_up(self) -> SearchState:
         state = self.service.state
@@ -53,8 +51,11 @@ class Publisher:
         return state
 
     def round(self, state: SearchState | None = None) -> None:
-        """After a round: the new events witnessed, the summary and best-so-far points now; the report and best
-        model in the background."""
+        """After a round: wake the background thread, which publishes the newest state (nothing waits here)."""
+        self._wake.set()
+
+    def _summarise(self) -> None:
+        """Witness the new heads; record the summary and the new best-so-far points."""
         try:
             with self._lock:
                 witnessed = len(self.events)
@@ -66,7 +67,6 @@ class Publisher:
                 self.sink.summary(summary_values(state), {"best_val_accuracy": best_so_far(self.events)})
         except Exception as e:  # a display problem must not cost a search
             self.say(f"could not publish the progress: {type(e).__name__}: {e}")
-        self._wake.set()
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -74,6 +74,7 @@ class Publisher:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            self._summarise()
             self.publish(final=False)
 
     def publish(self, final: bool) -> None:
@@ -113,7 +114,6 @@ class Publisher:
         """Stop the background thread and publish everything one last time (summary, best model, report)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.round()
+        self._thread.join()
+        self._summarise()
         self.publish(final=True)
