@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Heads the tests witness go to a temporary file, never into the folder pytest runs in (a test that checks the
+# default, in the working directory, unsets it for its subprocess).
+os.environ.setdefault("NAS_WITNESS", os.path.join(tempfile.mkdtemp(prefix="nas-tests-"), "nas-witness.jsonl"))
 
 import numpy as np
 import pytest
