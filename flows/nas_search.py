@@ -3,9 +3,10 @@
 Each round is a ``refit`` task (the Gaussian process on the results so far, logged), a ``propose mN``
 task (the next model, logged) and ``train mN`` tasks in the slots of the global concurrency limit
 ``nas-trainer`` (see ``flows.trainings``). The next model is proposed while models train, as in
-Auto-Keras. The flow run is named after the search, and its artifacts show the models so far and the
-progress (``flows.story``). Running the flow with the name of an existing search resumes it: the event
-log says where to go on. One runner per search: the flow holds the search's lease while it runs.
+Auto-Keras. A run started from Python (``nas search``) is named after the search; a deployment run keeps
+the name it was created with (``prefect deployment run ... --flow-run-name NAME``). Its artifacts show the
+models so far and the progress (``flows.story``). Running the flow with the name of an existing search
+resumes it: the event log says where to go on. One runner per search: the flow holds the search's lease while it runs.
 
 Settings arrive as data: ``settings`` (a validated settings dict, what ``nas search`` passes), or, for
 deployments, ``params.yaml`` (or ``config_path``) with the named parameters and ``overrides`` applied.
@@ -128,7 +129,20 @@ NAMED = {
 }
 
 
-@flow(name="nas-search", flow_run_name="{name}", log_prints=True)
+def run_name() -> str:
+    """The flow run's name: the search's, unless the run came from a deployment, whose runs keep the name they
+    were created with (an operator's ``--flow-run-name``, or Prefect's own), as Prefect users expect."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is not None and run.deployment_id is not None:
+        return run.name
+    parameters = (context.parameters if context is not None else None) or {}
+    return str(parameters.get("name") or "nas-search")
+
+
+@flow(name="nas-search", flow_run_name=run_name, log_prints=True)
 def nas_search(
     name: str = "nas-search",
     settings: dict[str, Any] | None = None,

@@ -87,6 +87,8 @@ def test_deployment_runs_a_search_that_lands_in_mlflow(tmp_path: Path, monkeypat
                 "deployment",
                 "run",
                 "nas-search/local",
+                "--flow-run-name",
+                "dep1-by-hand",
                 "--watch",
                 "--watch-timeout",
                 "400",
@@ -109,6 +111,13 @@ def test_deployment_runs_a_search_that_lands_in_mlflow(tmp_path: Path, monkeypat
         )
         assert run.returncode == 0, run.stdout + run.stderr + (logs / "serve.log").read_text()[-3000:]
         assert "Completed" in run.stdout
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+            named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["dep1-by-hand"])))
+        assert [r.state_name for r in named] == ["Completed"]  # a deployment run keeps the name it was given
     finally:
         for proc in (serve, server):
             if proc is not None:

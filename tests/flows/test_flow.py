@@ -23,10 +23,16 @@ def outcome(events) -> list[tuple[str, str, float]]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_flow_logs_a_search_the_plain_loop_reproduces_and_resumes_by_name(store: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
     from flows.nas_search import nas_search
 
     info = nas_search(name="f1", max_models=3, **FLOW_ARGS)
     assert info["trained"] == 3 and info["status"] == "finished"
+    with get_client(sync_client=True) as client:  # a run started from Python is named after its search
+        named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["f1"])))
+    assert [r.state_name for r in named] == ["Completed"]
     events = open_store().log("f1").read()
     config = load(None, ["data.dataset=digits", "train.epochs=1", "search.max_models=3", *SMALL])
     local = MemoryStore()
