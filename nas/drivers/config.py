@@ -85,7 +85,10 @@ def _validate(config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple
             out.setdefault(group, {})[key] = value
     missing = [f"{g}.{k}" for g, keys in schema.items() for k in keys if k not in out.get(g, {})]
     if missing:
-        raise ValueError(f"settings {', '.join(missing)} are missing; params.yaml must set every key")
+        raise ValueError(
+            f"settings {', '.join(missing)} are missing; a settings file must set every key (the project's "
+            "params.yaml has them all: copy it and edit)"
+        )
     return out
 
 
