@@ -178,13 +178,14 @@ def _ls(args: argparse.Namespace) -> int:
     """The searches in the store, with status, models trained and best accuracy (their events are not read)."""
     from dataclasses import asdict
 
-    store = _store()
-    rows = store.searches()
+    from nas.tracking import list_searches, tracking_uri
+
+    rows = list_searches()
     if args.json:
         _print_json([asdict(r) for r in rows])
         return 0
     if not rows:
-        print(f"no searches in {store.uri}")
+        print(f"no searches in {tracking_uri()}")
     for r in rows:
         if r.problem:
             print(f"{r.name:<40} BROKEN     {r.problem}")

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from nas.ledger.memory import memory_store
-from nas.ledger.ports import SearchStore
+from nas.ledger.ports import SearchListing, SearchStore
 
 
 def tracking_uri() -> str:
@@ -27,6 +27,25 @@ def open_store(uri: str | None = None) -> SearchStore:
     if uri.startswith("memory:"):
         return memory_store(uri)
     return _mlflow_store(uri)
+
+
+def list_searches(uri: str | None = None) -> list[SearchListing]:
+    """The searches of the store behind ``uri`` (default: ``tracking_uri()``) from their summaries, sorted by
+    name. A SQLite store is read directly (no MLflow import, a fraction of a second); any other store, or a
+    database this reading does not understand, through ``SearchStore.searches``."""
+    import sqlite3
+
+    from nas.tracking.listing import sqlite_path, sqlite_searches
+    from nas.tracking.runs import DEFAULT_EXPERIMENT
+
+    uri = uri or tracking_uri()
+    path = sqlite_path(uri)
+    if path is not None:
+        try:
+            return sqlite_searches(path, DEFAULT_EXPERIMENT)
+        except sqlite3.Error:
+            pass  # not the schema this reading knows: MLflow reads it
+    return open_store(uri).searches()
 
 
 @lru_cache(maxsize=16)

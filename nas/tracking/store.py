@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 from nas.ledger.audit import AuditReport
@@ -11,6 +14,7 @@ from nas.ledger.log import Head, ledger_key
 from nas.ledger.ports import SearchListing, SearchStore
 from nas.tracking.event_log import MlflowEventLog
 from nas.tracking.lease import MlflowLease
+from nas.tracking.listing import sqlite_path, summarise
 from nas.tracking.runs import DEFAULT_EXPERIMENT, SearchRuns, claims_of, experiment_id
 from nas.tracking.sink import MlflowReportSink
 
@@ -25,6 +29,9 @@ class MlflowStore(SearchStore):
             logging.getLogger(chatty).setLevel(logging.WARNING)
         self.uri = uri
         self.experiment = experiment
+        path = sqlite_path(uri)
+        if path is not None:
+            write_ahead_log(path)
         self.client = MlflowClient(tracking_uri=uri)
 
     def runs(self, search_id: str) -> SearchRuns:
@@ -73,25 +80,16 @@ class MlflowStore(SearchStore):
 
 def _listing(run: Any) -> SearchListing:
     """A search as its parent run's summary tags describe it; ``problem`` when they cannot."""
-    tags = run.data.tags
-    name = tags.get("nas.search_id", run.info.run_name or run.info.run_id)
-    events = len(claims_of(run))
-    if not events:
-        return SearchListing(name, problem="no SearchStarted: nothing was logged (an empty or decoy parent run)")
-    if "nas.status" not in tags:
-        return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
+    return summarise(run.data.tags, run.info.run_name or run.info.run_id, len(claims_of(run)))
+
+
+def write_ahead_log(path: Path) -> None:
+    """Put the SQLite database ``path`` (created if missing) in write-ahead-log mode, which the file keeps: a
+    commit then writes the log once instead of the pages twice, and readers (``mlflow ui``) never block the
+    writer. An append is several commits (bench/results/ledger.md). A file that is not a database is left
+    for MLflow to report."""
     try:
-        best = tags.get("nas.best_val_accuracy", "")
-        return SearchListing(
-            name,
-            status=tags["nas.status"],
-            strategy=tags.get("nas.strategy", ""),
-            dataset=tags.get("nas.dataset", ""),
-            data_fingerprint=tags.get("nas.data_fingerprint", ""),
-            trained=int(tags.get("nas.trained", "0")),
-            failed=int(tags.get("nas.failed", "0")),
-            best_val_accuracy=float(best) if best else None,
-            events=events,
-        )
-    except ValueError as e:
-        return SearchListing(name, events=events, problem=f"its summary tags are not readable ({e}): run nas audit")
+        with closing(sqlite3.connect(path, timeout=30)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error:
+        pass

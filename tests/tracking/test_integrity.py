@@ -15,7 +15,7 @@ from nas.drivers.cli import main
 from nas.drivers.witness import default_anchors, witness
 from nas.ledger.events import SearchFinished, TrainingCompleted
 from nas.ledger.log import Head, seal
-from nas.tracking import open_store
+from nas.tracking import list_searches, open_store
 from nas.tracking.store import MlflowStore
 from tests.tracking.forge import Database, artifact_dir, fake_search, rechain, rewrite_record, truncate
 
@@ -227,6 +227,14 @@ def test_a_decoy_parent_and_a_broken_search_do_not_break_ls(store: MlflowStore, 
     assert "decoy" in out and "BROKEN" in out and "no SearchStarted" in out
     assert "broken" in out  # listed from its summary; `nas audit broken` names the missing run
     assert main(["audit", "broken"]) == 1
+
+    # `nas ls` read the SQLite file directly; MLflow's own client lists the same, a deleted parent in neither
+    store.create("gone")
+    store.client.delete_run(store.runs("gone").parent_id)
+    store.client.set_tag(store.runs("good").parent_id, "nas.trained", "many")  # a summary that does not parse
+    direct = list_searches(store.uri)
+    assert direct == store.searches() and [s.name for s in direct] == ["broken", "decoy", "good"]
+    assert direct[2].problem is not None and "not readable" in direct[2].problem
 
 
 def test_bad_settings_on_the_flow_path_leave_no_run(store: MlflowStore, capsys) -> None:
