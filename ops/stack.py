@@ -292,7 +292,10 @@ class Stack:
     def _start_prefect(self) -> None:
         if self.pid("prefect") is not None:
             return
-        env = self._env(PREFECT_API_DATABASE_CONNECTION_URL=self.db_url("prefect", "postgresql+asyncpg"))
+        env = self._env(
+            PREFECT_API_DATABASE_CONNECTION_URL=self.db_url("prefect", "postgresql+asyncpg"),
+            PREFECT_UI_API_URL=self.prefect_url,  # the UI's pages call this API (not the default port's)
+        )
         argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)]
         self._spawn("prefect", argv, env)
         self._wait("prefect", f"{self.prefect_url}/health")

@@ -1,10 +1,14 @@
-"""Shared fixtures: small architectures and non-trivial weights (as if trained)."""
+"""Shared fixtures: small architectures and non-trivial weights (as if trained), the Prefect test API, and one
+headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Heads the tests witness go to a temporary file, never into the folder pytest runs in (a test that checks the
@@ -77,3 +81,26 @@ def small_cnn() -> Architecture:
 @pytest.fixture
 def small_mlp() -> Architecture:
     return initial_mlp((20,), 4, layers=2, units=8)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the session: Debian's, driven by Playwright (Playwright's
+    own browser download is not reachable here)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "the browser tests need Debian's chromium: apt-get install chromium (scripts/test.sh does it as root)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """Where the browser tests save what they saw: $NAS_SCREENSHOTS (bench/results/ui in the README's command
+    that refreshes them) or a temporary folder."""
+    folder = Path(os.environ.get("NAS_SCREENSHOTS") or tempfile.mkdtemp(prefix="nas-screens-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

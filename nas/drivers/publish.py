@@ -2,10 +2,10 @@
 
 After every round the ``Publisher`` wakes one background thread, so the round loop goes straight on to
 the next training: the thread witnesses the new heads, records the summary (what ``nas ls`` lists) and the
-new points of ``best_val_accuracy``, logs the best model (a Keras model for the MLflow UI's "Register
-model") when it changed, and renders the report (PNGs, HTML) at most every ``REPORT_EVERY_S`` seconds,
-always from the newest state. ``close`` does all of it one last time, in the caller's thread. Nothing here
-is an event, and a failure here is reported and never stops a search.
+new points of ``best_val_accuracy``, shows the data the search trains on (once), logs the best model (a
+Keras model for the MLflow UI's "Register model") when it changed, and renders the report (PNGs, HTML) at
+most every ``REPORT_EVERY_S`` seconds, always from the newest state. ``close`` does all of it one last time,
+in the caller's thread. Nothing here is an event, and a failure here is reported and never stops a search.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.data import Splits, source_of
 from nas.drivers.witness import witness
 from nas.ledger.events import Event
 from nas.ledger.log import Head
@@ -32,8 +33,10 @@ REPORT_EVERY_S = 60.0
 class Publisher:
     """Publishes one search's progress through its store's report sink."""
 
-    def __init__(self, store: SearchStore, service: SearchService, example: np.ndarray, say: Any = print) -> None:
-        self.store, self.service, self.example, self.say = store, service, example, say
+    def __init__(self, store: SearchStore, service: SearchService, splits: Splits, say: Any = print) -> None:
+        self.store, self.service, self.splits, self.say = store, service, splits, say
+        self.example: np.ndarray = splits.x_val[:5]
+        self.data_shown = False
         self.sink: ReportSink = store.reports(service.log.search_id)
         self.events: list[Event] = []
         self.best_published: str | None = None
@@ -55,9 +58,12 @@ class Publisher:
         self._wake.set()
 
     def _summarise(self) -> None:
-        """Witness the new heads; record the summary and the new best-so-far points."""
+        """Witness the new heads; record the summary and the new best-so-far points (and show the data, once)."""
         try:
             with self._lock:
+                if not self.data_shown:
+                    self.sink.dataset(self.splits, source_of(str(self.service.state.config["data"]["dataset"])))
+                    self.data_shown = True
                 witnessed = len(self.events)
                 state = self._catch_up()
                 records = self.service.log.records()[witnessed : state.last_seq]

@@ -308,7 +308,7 @@ def run_search(
     keeper = LeaseKeeper(store.lease(name), process_holder(), env_seconds("NAS_LEASE_TTL_S", 60.0), progress)
     try:
         service, data = open_search(store, name, config, (lambda c: splits) if splits else splits_for, keeper, progress)
-        publisher = Publisher(store, service, data.x_val[:5], progress)
+        publisher = Publisher(store, service, data, progress)
         try:
             hooks = RoundHooks(progress=progress, on_outcome=on_outcome, on_round=publisher.round)
             state = run_rounds(service, InProcessTrainings(data, on_epoch), keeper, hooks)

@@ -18,6 +18,7 @@ from nas.ledger.log import Attachments, ConcurrencyError, EventLog, Head, ledger
 from nas.ledger.ports import Lease, LeaseHeld, ReportSink, SearchListing, SearchStore, holder_is_dead
 
 if TYPE_CHECKING:
+    from nas.data import Splits
     from nas.ledger.audit import AuditReport
     from nas.ledger.state import ModelRecord
 
@@ -94,6 +95,7 @@ class MemoryReportSink(ReportSink):
         self.metrics: dict[str, dict[int, float]] = {}
         self.files: list[str] = []
         self.best: str | None = None
+        self.data: tuple[str, str] | None = None  # (name, source)
 
     def summary(self, values: Mapping[str, str], metrics: Mapping[str, Mapping[int, float]]) -> None:
         self.values.update(values)
@@ -105,6 +107,9 @@ class MemoryReportSink(ReportSink):
 
     def location(self) -> str:
         return "in this process's memory"
+
+    def dataset(self, splits: Splits, source: str) -> None:
+        self.data = self.data or (splits.name, source)
 
     def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:
         self.best = model.model_id

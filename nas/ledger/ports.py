@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from nas.ledger.log import EventLog, Head
 
 if TYPE_CHECKING:
+    from nas.data import Splits
     from nas.ledger.audit import AuditReport
     from nas.ledger.state import ModelRecord
 
@@ -97,6 +98,10 @@ class ReportSink(ABC):
     @abstractmethod
     def location(self) -> str:
         """Where people can look at the search (a URL, or how to open one)."""
+
+    @abstractmethod
+    def dataset(self, splits: Splits, source: str) -> None:
+        """Show the data the search trains on (name, digest, ``source``) beside it; once, however often called."""
 
     @abstractmethod
     def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,11 @@ def progress_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
     return rows
 
 
-def _morphisms(chain: Sequence[Mapping[str, Any]]) -> str:
-    return ", ".join(str(m.get("kind", m.get("type", "?"))) for m in chain) or "-"
+def morphism_summary(chain: Sequence[Mapping[str, Any]]) -> str:
+    """The kinds of a morphism chain in order, repeats counted: "add_skip x8, concat_skip" ("-" for none)."""
+    kinds = [str(m.get("kind", m.get("type", "?"))) for m in chain]
+    runs = [(kind, len(list(group))) for kind, group in groupby(kinds)]
+    return ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in runs) or "-"
 
 
 def table(state: SearchState) -> list[dict[str, Any]]:
@@ -54,7 +58,7 @@ def table(state: SearchState) -> list[dict[str, Any]]:
         {
             "model": m.model_id,
             "parent": m.parent_id or "-",
-            "morphisms": _morphisms(m.morphisms),
+            "morphisms": morphism_summary(m.morphisms),
             "params": m.param_count if m.param_count is not None else m.arch.param_count,
             "status": m.status + (f" ({m.failure})" if m.failure else ""),
             "val_accuracy": m.val_accuracy,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,15 +18,29 @@ from nas.ledger.ports import check_search_name
 DEFAULT_EXPERIMENT = "nas"
 CLAIM = re.compile(r"^seq\.(\d{6})$")
 LEASE = re.compile(r"^lease\.(\d{4})$")
-EXPERIMENT_TAGS = {
-    # Opens the experiment in the MLflow UI's model-training view (not the GenAI one).
-    "mlflow.experimentKind": "custom_model_development",
-    "mlflow.note.content": (
-        "Neural architecture searches (nas): each parent run is one search, with its best model, its dataset and "
-        "best_val_accuracy by models trained; its child runs are the search's events, in order (the ledger). "
-        "Filter the runs table with `tags.nas.role = 'search'` to see the searches alone."
-    ),
-}
+# With 200 models a search has about 800 event runs, and the runs table pages 100 runs at a time, newest
+# first: the other searches sit behind many "Load more". This filter shows the searches alone.
+SEARCHES_FILTER = "tags.`nas.role` = 'search'"
+
+
+def searches_path(experiment_id: str) -> str:
+    """The MLflow UI's runs table of the experiment, searches only, in the model-training view (a '#/' path)."""
+    query = urllib.parse.urlencode({"workflowType": "machine_learning", "searchFilter": SEARCHES_FILTER})
+    return f"#/experiments/{experiment_id}/runs?{query}"
+
+
+def experiment_tags(experiment_id: str) -> dict[str, str]:
+    """The experiment's tags: the MLflow UI opens it in the model-training view, with a description that links
+    to the table of searches."""
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        "mlflow.note.content": (
+            "Neural architecture searches (nas): each parent run is one search, with its best model, its dataset "
+            "and best_val_accuracy by models trained; its child runs are the search's events, in order (the "
+            f"ledger). [Show the searches alone]({searches_path(experiment_id)}) (the runs table filtered with "
+            f"`{SEARCHES_FILTER}`)."
+        ),
+    }
 
 
 def claim_key(seq: int) -> str:
@@ -127,12 +142,12 @@ def experiment_id(client: Any, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return str(client.create_experiment(name, tags=EXPERIMENT_TAGS))
+            exp = client.get_experiment(client.create_experiment(name))
         except Exception:  # created by another process meanwhile
             exp = client.get_experiment_by_name(name)
             if exp is None:
                 raise
-    for key, value in EXPERIMENT_TAGS.items():
+    for key, value in experiment_tags(str(exp.experiment_id)).items():
         if key not in exp.tags:
             client.set_experiment_tag(exp.experiment_id, key, value)
     return str(exp.experiment_id)

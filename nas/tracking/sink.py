@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from nas.data import Splits
 from nas.ledger.ports import ReportSink
 from nas.ledger.state import ModelRecord
 from nas.tracking.runs import SearchRuns
@@ -48,17 +49,37 @@ class MlflowReportSink(ReportSink):
             new += [Metric(name, float(v), now, step) for step, v in sorted(fresh.items())]
             self._logged[name] |= set(fresh)
         tags = [RunTag(f"{SUMMARY_PREFIX}{k}", str(v)) for k, v in values.items()]
+        tags.append(RunTag("mlflow.note.content", self._description(values)))
         client.log_batch(run_id, metrics=new, tags=tags)
+
+    def _description(self, values: Mapping[str, str]) -> str:
+        """The parent run's description in the UI: what the search is and where it stands."""
+        name = self.runs.search_id
+        what = f"Neural architecture search {name}: {values.get('strategy')} on {values.get('dataset')}"
+        where = f"{values.get('status')}, {values.get('trained')} models trained, {values.get('failed')} failed"
+        best = values.get("best_model")
+        if best:
+            where += f"; best {best} at validation accuracy {float(values['best_val_accuracy']):.4f}"
+        return (
+            f"{what}, {where}. Its logged models are its best models so far (register the newest from its page). "
+            f"Its child runs are the search's events in order: its ledger, which `nas audit {name}` verifies."
+        )
 
     def report(self, folder: Path) -> None:
         self.runs.client.log_artifacts(self._parent_id(), str(folder), artifact_path="report")
 
     def location(self) -> str:
-        path = f"#/experiments/{self.runs.experiment_id}/runs/{self._parent_id()}"
+        # the query opens the UI's model-training view (MLflow 3.17 opens its GenAI view otherwise)
+        path = f"#/experiments/{self.runs.experiment_id}/runs/{self._parent_id()}?workflowType=machine_learning"
         uri = self.runs.client.tracking_uri
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/{path}"
         return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
+
+    def dataset(self, splits: Splits, source: str) -> None:
+        from nas.tracking.registry import link_data
+
+        link_data(self.runs, splits, source)
 
     def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:
         from nas.tracking.registry import log_best_model

@@ -14,6 +14,7 @@ from nas.ledger.log import ChainError, ConcurrencyError, Head
 from nas.ledger.memory import MemoryStore
 from nas.ledger.ports import LeaseHeld, SearchStore
 from nas.tracking import open_store
+from nas.tracking.runs import searches_path
 
 
 def started(search_id: str, seq: int = 1) -> SearchStarted:
@@ -218,6 +219,7 @@ class TestMlflowStore(StoreContract):
         assert [m.value for m in history] == [0.97]
         exp = store.client.get_experiment_by_name("nas")  # type: ignore[attr-defined]
         assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert f"({searches_path(exp.experiment_id)})" in exp.tags["mlflow.note.content"]  # a markdown link
 
     def test_bad_search_names_are_refused(self) -> None:
         with pytest.raises(ValueError, match='search name "it\'s" is not allowed'):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,8 +11,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from nas.drivers.cli import main
@@ -22,8 +24,9 @@ from nas.drivers.runner import run_search, splits_for
 from nas.ledger.events import TrainingCompleted
 from nas.ledger.service import SearchService
 from nas.ledger.state import fold
-from nas.report.page import random_baselines, render
+from nas.report.page import morphism_summary, random_baselines, render
 from nas.tracking import open_store
+from nas.tracking.runs import searches_path
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.max_models=3"]
@@ -79,6 +82,10 @@ def test_the_parent_run_carries_the_report_and_progress(store: tuple[Path, str])
     for run in log.runs.event_runs():  # every training outcome carries its architecture's picture
         if run.data.tags["nas.type"] in ("TrainingCompleted", "TrainingFailed"):
             assert "files/architecture.png" in {a.path for a in log.client.list_artifacts(run.info.run_id, "files")}
+    inputs = parent.inputs.dataset_inputs  # `nas search` shows its data as the parent's input, as DVC's stage does
+    shown = [(i.dataset.name, i.dataset.source) for i in inputs]
+    assert shown == [("digits", '{"uri": "sklearn.datasets.load_digits"}')]
+    assert parent.data.tags["nas.data_fingerprint"].startswith(inputs[0].dataset.digest)
     assert main(["audit", "b"]) == 0  # published pictures and metrics are not events: the audit stays clean
 
 
@@ -107,28 +114,21 @@ def test_report_command_writes_html_with_baseline_and_says_when_partial(
     assert "there is no search 'ghost'" in capsys.readouterr().err
 
 
+def test_morphism_chains_read_short_in_tables() -> None:
+    chain = [{"kind": "add_skip"}] * 8 + [{"kind": "concat_skip"}, {"kind": "wider"}, {"kind": "wider"}]
+    assert morphism_summary(chain) == "add_skip x8, concat_skip, wider x2"
+    assert morphism_summary([]) == "-"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _chromium(url: str, *args: str) -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "this test needs Debian's chromium: apt-get install chromium (scripts/test.sh does it as root)"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-    done = subprocess.run(
-        [browser, *flags, "--virtual-time-budget=20000", "--window-size=1400,1100", *args, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", done.stdout))
-
-
-@pytest.mark.slow
-def test_mlflow_ui_shows_the_search_in_a_real_browser(store: tuple[Path, str], tmp_path: Path) -> None:
-    home, uri = store
+@contextmanager
+def mlflow_ui(home: Path, uri: str) -> Iterator[str]:
+    """``mlflow ui`` on the store at ``uri`` (a free port), as a user starts it; yields its base URL."""
     port = _free_port()
     ui = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
@@ -146,19 +146,90 @@ def test_mlflow_ui_shows_the_search_in_a_real_browser(store: tuple[Path, str], t
                 if time.monotonic() > deadline or ui.poll() is not None:
                     raise AssertionError("mlflow ui did not start within 120 s") from None
                 time.sleep(1)
-        log = open_store(uri).log("b")
-        parent = log.runs.parent()
-        assert parent is not None
-        page = f"http://127.0.0.1:{port}/#/experiments/{log.runs.experiment_id}/runs/{parent.info.run_id}"
-        shot = tmp_path / "run-page.png"
-        overview = _chromium(page, "--dump-dom")
-        assert "Child runs" in overview and "Finished" in overview
-        assert re.search(r"000\d trained m\d val_acc=", overview)  # the event runs, by their names
-        assert "best_val_accuracy" in overview
-        artifacts = _chromium(f"{page}/artifacts", "--dump-dom")
-        assert " report " in artifacts
-        _chromium(page, f"--screenshot={shot}", "--hide-scrollbars")
-        assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+        yield f"http://127.0.0.1:{port}"
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the UI and the job workers it started
         ui.wait(timeout=30)
+
+
+def _close_assistant(page: Any) -> None:
+    """Close MLflow's assistant panel, if it is open, so the screenshots show the page."""
+    panel = page.get_by_text("Ask questions about your experiments")
+    if panel.count():
+        page.locator("button[aria-label='Close']").last.click()
+
+
+@pytest.mark.slow
+def test_register_the_best_model_by_clicking_in_the_mlflow_ui(
+    store: tuple[Path, str], browser: Any, screenshots: Path
+) -> None:
+    """As a user: follow the link `nas search` printed to the parent run, open its newest logged model, "Register
+    model" as a new registered model, give the version the alias champion. The registry then has them, and
+    ``models:/NAME@champion`` predicts the validation split with the accuracy the search reported."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import expect
+
+    home, uri = store
+    log = open_store(uri).log("b")
+    best = fold(log.read()).best
+    assert best is not None and best.val_accuracy is not None
+    printed = open_store(uri).reports("b").location()  # "mlflow ui ..., then http://127.0.0.1:5000/#/..."
+    name = "digits-nas-ui"
+    with mlflow_ui(home, uri) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 950})
+        try:
+            page.goto(f"{url}/{searches_path(log.runs.experiment_id)}")  # what the experiment's description links
+            expect(page.get_by_text("3 matching runs")).to_be_visible(timeout=30_000)  # b, r, half: no event runs
+            _close_assistant(page)
+            page.screenshot(path=screenshots / "mlflow-0-searches.png")
+
+            page.goto(f"{url}/{printed.split('5000/', 1)[1]}")
+            expect(page.get_by_text("Child runs", exact=True)).to_be_visible(timeout=30_000)
+            _close_assistant(page)
+            expect(page.get_by_text("Neural architecture search b: bayesian on digits")).to_be_visible()
+            expect(page.get_by_text(re.compile(r"^digits \([0-9a-f]{8}\)$"))).to_be_visible()  # the dataset input
+            expect(page.get_by_role("link", name=re.compile(r"^000\d trained m\d val_acc=")).first).to_be_visible()
+            expect(page.get_by_role("link", name="best_val_accuracy")).to_be_visible()
+            page.screenshot(path=screenshots / "mlflow-1-search-run.png")
+
+            logged = page.locator("a:not([target='_blank'])").filter(has_text=re.compile(rf"^b-{best.model_id}$"))
+            logged.click()  # in the "Logged models" table (the metrics table's link opens a new tab)
+            expect(page.get_by_text("Not registered", exact=True)).to_be_visible(timeout=30_000)
+            _close_assistant(page)
+            model_id = page.url.rsplit("/", 1)[1]
+            page.screenshot(path=screenshots / "mlflow-2-logged-model.png")
+
+            page.get_by_role("button", name="Register model").click()
+            dialog = page.get_by_role("dialog")
+            dialog.get_by_role("combobox").click()
+            page.locator(".du-bois-light-select-item-option").filter(has_text="Create New Model").click()
+            dialog.get_by_placeholder("Input a model name").fill(name)
+            page.screenshot(path=screenshots / "mlflow-3-register-dialog.png")
+            dialog.get_by_role("button", name="Register", exact=True).click()
+            version = page.locator(f"a[href='#/models/{name}/versions/1']")  # under "Model versions"
+            expect(version).to_be_visible(timeout=30_000)
+
+            version.click()
+            expect(page.get_by_text("Aliases", exact=True)).to_be_visible(timeout=30_000)
+            _close_assistant(page)
+            page.get_by_role("button", name="Add", exact=True).first.click()
+            aliases = page.get_by_role("dialog")
+            aliases.get_by_role("combobox").fill("champion")
+            aliases.get_by_role("combobox").press("Enter")
+            aliases.get_by_role("button", name="Save aliases").click()
+            expect(aliases).to_be_hidden(timeout=30_000)
+            expect(page.get_by_role("status", name="champion")).to_be_visible()
+            page.screenshot(path=screenshots / "mlflow-4-version-champion.png")
+        finally:
+            page.close()
+
+    client = MlflowClient(uri)
+    registered = client.get_model_version_by_alias(name, "champion")
+    assert str(registered.version) == "1" and registered.source == f"models:/{model_id}"
+    assert client.get_logged_model(model_id).tags["nas.model_id"] == best.model_id
+    splits = splits_for(fold(log.read()).config)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    predicted = np.asarray(model.predict(splits.x_val)).argmax(axis=1)
+    assert float((predicted == splits.y_val).mean()) == pytest.approx(best.val_accuracy, abs=0.5 / len(splits.y_val))
+    assert main(["audit", "b"]) == 0  # registering from the UI changes no event run

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -192,6 +193,47 @@ def test_deployment_run_trains_two_models_at_once_on_the_workers_and_audits(stac
             "search_s": round(time.monotonic() - t0, 1),
         },
     )
+
+
+def test_prefect_ui_tells_the_search_story_by_clicking(
+    stack: Stack, mlflow_user: str, browser: Any, screenshots: Path
+) -> None:
+    """As a user watching flows: the finished flow run, named after the search, has task runs named after what
+    they do, its trainings as subflow runs named after the model, and a models table (newest version under the
+    artifact's key) with the link to the search's MLflow parent run."""
+    from playwright.sync_api import expect
+
+    name = "stack-story"
+    done = deployment_run(stack, name, "-p", f"name={name}", "-p", "max_models=3", *SMALL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = final(stack, name)
+    assert run.state_name == "Completed"
+    parent_id = open_store(mlflow_user).runs(name).parent_id
+    assert parent_id is not None
+    page = browser.new_page(viewport={"width": 1400, "height": 950})
+    try:
+        page.goto(f"{stack.prefect_url.removesuffix('/api')}/runs/flow-run/{run.id}")
+        tabs = page.get_by_role("tablist")
+        expect(tabs).to_be_visible(timeout=60_000)  # the UI found its API (PREFECT_UI_API_URL on another port)
+        tabs.get_by_text("Task Runs", exact=True).click()
+        expect(page.get_by_text("propose m3", exact=True)).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("refit", exact=True).first).to_be_visible()
+        page.screenshot(path=screenshots / "prefect-1-task-runs.png")
+        tabs.get_by_text("Subflow Runs", exact=True).click()
+        expect(page.get_by_text(f"{name}-m3-1", exact=True)).to_be_visible(timeout=30_000)
+        tabs.get_by_text("Artifacts", exact=True).click()
+        expect(page.get_by_text(f"nas-{name}-progress", exact=True)).to_be_visible(timeout=30_000)
+        page.screenshot(path=screenshots / "prefect-2-artifacts.png")
+        page.get_by_text(f"models of search {name} so far").first.click()
+        page.get_by_role("link", name=f"nas-{name}", exact=True).first.click()  # the key: its versions
+        page.wait_for_url(re.compile(r"/artifacts/key/"))
+        page.get_by_role("listitem").get_by_role("heading").get_by_role("link").first.click()  # the newest
+        expect(page.get_by_text(re.compile(r"Status: finished \(max_models=3 reached\)"))).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("row", name=re.compile(r"^m3 .* trained "))).to_be_visible()
+        expect(page.locator(f"a[href*='/runs/{parent_id}']")).to_be_visible()
+        page.screenshot(path=screenshots / "prefect-3-models-table.png", full_page=True)
+    finally:
+        page.close()
 
 
 # --- drills ----------------------------------------------------------------------------------------------
