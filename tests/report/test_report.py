@@ -229,7 +229,18 @@ def test_register_the_best_model_by_clicking_in_the_mlflow_ui(
     assert str(registered.version) == "1" and registered.source == f"models:/{model_id}"
     assert client.get_logged_model(model_id).tags["nas.model_id"] == best.model_id
     splits = splits_for(fold(log.read()).config)
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    assert main(["audit", "b"]) == 0  # registering from the UI changes no event run
+    # Another module may have set MLflow's global URIs (set_tracking_uri also sets MLFLOW_TRACKING_URI): point
+    # them at this store for models:/ and put everything back after.
+    before, env = (mlflow.get_tracking_uri(), mlflow.get_registry_uri()), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
     predicted = np.asarray(model.predict(splits.x_val)).argmax(axis=1)
     assert float((predicted == splits.y_val).mean()) == pytest.approx(best.val_accuracy, abs=0.5 / len(splits.y_val))
-    assert main(["audit", "b"]) == 0  # registering from the UI changes no event run
