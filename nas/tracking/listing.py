@@ -9,6 +9,7 @@ of listing to the same answer.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Mapping
@@ -67,15 +68,10 @@ def sqlite_searches(path: Path, experiment: str) -> list[SearchListing]:
     without writing (sqlite3.Error when the file is not such a database)."""
     if not path.is_file():
         return []
-    import json
-
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
         runs: dict[str, tuple[str, dict[str, str]]] = {}
         for run_id, run_name, key, value in db.execute(ROLE_QUERY, (experiment,)):
             runs.setdefault(run_id, (run_name or run_id, {}))[1][key] = value
         claims = dict(db.execute(CLAIMS_QUERY, (json.dumps(sorted(runs)),)).fetchall())
-    return sorted((summarise(tags, name, claims.get(run_id, 0)) for run_id, (name, tags) in runs.items()), key=_name)
-
-
-def _name(listing: SearchListing) -> str:
-    return listing.name
+    listed = [summarise(tags, name, claims.get(run_id, 0)) for run_id, (name, tags) in runs.items()]
+    return sorted(listed, key=lambda listing: listing.name)

@@ -23,10 +23,19 @@ LEASE = re.compile(r"^lease\.(\d{4})$")
 SEARCHES_FILTER = "tags.`nas.role` = 'search'"
 
 
+# MLflow 3.17 opens every page in its GenAI view unless the link asks for the model-training one.
+MODEL_TRAINING_VIEW = {"workflowType": "machine_learning"}
+
+
 def searches_path(experiment_id: str) -> str:
     """The MLflow UI's runs table of the experiment, searches only, in the model-training view (a '#/' path)."""
-    query = urllib.parse.urlencode({"workflowType": "machine_learning", "searchFilter": SEARCHES_FILTER})
+    query = urllib.parse.urlencode({**MODEL_TRAINING_VIEW, "searchFilter": SEARCHES_FILTER})
     return f"#/experiments/{experiment_id}/runs?{query}"
+
+
+def run_path(experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of one run, in the model-training view (a '#/' path)."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?{urllib.parse.urlencode(MODEL_TRAINING_VIEW)}"
 
 
 def experiment_tags(experiment_id: str) -> dict[str, str]:

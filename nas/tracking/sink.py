@@ -17,7 +17,7 @@ from typing import Any
 from nas.data import Splits
 from nas.ledger.ports import ReportSink
 from nas.ledger.state import ModelRecord
-from nas.tracking.runs import SearchRuns
+from nas.tracking.runs import SearchRuns, run_path
 
 SUMMARY_PREFIX = "nas."
 
@@ -69,8 +69,7 @@ class MlflowReportSink(ReportSink):
         self.runs.client.log_artifacts(self._parent_id(), str(folder), artifact_path="report")
 
     def location(self) -> str:
-        # the query opens the UI's model-training view (MLflow 3.17 opens its GenAI view otherwise)
-        path = f"#/experiments/{self.runs.experiment_id}/runs/{self._parent_id()}?workflowType=machine_learning"
+        path = run_path(self.runs.experiment_id, self._parent_id())
         uri = self.runs.client.tracking_uri
         if uri.startswith(("http://", "https://")):
             return f"{uri.rstrip('/')}/{path}"
