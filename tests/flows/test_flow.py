@@ -33,6 +33,10 @@ def test_flow_logs_a_search_the_plain_loop_reproduces_and_resumes_by_name(store:
     with get_client(sync_client=True) as client:  # a run started from Python is named after its search
         named = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["f1"])))
     assert [r.state_name for r in named] == ["Completed"]
+    with get_client(sync_client=True) as client:  # task runs are named after what they do
+        of_f1 = FlowRunFilter(name=FlowRunFilterName(any_=["f1"]))
+        tasks = {t.name for t in client.read_task_runs(flow_run_filter=of_f1)}
+    assert {"refit", "propose m1", "propose m3", "train m1", "train m3"} <= tasks
     events = open_store().log("f1").read()
     config = load(None, ["data.dataset=digits", "train.epochs=1", "search.max_models=3", *SMALL])
     local = MemoryStore()

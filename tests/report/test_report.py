@@ -120,6 +120,22 @@ def test_morphism_chains_read_short_in_tables() -> None:
     assert morphism_summary([]) == "-"
 
 
+def test_nas_register_puts_the_best_model_in_the_registry_once(store: tuple[Path, str], capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    _, uri = store
+    assert main(["register", "b", "--model-name", "digits-nas-cli", "--alias", "champion"]) == 0
+    assert "is registered as digits-nas-cli version 1, alias champion" in capsys.readouterr().out
+    assert main(["register", "b", "--model-name", "digits-nas-cli", "--alias", "champion"]) == 0  # idempotent
+    assert "already registered as digits-nas-cli version 1" in capsys.readouterr().out
+    client = MlflowClient(uri)
+    assert len(client.search_model_versions("name = 'digits-nas-cli'")) == 1
+    assert str(client.get_model_version_by_alias("digits-nas-cli", "champion").version) == "1"
+    state = fold(open_store(uri).log("b").read())
+    assert [r[:2] for r in state.registered if r[1] == "digits-nas-cli"] == [(state.best.model_id, "digits-nas-cli")]
+    assert main(["audit", "b"]) == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
