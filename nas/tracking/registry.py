@@ -14,10 +14,13 @@ None of this touches an event run: event runs stay as their writer left them, an
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,26 @@ def dvc_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
             if Path(out.get("path", "")) == path:
                 return out.get("md5")
     return None
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` for the duration, then put back (with the variable
+    ``MLFLOW_TRACKING_URI``, which ``set_tracking_uri`` also sets). A SQLite registry looks the logged model of
+    a ``models:/`` source up through the global URI, not its client's (a TODO in MLflow 3.17), so a process that
+    talks to another store too (the DVC stages, the tests) would not find it."""
+    import mlflow
+
+    before, env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def _parent_id(runs: SearchRuns) -> str:
@@ -216,16 +239,17 @@ def register(
             "nas.architecture_id": service.state.models[model_id].architecture_id,
             "nas.weights_sha256": digest,
         }
-        version = str(
-            client.create_model_version(
-                registered_name,
-                source=f"models:/{logged_model_id}",
-                run_id=_parent_id(runs),
-                model_id=logged_model_id,
-                tags=tags,
-                description=description or None,
-            ).version
-        )
+        with _global_tracking_uri(client.tracking_uri):
+            version = str(
+                client.create_model_version(
+                    registered_name,
+                    source=f"models:/{logged_model_id}",
+                    run_id=_parent_id(runs),
+                    model_id=logged_model_id,
+                    tags=tags,
+                    description=description or None,
+                ).version
+            )
     if alias:
         client.set_registered_model_alias(registered_name, alias, version)
     service.model_registered(model_id, registered_name, version)
