@@ -199,24 +199,19 @@ def nas_search(
         except ConcurrencyError as e:  # another runner started it at the same moment
             raise LeaseHeld(f"search {name!r} was started by another runner at the same moment; this one stops") from e
         _ensure_trainer_limit(service.state.config["search"]["trainers"])
-        publisher = Publisher(store, service, splits, print)
+        # The flow run's artifacts are updated by the publisher's thread too: off the round's critical path.
         story = FlowStory(name, store.reports(name).location())
-
-        def on_round(state: Any) -> None:
-            publisher.round(state)
-            story.round(state)
-
+        publisher = Publisher(store, service, splits, print, also=story.round)
         hooks = RoundHooks(
             refit=lambda: refit_task(name, uri),
             propose=lambda: propose_task(name, uri, f"m{len(service.refresh().models) + 1}"),
             progress=print,
-            on_round=on_round,
+            on_round=publisher.round,
         )
         try:
             state = run_rounds(service, trainings, keeper, hooks)
         finally:
             publisher.close()
-        story.round(state)
         info = summary(state)
         print(f"search {name} finished: best {info['best_model']} val_accuracy {info['best_val_accuracy']}")
         return info

@@ -13,12 +13,13 @@ import contextvars
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.concurrency.sync import concurrency
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
 
 from nas.data import Splits
 from nas.drivers.runner import LeaseKeeper, Trainings, bar, splits_for
@@ -51,13 +52,89 @@ def data_of(config: Any) -> Splits:
     return splits_for(config)
 
 
-def _train_in_slot(search_id: str, model_id: str, uri: str, lease_s: float = 300) -> ModelStatus:
+BUSY_RETRY_S = 0.05  # how soon a slot request the server's database could not serve is sent again
+FULL_RETRY_S = 1.0  # the longest wait before asking again for a slot of a full limit
+
+
+def _slot_holder() -> Any:
+    """Who holds a slot, as Prefect shows it: this task run, else this flow run, else nobody named."""
+    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
+    from prefect.runtime import flow_run, task_run
+
+    if task_run.id:
+        return ConcurrencyLeaseHolder(type="task_run", id=task_run.id)
+    if flow_run.id:
+        return ConcurrencyLeaseHolder(type="flow_run", id=flow_run.id)
+    return None
+
+
+@contextmanager
+def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | None = None) -> Iterator[None]:
+    """Hold one slot of the global concurrency limit ``limit`` for the block: wait for a free slot, keep its
+    lease (``lease_s``, at least 60) renewed every ``renew_s`` (a third of the lease unless given) while the
+    block runs, release it after.
+    A process that dies holding the slot frees it when the lease runs out. A limit that does not exist
+    limits nothing.
+
+    Why not ``prefect.concurrency.sync.concurrency``: on a SQLite-backed Prefect server (the temporary one
+    ``nas search`` starts) its acquisition often meets a locked database (the slot events it emits are being
+    written), and Prefect's HTTP client retries that after 2 s: 2 s lost per training. This asks with the
+    client's lease calls directly, Prefect's HTTP retries off, and asks again after ``BUSY_RETRY_S`` when the
+    database was busy and after the server's Retry-After (at most ``FULL_RETRY_S``) when the limit is full.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    holder = _slot_holder()
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[limit], slots=1, mode="concurrency", lease_duration=lease_s, holder=holder
+                )
+                break
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code == 423:
+                    time.sleep(min(float(e.response.headers.get("Retry-After", FULL_RETRY_S)), FULL_RETRY_S))
+                elif e.response.status_code == 503:
+                    time.sleep(BUSY_RETRY_S)
+                else:
+                    raise
+            except httpx.TransportError:
+                time.sleep(FULL_RETRY_S)
+    granted = response.json()
+    if not granted.get("limits"):
+        yield  # no such limit: nothing to hold
+        return
+    lease_id, stop = granted["lease_id"], threading.Event()
+
+    def renew() -> None:
+        with get_client(sync_client=True) as renewer:
+            while not stop.wait(renew_s or lease_s / 3):
+                try:
+                    renewer.renew_concurrency_lease(lease_id, lease_duration=lease_s)
+                except Exception as e:  # the training goes on; the lease may lapse and the slot be reused
+                    print(f"could not renew the {limit} slot's lease ({type(e).__name__}: {e})")
+
+    keeper = threading.Thread(target=contextvars.copy_context().run, args=(renew,), name="nas-slot", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+        with get_client(sync_client=True) as client:
+            client.release_concurrency_slots_with_lease(lease_id)
+
+
+def _train_in_slot(search_id: str, model_id: str, uri: str, lease_s: float = 300.0) -> ModelStatus:
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
     died holding it) and log the outcome; a model that has its outcome already is not trained again."""
     from nas.training.task import run_training
 
     logger = get_run_logger()
-    with concurrency(TRAINER_LIMIT, occupy=1, lease_duration=lease_s):
+    with training_slot(lease_s):
         service = service_for(search_id, uri)
         model = service.state.models[model_id]
         if model.status.is_finished:
@@ -123,32 +200,42 @@ class TaskTrainings(Trainings):
         self.search_id, self.uri = search_id, uri
         self.futures: dict[str, PrefectFuture[str]] = {}
         self.service: SearchService | None = None
+        self.done: set[str] = set()  # models whose task has ended, told by the futures' callbacks
+        self.finished = threading.Event()
 
     def adopt(self, service: SearchService) -> None:
         self.service = service  # a task does not outlive its flow run: nothing to adopt
 
+    def _ended(self, model_id: str) -> None:
+        self.done.add(model_id)
+        self.finished.set()
+
     def start(self, model_id: str) -> None:
-        self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri)
+        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri)
+        future.add_done_callback(lambda _: self._ended(model_id))
         self.running.append(model_id)
         assert self.service is not None
         # Wait until the training has logged its start, so a proposal computed next does not hold the GIL
         # while the task starts; TensorFlow's kernels release it once training runs.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.service.refresh().models[model_id].status == ModelStatus.PROPOSED:
-            if self.futures[model_id].state.is_final():
+            if model_id in self.done:
                 break
             time.sleep(0.1)
 
     def wait(self, service: SearchService, lease: LeaseKeeper) -> list[str]:
+        """Block until a training task ends (the first of those running, not all of them); the models that ended."""
         while True:
             lease.check()
-            done, _ = wait([self.futures[m] for m in self.running], timeout=POLL_S)
-            ended = [m for m in self.running if self.futures[m] in done]
+            self.finished.clear()
+            ended = [m for m in self.running if m in self.done]
             if ended:
                 for model_id in ended:
                     self.futures.pop(model_id).result()
                     self.running.remove(model_id)
+                    self.done.discard(model_id)
                 return ended
+            self.finished.wait(POLL_S)
 
 
 class DeployedTrainings(Trainings):

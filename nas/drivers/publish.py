@@ -10,9 +10,11 @@ in the caller's thread. Nothing here is an event, and a failure here is reported
 
 from __future__ import annotations
 
+import contextvars
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,18 @@ REPORT_EVERY_S = 60.0
 class Publisher:
     """Publishes one search's progress through its store's report sink."""
 
-    def __init__(self, store: SearchStore, service: SearchService, splits: Splits, say: Any = print) -> None:
-        self.store, self.service, self.splits, self.say = store, service, splits, say
+    def __init__(
+        self,
+        store: SearchStore,
+        service: SearchService,
+        splits: Splits,
+        say: Any = print,
+        also: Callable[[SearchState], None] | None = None,
+    ) -> None:
+        """``also``: one more way to show the newest state (the Prefect flow run's artifacts), called by the
+        background thread after each round's summary and by ``close``; the thread runs in a copy of the
+        caller's context, so it sees what the caller sees (its Prefect flow run)."""
+        self.store, self.service, self.splits, self.say, self.also = store, service, splits, say, also
         self.example: np.ndarray = splits.x_val[:5]
         self.data_shown = False
         self.sink: ReportSink = store.reports(service.log.search_id)
@@ -44,7 +56,9 @@ class Publisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one publication at a time
-        self._thread = threading.Thread(target=self._work, name="nas-publish", daemon=True)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(self._work,), name="nas-publish", daemon=True
+        )
         self._thread.start()
 
     def _catch_up(self) -> SearchState:
@@ -71,6 +85,8 @@ class Publisher:
                     heads = [Head(r["seq"], r["hash"]) for r in records]
                     witness(state.search_id, heads, self.store.uri, "runner")
                 self.sink.summary(summary_values(state), {"best_val_accuracy": best_so_far(self.events)})
+                if self.also is not None:
+                    self.also(state)
         except Exception as e:  # a display problem must not cost a search
             self.say(f"could not publish the progress: {type(e).__name__}: {e}")
 

@@ -37,6 +37,11 @@ def test_flow_logs_a_search_the_plain_loop_reproduces_and_resumes_by_name(store:
         of_f1 = FlowRunFilter(name=FlowRunFilterName(any_=["f1"]))
         tasks = {t.name for t in client.read_task_runs(flow_run_filter=of_f1)}
     assert {"refit", "propose m1", "propose m3", "train m1", "train m3"} <= tasks
+    with get_client(sync_client=True) as client:  # the artifacts, written by the publisher's thread, are the run's
+        artifacts = client.read_artifacts(flow_run_filter=of_f1)
+    table = max((a for a in artifacts if a.key == "nas-f1"), key=lambda a: a.created)
+    assert "Status: finished (max_models=3 reached)" in str(table.data) and "| m3" in str(table.data)
+    assert [a.data for a in artifacts if a.type == "progress"] == [100.0]
     events = open_store().log("f1").read()
     config = load(None, ["data.dataset=digits", "train.epochs=1", "search.max_models=3", *SMALL])
     local = MemoryStore()
