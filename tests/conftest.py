@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +111,35 @@ def screenshots() -> Path:
     folder = Path(os.environ.get("NAS_SCREENSHOTS") or tempfile.mkdtemp(prefix="nas-screens-"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def mlflow_ui(home: Path, uri: str) -> Iterator[str]:
+    """``mlflow ui`` on the store at ``uri`` (a free port), as a user starts it; yields its base URL."""
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+         "--port", str(port)],
+        cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or ui.poll() is not None:
+                    raise AssertionError("mlflow ui did not start within 120 s") from None
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the UI and the job workers it started
+        ui.wait(timeout=30)

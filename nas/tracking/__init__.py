@@ -31,11 +31,12 @@ def open_store(uri: str | None = None) -> SearchStore:
 
 def list_searches(uri: str | None = None) -> list[SearchListing]:
     """The searches of the store behind ``uri`` (default: ``tracking_uri()``) from their summaries, sorted by
-    name. A SQLite store is read directly (no MLflow import, a fraction of a second); any other store, or a
-    database this reading does not understand, through ``SearchStore.searches``."""
+    name. A SQLite store is read directly, a tracking server through its REST API (no MLflow import either
+    way, a fraction of a second); any other store, or an answer this reading does not understand, through
+    ``SearchStore.searches``."""
     import sqlite3
 
-    from nas.tracking.listing import sqlite_path, sqlite_searches
+    from nas.tracking.listing import rest_searches, sqlite_path, sqlite_searches
     from nas.tracking.runs import DEFAULT_EXPERIMENT
 
     uri = uri or tracking_uri()
@@ -45,6 +46,11 @@ def list_searches(uri: str | None = None) -> list[SearchListing]:
             return sqlite_searches(path, DEFAULT_EXPERIMENT)
         except sqlite3.Error:
             pass  # not the schema this reading knows: MLflow reads it
+    if uri.startswith(("http://", "https://")):
+        try:
+            return rest_searches(uri, DEFAULT_EXPERIMENT)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreachable or not answering as this reading expects: MLflow's client says why
     return open_store(uri).searches()
 
 

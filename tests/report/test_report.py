@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +20,7 @@ from nas.ledger.state import fold
 from nas.report.page import morphism_summary, random_baselines, render
 from nas.tracking import open_store
 from nas.tracking.runs import searches_path
+from tests.conftest import mlflow_ui
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.max_models=3"]
@@ -134,38 +128,6 @@ def test_nas_register_puts_the_best_model_in_the_registry_once(store: tuple[Path
     state = fold(open_store(uri).log("b").read())
     assert [r[:2] for r in state.registered if r[1] == "digits-nas-cli"] == [(state.best.model_id, "digits-nas-cli")]
     assert main(["audit", "b"]) == 0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def mlflow_ui(home: Path, uri: str) -> Iterator[str]:
-    """``mlflow ui`` on the store at ``uri`` (a free port), as a user starts it; yields its base URL."""
-    port = _free_port()
-    ui = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline or ui.poll() is not None:
-                    raise AssertionError("mlflow ui did not start within 120 s") from None
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(ui.pid, signal.SIGTERM)  # the UI and the job workers it started
-        ui.wait(timeout=30)
 
 
 def _close_assistant(page: Any) -> None:

@@ -112,6 +112,23 @@ def audit(stack: Stack, name: str) -> None:
     assert "audit passed" in done.stdout, done.stdout
 
 
+def test_nas_ls_lists_the_servers_searches_through_rest_as_mlflow_does(stack: Stack, mlflow_user: str) -> None:
+    """``nas ls`` on a tracking server with basic auth reads the parent runs through the REST API, without
+    importing MLflow, and lists what MLflow's client lists."""
+    from nas.tracking import list_searches
+    from tests.tracking.forge import fake_search
+
+    store = open_store(mlflow_user)
+    fake_search(store, "ls-rest")  # one search at least, whatever ran before
+    via_rest = list_searches(mlflow_user)
+    assert via_rest == store.searches() and "ls-rest" in [s.name for s in via_rest]
+    script = "import sys; from nas.tracking import list_searches as ls; print(len(ls()), 'mlflow' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], env=env_of(stack), capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == [str(len(via_rest)), "False"], done.stdout + done.stderr
+    done = subprocess.run([str(BIN / "nas"), "ls"], env=env_of(stack), capture_output=True, text=True)
+    assert done.returncode == 0 and "ls-rest" in done.stdout, done.stdout + done.stderr
+
+
 # --- auth ------------------------------------------------------------------------------------------------
 
 
