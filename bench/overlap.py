@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]
@@ -36,6 +39,38 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
 def overlap(interval: tuple[float, float], others: list[tuple[float, float]]) -> float:
     a, b = interval
     return union_length([(max(a, x), min(b, y)) for x, y in others if min(b, y) > max(a, x)])
+
+
+def gap_parts(events: dict[int, Any], t: dict[int, tuple[float, float]]) -> dict[str, float]:
+    """The gap between a training's outcome and the next training's start, in three parts (medians over the
+    rounds): the outcome's run end -> its task run's end (the slot given back, the task's end reported);
+    that task's end -> the next training task's start (the flow notices, the next task is submitted and
+    started); the task's start -> its TrainingStarted run start (the slot taken, the log caught up)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["overlap"])))
+    span = {
+        r.name.removeprefix("train "): (r.start_time.timestamp(), r.end_time.timestamp())
+        for r in tasks
+        if r.name.startswith("train ") and r.start_time and r.end_time
+    }
+    started = {e.model_id: t[seq][0] for seq, e in events.items() if type(e).__name__ == "TrainingStarted"}
+    ended = [
+        (t[seq][1], e.model_id)
+        for seq, e in sorted(events.items())
+        if type(e).__name__ in ("TrainingCompleted", "TrainingFailed")
+    ]
+    parts: dict[str, list[float]] = {"outcome logged -> task ended": [], "task ended -> next task started": [],
+                                     "task started -> TrainingStarted logged": []}  # fmt: skip
+    for (outcome_end, model), (_, following) in itertools.pairwise(ended):
+        if model not in span or following not in span:
+            continue
+        parts["outcome logged -> task ended"].append(span[model][1] - outcome_end)
+        parts["task ended -> next task started"].append(span[following][0] - span[model][1])
+        parts["task started -> TrainingStarted logged"].append(started[following] - span[following][0])
+    return {part: statistics.median(values) for part, values in parts.items() if values}
 
 
 def main() -> None:
@@ -81,6 +116,7 @@ def main() -> None:
             refit = events.get(seq - 1)
             spent = e.proposal_seconds + (refit.seconds if type(refit).__name__ == "SurrogateRefitted" else 0.0)
             proposals.append((t[seq][0] - spent, t[seq][0]))
+    gaps = gap_parts(events, t)
     proposal_seconds = sum(b - a for a, b in proposals)
     hidden = sum(overlap(p, trainings) for p in proposals)
     wall = t[max(t)][1] - t[min(t)][0]
@@ -96,6 +132,7 @@ def main() -> None:
         "overhead_seconds_per_round": (wall - busy) / rounds,
         "training_seconds_per_round": train_seconds / rounds,
         "overhead_share_of_training": (wall - busy) / train_seconds,
+        "gap_parts_median_seconds": gaps,
     }
     lines = [
         "# Overlap and orchestration overhead of the nas-search flow",
@@ -120,6 +157,13 @@ def main() -> None:
         "The first proposal (the initial network) and the second (made before anything is trained) have nothing to hide behind.",
         "On a CPU-only machine the proposer and the trainer share the cores, so a hidden proposal still slows the training "
         "beside it: the overlap pays off when training runs on an accelerator.",
+        "",
+        "Between one training's outcome and the next training's start (medians over the rounds, from the MLflow "
+        "runs' times and the Prefect task runs' times):",
+        "",
+        "| part | median |",
+        "|---|---:|",
+        *[f"| {part} | {seconds:.2f} s |" for part, seconds in gaps.items()],
         "",
         "Where the overhead goes (stacks of the flow's threads sampled every 0.25 s): the report, the best model and the summary are published by a background thread, off the round's path; the gap between one training's end and the next one's start is mostly the training task waiting for a free slot of the `nas-trainer` global concurrency limit: the Prefect server (3.8.8) answers 423 for about the average slot occupancy although no slot is held, in some rounds and not others. Taking the slot with the client's lease calls directly waits the same, so the wait is the server's.",
         "",
