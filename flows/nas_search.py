@@ -211,6 +211,7 @@ def nas_search(
         try:
             state = run_rounds(service, trainings, keeper, hooks)
         finally:
+            trainings.close()
             publisher.close()
         info = summary(state)
         print(f"search {name} finished: best {info['best_model']} val_accuracy {info['best_val_accuracy']}")

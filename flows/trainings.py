@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,7 @@ def data_of(config: Any) -> Splits:
     return splits_for(config)
 
 
+TASK_LEASE_S = 300.0  # the lease of a slot held in the flow's process (renewed every third of it)
 BUSY_RETRY_S = 0.05  # how soon a slot request the server's database could not serve is sent again
 FULL_RETRY_S = 1.0  # the longest wait before asking again for a slot of a full limit
 
@@ -69,12 +70,14 @@ def _slot_holder() -> Any:
 
 
 @contextmanager
-def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | None = None) -> Iterator[None]:
+def training_slot(
+    lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | None = None, wait: bool = True
+) -> Iterator[bool]:
     """Hold one slot of the global concurrency limit ``limit`` for the block: wait for a free slot, keep its
     lease (``lease_s``, at least 60) renewed every ``renew_s`` (a third of the lease unless given) while the
-    block runs, release it after.
-    A process that dies holding the slot frees it when the lease runs out. A limit that does not exist
-    limits nothing.
+    block runs, release it after. Yields True; with ``wait`` False, yields False at once (holding nothing)
+    when the limit is full. A process that dies holding the slot frees it when the lease runs out. A limit
+    that does not exist limits nothing.
 
     Why not ``prefect.concurrency.sync.concurrency``: on a SQLite-backed Prefect server (the temporary one
     ``nas search`` starts) its acquisition often meets a locked database (the slot events it emits are being
@@ -88,14 +91,16 @@ def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | N
 
     holder = _slot_holder()
     with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
-        while True:
+        granted: dict[str, Any] | None = None
+        while granted is None:
             try:
-                response = client.increment_concurrency_slots_with_lease(
+                granted = client.increment_concurrency_slots_with_lease(
                     names=[limit], slots=1, mode="concurrency", lease_duration=lease_s, holder=holder
-                )
-                break
+                ).json()
             except httpx.HTTPStatusError as e:
                 if e.response.status_code == 423:
+                    if not wait:
+                        break
                     time.sleep(min(float(e.response.headers.get("Retry-After", FULL_RETRY_S)), FULL_RETRY_S))
                 elif e.response.status_code == 503:
                     time.sleep(BUSY_RETRY_S)
@@ -103,9 +108,11 @@ def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | N
                     raise
             except httpx.TransportError:
                 time.sleep(FULL_RETRY_S)
-    granted = response.json()
+    if granted is None:
+        yield False  # the limit is full and the caller does not wait
+        return
     if not granted.get("limits"):
-        yield  # no such limit: nothing to hold
+        yield True  # no such limit: nothing to hold, nothing to wait for
         return
     lease_id, stop = granted["lease_id"], threading.Event()
 
@@ -120,7 +127,7 @@ def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | N
     keeper = threading.Thread(target=contextvars.copy_context().run, args=(renew,), name="nas-slot", daemon=True)
     keeper.start()
     try:
-        yield
+        yield True
     finally:
         stop.set()
         keeper.join()
@@ -128,13 +135,16 @@ def training_slot(lease_s: float, limit: str = TRAINER_LIMIT, renew_s: float | N
             client.release_concurrency_slots_with_lease(lease_id)
 
 
-def _train_in_slot(search_id: str, model_id: str, uri: str, lease_s: float = 300.0) -> ModelStatus:
+def _train_in_slot(
+    search_id: str, model_id: str, uri: str, lease_s: float = TASK_LEASE_S, slot_held: bool = False
+) -> ModelStatus:
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
-    died holding it) and log the outcome; a model that has its outcome already is not trained again."""
+    died holding it; ``slot_held``: the caller holds one for it) and log the outcome; a model that has its
+    outcome already is not trained again."""
     from nas.training.task import run_training
 
     logger = get_run_logger()
-    with training_slot(lease_s):
+    with nullcontext() if slot_held else training_slot(lease_s):
         service = service_for(search_id, uri)
         model = service.state.models[model_id]
         if model.status.is_finished:
@@ -158,9 +168,10 @@ def _train_in_slot(search_id: str, model_id: str, uri: str, lease_s: float = 300
 
 
 @task(name="train", task_run_name="train {model_id}", tags=[TRAINER_LIMIT])
-def train_task(search_id: str, model_id: str, uri: str) -> str:
-    """Train one model in a training slot and log its outcome; returns trained or failed."""
-    return str(_train_in_slot(search_id, model_id, uri))
+def train_task(search_id: str, model_id: str, uri: str, slot_held: bool = False) -> str:
+    """Train one model in a training slot (``slot_held``: the flow holds one for it) and log its outcome;
+    returns trained or failed."""
+    return str(_train_in_slot(search_id, model_id, uri, slot_held=slot_held))
 
 
 @flow(name="nas-train", log_prints=True)
@@ -193,7 +204,14 @@ def nas_train(search_id: str, model_id: str, uri: str | None = None) -> str:
 
 
 class TaskTrainings(Trainings):
-    """Trainings as tasks of the search's flow run, in its process."""
+    """Trainings as tasks of the search's flow run, in its process.
+
+    The flow run takes the ``nas-trainer`` slots its trainings use and keeps them from one training to the
+    next until ``close``: a search keeps its slots busy (the next model is proposed while one trains), and
+    taking a slot anew for every training costs seconds on a SQLite-backed Prefect server, whose database
+    is often locked right then. Beyond the first slot it takes only free ones; when there is none, the task
+    waits for a slot itself, as deployed trainings do, so a search never holds a slot while waiting for another.
+    """
 
     def __init__(self, search_id: str, uri: str) -> None:
         super().__init__()
@@ -202,6 +220,8 @@ class TaskTrainings(Trainings):
         self.service: SearchService | None = None
         self.done: set[str] = set()  # models whose task has ended, told by the futures' callbacks
         self.finished = threading.Event()
+        self.slots: list[ExitStack] = []  # the slots this flow run holds
+        self.on_held: set[str] = set()  # running models that use a slot the flow run holds
 
     def adopt(self, service: SearchService) -> None:
         self.service = service  # a task does not outlive its flow run: nothing to adopt
@@ -210,8 +230,20 @@ class TaskTrainings(Trainings):
         self.done.add(model_id)
         self.finished.set()
 
+    def _take_slot(self, wait: bool) -> None:
+        slot = ExitStack()
+        if slot.enter_context(training_slot(TASK_LEASE_S, wait=wait)):
+            self.slots.append(slot)
+        else:
+            slot.close()
+
     def start(self, model_id: str) -> None:
-        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri)
+        if len(self.on_held) >= len(self.slots):
+            self._take_slot(wait=not self.slots)
+        slot_held = len(self.on_held) < len(self.slots)
+        if slot_held:
+            self.on_held.add(model_id)
+        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri, slot_held)
         future.add_done_callback(lambda _: self._ended(model_id))
         self.running.append(model_id)
         assert self.service is not None
@@ -234,8 +266,17 @@ class TaskTrainings(Trainings):
                     self.futures.pop(model_id).result()
                     self.running.remove(model_id)
                     self.done.discard(model_id)
+                    self.on_held.discard(model_id)
+                # A task waiting for a slot of its own must not wait on one this flow run keeps idle.
+                while len(self.slots) > len(self.on_held) and len(self.running) > len(self.on_held):
+                    self.slots.pop().close()
                 return ended
             self.finished.wait(POLL_S)
+
+    def close(self) -> None:
+        """Give the slots this flow run holds back."""
+        while self.slots:
+            self.slots.pop().close()
 
 
 class DeployedTrainings(Trainings):

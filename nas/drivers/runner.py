@@ -192,6 +192,9 @@ class Trainings(ABC):
     def wait(self, service: SearchService, lease: LeaseKeeper) -> list[str]:
         """Block until at least one running training has its outcome logged; those models, removed from running."""
 
+    def close(self) -> None:  # noqa: B027 (a hook: most trainings hold nothing between rounds)
+        """Called once when the rounds are over (or broke off): give back what is held between trainings."""
+
 
 class InProcessTrainings(Trainings):
     """Each training runs to its end in this process, when started."""

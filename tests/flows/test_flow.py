@@ -78,6 +78,39 @@ def test_two_trainers_train_at_once_and_propose_the_same_models(store: str) -> N
     assert sum(isinstance(e, TrainingStarted) for e in runs[0][:first_done]) >= 2  # overlapping trainings
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_more_trainers_than_slots_finish_and_the_flow_gives_its_slots_back(store: str) -> None:
+    """The flow keeps the slot it trains in from one training to the next; with trainers=2 and one slot on
+    the API, the second training waits for a slot of its own, and the flow must not sit on an idle one."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.nas_search import TRAINER_LIMIT, nas_search
+
+    with get_client(sync_client=True) as client:
+        try:
+            before = client.read_global_concurrency_limit_by_name(TRAINER_LIMIT).limit
+            client.update_global_concurrency_limit(TRAINER_LIMIT, GlobalConcurrencyLimitUpdate(limit=1))
+        except ObjectNotFound:
+            before = 1
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=TRAINER_LIMIT, limit=1))
+    try:
+        info = nas_search(name="one-slot", max_models=4, trainers=2, strategy="random", **FLOW_ARGS)
+        assert info["trained"] == 4 and info["status"] == "finished"
+        events = open_store().log("one-slot").read()
+        running = 0
+        for e in events:  # one slot: never two trainings at once
+            running += isinstance(e, TrainingStarted) - isinstance(e, TrainingCompleted)
+            assert running <= 1
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name(TRAINER_LIMIT).active_slots == 0  # given back
+    finally:
+        with get_client(sync_client=True) as client:
+            client.update_global_concurrency_limit(TRAINER_LIMIT, GlobalConcurrencyLimitUpdate(limit=before))
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_bad_flow_parameters_fail_fast_and_log_nothing(store: str) -> None:
     from flows.nas_search import nas_search
