@@ -80,8 +80,8 @@ def training_slot(
     that does not exist limits nothing.
 
     Why not ``prefect.concurrency.sync.concurrency``: on a SQLite-backed Prefect server (the temporary one
-    ``nas search`` starts) its acquisition often meets a locked database (the slot events it emits are being
-    written), and Prefect's HTTP client retries that after 2 s: 2 s lost per training. This asks with the
+    ``nas search`` starts) its acquisition often meets a database locked by other writes, and Prefect's HTTP
+    client retries that after 2 s: 2 s lost per training. This asks with the
     client's lease calls directly, Prefect's HTTP retries off, and asks again after ``BUSY_RETRY_S`` when the
     database was busy and after the server's Retry-After (at most ``FULL_RETRY_S``) when the limit is full.
     """
@@ -167,7 +167,10 @@ def _train_in_slot(
         return status
 
 
-@task(name="train", task_run_name="train {model_id}", tags=[TRAINER_LIMIT])
+# No tags: a tagged task run asks the server for the tags' concurrency slots before it starts (an API call per
+# training, every time Prefect's 5-s cache of "no such limit" has lapsed), and on a SQLite-backed server that
+# call often met a locked database and waited out the client's 2-s retry.
+@task(name="train", task_run_name="train {model_id}")
 def train_task(search_id: str, model_id: str, uri: str, slot_held: bool = False) -> str:
     """Train one model in a training slot (``slot_held``: the flow holds one for it) and log its outcome;
     returns trained or failed."""
