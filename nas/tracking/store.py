@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
@@ -27,6 +28,10 @@ class MlflowStore(SearchStore):
 
         for chatty in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # first use of a SQLite store
             logging.getLogger(chatty).setLevel(logging.WARNING)
+        # On a tracking server MLflow prints two "View run" lines for every run it ends, after fetching the
+        # run once more: an event run each. The search prints its own links; set the variable to false for
+        # MLflow's.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.uri = uri
         self.experiment = experiment
         path = sqlite_path(uri)
