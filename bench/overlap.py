@@ -89,7 +89,12 @@ def main() -> None:
     from nas.tracking import open_store
 
     params = (
-        {"dataset": "digits", "max_models": 4, "epochs": 1, "overrides": ["search.initial_width=8"]}
+        {
+            "dataset": "digits",
+            "max_models": 4,
+            "epochs": 1,
+            "overrides": ["search.initial_width=8", "train.min_steps=0"],
+        }
         if args.quick
         else {}
     )

@@ -31,10 +31,13 @@ from nas.architectures.weights import init_weights
 
 
 def trained_like_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
-    """Random weights with non-zero biases and BatchNorm statistics far from the identity."""
+    """Random weights with non-zero biases and BatchNorm and Normalization statistics far from the identity."""
     out = {}
     for layer_id, arrays in init_weights(arch, rng).items():
-        if arch.by_id[layer_id].kind == "BatchNormalization":
+        if arch.by_id[layer_id].kind == "Normalization":
+            c = arrays[0].shape[0]
+            out[layer_id] = (rng.normal(0, 3, c).astype("f4"), rng.uniform(0.1, 9, c).astype("f4"), np.array(100))
+        elif arch.by_id[layer_id].kind == "BatchNormalization":
             c = arrays[0].shape[0]
             out[layer_id] = (
                 rng.uniform(0.5, 1.5, c).astype("f4"),

@@ -39,6 +39,7 @@ LAYER_KINDS: dict[str, dict[str, type]] = {
     "Conv2D": {"filters": int, "kernel_size": int, "strides": int},
     "Dense": {"units": int},
     "BatchNormalization": {},
+    "Normalization": {},  # standardises each feature with the training split's mean and variance (its weights)
     "ReLU": {},
     "MaxPooling2D": {"pool_size": int},
     "GlobalAveragePooling2D": {},
@@ -144,7 +145,7 @@ def _out_shape(layer: Layer, shapes: list[Shape]) -> Shape:
                 f"got {shapes} from {layer.inputs}"
             )
         return (*shapes[0][:-1], sum(s[-1] for s in shapes))
-    return shapes[0]  # BatchNormalization, ReLU, Dropout, Softmax keep the shape
+    return shapes[0]  # BatchNormalization, Normalization, ReLU, Dropout, Softmax keep the shape
 
 
 def _signature(layer: Layer, rank: Mapping[str, int]) -> tuple[Any, ...]:
@@ -289,6 +290,8 @@ class Architecture:
             return in_dim * lay.get("units") + lay.get("units")
         if lay.kind == "BatchNormalization":
             return 4 * in_dim
+        if lay.kind == "Normalization":
+            return 2 * in_dim + 1  # mean, variance and Keras' sample count
         return 0
 
     @cached_property

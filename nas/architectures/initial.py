@@ -48,11 +48,13 @@ def initial_cnn(
 
 
 def initial_mlp(input_shape: Shape, num_classes: int, *, layers: int = 2, units: int = 64) -> Architecture:
-    """An MLP for flat feature vectors: ``layers`` times Dense -> ReLU -> Dropout, then softmax."""
+    """An MLP for flat feature vectors: a Normalization (set to the training split's statistics before the first
+    training, so the model takes raw features), ``layers`` times Dense -> ReLU -> Dropout, then softmax."""
     if len(input_shape) != 1:
         raise ValueError(f"initial_mlp needs a flat input shape (D,), got {input_shape}; use initial_cnn")
     _check_positive(num_classes=num_classes, layers=layers, units=units)
     chain = _Chain()
+    chain.add("Normalization")
     for _ in range(layers):
         chain.add("Dense", units=units)
         chain.add("ReLU")

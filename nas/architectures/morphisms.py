@@ -5,6 +5,8 @@ Four kinds, as in Auto-Keras:
 - ``deeper``: insert an identity Conv2D (or Dense) after a layer of the main chain, optionally
   followed by an identity BatchNorm and a ReLU. The ReLU keeps the function only where its
   input is never negative; a deeper morphism that adds one elsewhere is declared approximate.
+  Planned at random, it always adds the ReLU, after a layer whose output is never negative
+  where the network has one.
 - ``wider``: give a Conv2D or Dense more units by duplicating existing ones; every layer that
   mixes those channels gets zero weights for the new inputs. BatchNorm, pooling, Flatten and
   Concatenate pass the new channels on; an Add widens the producers of its other inputs with
@@ -187,16 +189,23 @@ def plan_deeper(
     kernel_size: int | None = None,
     relu: bool | None = None,
 ) -> Morphism:
-    """Plan an identity layer after ``after`` (random body layer if None).
+    """Plan an identity layer after ``after``.
 
-    Conv gets a random odd kernel and an identity BatchNorm; a ReLU is added where it keeps the
-    function, unless ``relu`` says otherwise (``relu=True`` on a signed input is approximate).
+    Conv gets a random odd kernel and an identity BatchNorm. With ``after`` given, a ReLU is added where
+    it keeps the function, unless ``relu`` says otherwise (``relu=True`` on a signed input is approximate).
+    With ``after`` None the new layer always ends in a ReLU, as in Auto-Keras, so it adds a nonlinearity
+    rather than a linear map that composes with its neighbour: it goes after a random body layer whose
+    output is never negative (the morphism stays exact), or, where there is none, after any body layer
+    (approximate).
     """
     targets = deeper_targets(arch)
     if after is None:
         if not targets:
             raise ValueError("the architecture has no layer a deeper morphism can follow")
-        after = targets[int(rng.integers(len(targets)))]
+        safe_targets = [n for n in targets if _nonnegative(arch, n)]
+        pool = safe_targets or targets
+        after = pool[int(rng.integers(len(pool)))]
+        relu = True if relu is None else relu
     _check_body(arch, after, "deeper after")
     image = len(arch.shapes[after]) == 3
     if kernel_size is None:

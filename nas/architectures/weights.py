@@ -1,7 +1,8 @@
 """Weights beside the graph: numpy arrays keyed by layer id, in Keras' own order and layout.
 
 Conv2D: (kernel[kh, kw, c_in, c_out], bias[c_out]); Dense: (kernel[d_in, d_out], bias[d_out]);
-BatchNormalization: (gamma, beta, moving_mean, moving_variance). Other layers have none.
+BatchNormalization: (gamma, beta, moving_mean, moving_variance); Normalization: (mean[c], variance[c],
+count[]), the statistics of the training split (``standardize``). Other layers have none.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.architectures.graph import Architecture, Shape
+from nas.architectures.graph import INPUT, Architecture, Shape
 
 Weights = Mapping[str, tuple[np.ndarray, ...]]
 
@@ -29,16 +30,22 @@ def weight_shapes(arch: Architecture) -> dict[str, tuple[Shape, ...]]:
             out[lay.id] = ((c_in, lay.get("units")), (lay.get("units"),))
         elif lay.kind == "BatchNormalization":
             out[lay.id] = ((c_in,),) * 4
+        elif lay.kind == "Normalization":
+            out[lay.id] = ((c_in,), (c_in,), ())
     return out
 
 
 def init_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
-    """Fresh weights as Keras initialises them: Glorot-uniform kernels, zero biases, identity BN."""
+    """Fresh weights as Keras initialises them: Glorot-uniform kernels, zero biases, identity BN and
+    Normalization (``standardize`` gives a Normalization the statistics of the data)."""
     out: dict[str, tuple[np.ndarray, ...]] = {}
     for layer_id, shapes in weight_shapes(arch).items():
-        if arch.by_id[layer_id].kind == "BatchNormalization":
+        kind = arch.by_id[layer_id].kind
+        if kind in ("BatchNormalization", "Normalization"):
             (c,) = shapes[0]
-            out[layer_id] = (np.ones(c, "f4"), np.zeros(c, "f4"), np.zeros(c, "f4"), np.ones(c, "f4"))
+            identity = (np.zeros(c, "f4"), np.ones(c, "f4"))
+            bn = kind == "BatchNormalization"
+            out[layer_id] = (np.ones(c, "f4"), np.zeros(c, "f4"), *identity) if bn else (*identity, np.array(0))
             continue
         kernel_shape, bias_shape = shapes
         receptive = int(np.prod(kernel_shape[:-2])) if len(kernel_shape) > 2 else 1
@@ -46,6 +53,22 @@ def init_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tupl
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         kernel = rng.uniform(-limit, limit, kernel_shape).astype("f4")
         out[layer_id] = (kernel, np.zeros(bias_shape, "f4"))
+    return out
+
+
+def standardize(arch: Architecture, weights: Weights, x: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+    """``weights`` with every Normalization layer that reads the network input set to the per-feature mean and
+    variance of ``x`` (the training split; per channel for images), so the network standardises raw inputs
+    itself. A constant feature gets variance 1: it becomes 0 and stays finite on data where it varies."""
+    out = dict(weights)
+    flat = np.asarray(x, "f8").reshape(-1, arch.input_shape[-1])
+    if not len(flat):
+        raise ValueError("standardize needs at least one training example")
+    for lay in arch.layers:
+        if lay.kind == "Normalization" and lay.inputs == (INPUT,):
+            mean, var = flat.mean(axis=0), flat.var(axis=0)
+            var = np.where(var > 1e-12, var, 1.0)
+            out[lay.id] = (mean.astype("f4"), var.astype("f4"), np.array(len(flat), dtype=np.int64))
     return out
 
 

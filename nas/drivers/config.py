@@ -32,14 +32,22 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
         "initial_width": (int, *_POSITIVE),
         "initial_depth": (int, *_POSITIVE),
+        "initial_units": (int, *_POSITIVE),
+        "initial_dense_layers": (int, *_POSITIVE),
     },
     "train": {
         "epochs": (int, *_POSITIVE),
         "batch_size": (int, *_POSITIVE),
         "learning_rate": (float, *_POSITIVE),
         "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
+        "min_steps": (int, lambda v: v >= 0, "a non-negative integer"),
         "timeout_s": (float, *_POSITIVE),
     },
+}
+# Settings added after settings files were written: a file without them gets these values.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "search": {"initial_units": 256, "initial_dense_layers": 2},
+    "train": {"min_steps": 150},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
@@ -83,6 +91,10 @@ def _validate(config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple
             if not check(value):
                 raise ValueError(f"{group}.{key}={value!r} must be {good}")
             out.setdefault(group, {})[key] = value
+    for group, values in DEFAULTS.items():
+        if group in schema:
+            for key, value in values.items():
+                out.setdefault(group, {}).setdefault(key, value)
     missing = [f"{g}.{k}" for g, keys in schema.items() for k in keys if k not in out.get(g, {})]
     if missing:
         raise ValueError(

@@ -23,6 +23,8 @@ def _keras_layer(layer: Layer, seed: int | None) -> keras.layers.Layer:
             return keras.layers.Dense(cfg["units"], name=name)
         case "BatchNormalization":
             return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+        case "Normalization":
+            return keras.layers.Normalization(axis=-1, name=name)
         case "ReLU":
             return keras.layers.ReLU(name=name)
         case "MaxPooling2D":
@@ -61,7 +63,10 @@ def build_model(arch: Architecture, weights: Weights | None = None, *, seed: int
     model = keras.Model(tensors[INPUT], tensors[arch.output], name=f"arch_{arch.id[:12]}")
     if weights is not None:
         for layer_id, arrays in weights.items():
-            model.get_layer(layer_id).set_weights([np.asarray(a) for a in arrays])
+            layer = model.get_layer(layer_id)
+            layer.set_weights([np.asarray(a) for a in arrays])
+            if isinstance(layer, keras.layers.Normalization):
+                layer.finalize_state()  # Keras reads mean and variance into the tensors it normalises with
     return model
 
 

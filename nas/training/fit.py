@@ -33,14 +33,23 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     early_stopping_patience: int = 2
+    min_steps: int = 0  # more epochs than ``epochs`` where an epoch is short, to take at least this many steps
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "early_stopping_patience"):
+        for name in ("epochs", "batch_size", "early_stopping_patience", "min_steps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if "patience" in name else 1):
-                raise ValueError(f"train.{name}={value!r} must be a positive integer")
+            least = 0 if name in ("early_stopping_patience", "min_steps") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                sign = "non-negative" if least == 0 else "positive"
+                raise ValueError(f"train.{name}={value!r} must be a {sign} integer")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate={self.learning_rate!r} must be positive")
+
+    def epochs_for(self, examples: int) -> int:
+        """Epochs to train on ``examples`` training examples: ``epochs``, or more on data so small that an epoch
+        is only a few steps (a table of 100 rows is 2 steps of 64), enough for ``min_steps`` steps."""
+        steps_per_epoch = max(1, -(-examples // self.batch_size))
+        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
 
 @dataclass
@@ -100,7 +109,8 @@ def fit(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping.
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping, for
+    ``config.epochs_for(len(x_train))`` epochs at most.
 
     With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
     loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
@@ -131,7 +141,7 @@ def fit(
     logged = model.fit(
         _ShuffledBatches(x_train, y_train, config.batch_size, seed),
         validation_data=validation,
-        epochs=config.epochs,
+        epochs=config.epochs_for(len(x_train)),
         callbacks=callbacks,
         shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
         verbose=0,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nas.architectures.graph import Architecture
 from nas.architectures.morphisms import apply_chain
-from nas.architectures.weights import Weights, init_weights, load_weights, save_weights
+from nas.architectures.weights import Weights, init_weights, load_weights, save_weights, standardize
 from nas.data import Splits
 from nas.ledger.events import finite_or_none
 from nas.ledger.service import IntegrityError, SearchService, seed_for
@@ -63,7 +63,7 @@ def run_training(
         arch = model.arch
         weights: Weights
         if model.parent_id is None:
-            weights = init_weights(arch, seed_for(state.seed, number, 2))
+            weights = standardize(arch, init_weights(arch, seed_for(state.seed, number, 2)), data.x_train)
             error = None
         else:
             parent = state.models[model.parent_id]
@@ -81,7 +81,10 @@ def run_training(
                 raise TrainingTimeout(f"training took longer than train.timeout_s={t['timeout_s']:g}")
             return False
 
-        config = TrainConfig(t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"])
+        # A search logged before train.min_steps existed trains as it did then.
+        config = TrainConfig(
+            t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"], t.get("min_steps", 0)
+        )
         result = fit(
             arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
         )

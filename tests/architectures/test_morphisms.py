@@ -45,6 +45,33 @@ def test_deeper_on_signed_input_adds_no_relu_unless_asked(small_cnn: Architectur
     assert not forced.exact
 
 
+def test_deeper_at_random_adds_a_nonlinearity_and_stays_exact_where_it_can(
+    small_cnn: Architecture, small_mlp: Architecture
+) -> None:
+    """Planned at random, deeper always adds a ReLU (a linear layer beside a Dense or Conv composes to one linear
+    map: no capacity). Where the network has a layer whose output is never negative, it goes there, exactly."""
+    for arch in (small_cnn, small_mlp):
+        rng = np.random.default_rng(0)
+        chosen = set()
+        for _ in range(40):
+            m = plan_deeper(arch, rng)
+            assert m.arg("relu") and m.exact
+            chosen.add(m.arg("after"))
+        assert chosen and all(arch.by_id[a].kind in ("ReLU", "Dropout") for a in chosen)
+        assert len(chosen) > 1
+    # A body with no non-negative output (Dense straight after the input): approximate, as in Auto-Keras.
+    linear = Architecture(
+        (6,),
+        (
+            Layer.make("dense_1", "Dense", ["input"], units=4),
+            Layer.make("dense_2", "Dense", ["dense_1"], units=3),
+            Layer.make("softmax_3", "Softmax", ["dense_2"]),
+        ),
+    )
+    m = plan_deeper(linear, np.random.default_rng(0))
+    assert m.arg("relu") and not m.exact and m.arg("after") == "dense_1"
+
+
 def test_wider_grows_target_and_keeps_consumers(small_cnn: Architecture) -> None:
     child, _ = wider(small_cnn, None, np.random.default_rng(0), layer="conv2d_3", n_add=5)
     assert child.by_id["conv2d_3"].get("filters") == 13
@@ -160,8 +187,8 @@ def test_deeper_leaves_parent_weights_untouched(small_mlp: Architecture) -> None
     rng = np.random.default_rng(0)
     weights = init_weights(small_mlp, rng)
     before = {k: [a.copy() for a in v] for k, v in weights.items()}
-    wider(small_mlp, weights, rng, layer="dense_1", n_add=4)
-    deeper(small_mlp, weights, rng, after="dense_1")
+    wider(small_mlp, weights, rng, layer="dense_2", n_add=4)
+    deeper(small_mlp, weights, rng, after="dense_2")
     assert all(all(np.array_equal(a, b) for a, b in zip(weights[k], before[k], strict=True)) for k in weights)
 
 

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).parents[2]
 NAS = str(Path(sys.executable).parent / "nas")
-TINY = {"search": {"max_models": 2, "initial_width": 8}, "train": {"epochs": 1}}
+TINY = {"search": {"max_models": 2, "initial_width": 8}, "train": {"epochs": 1, "min_steps": 0}}
 
 
 def _settings(path: Path, dataset: str) -> None:
@@ -66,3 +66,43 @@ def test_own_settings_file_and_own_data_in_a_folder_without_params_yaml(tmp_path
     audit = _nas(work, uri, "audit", "mine")
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "anchor(s) held" in audit.stdout  # the witness file beside the project was checked
+
+
+@pytest.mark.slow
+def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_takes_raw_features(
+    tmp_path: Path,
+) -> None:
+    """A user's own table (scikit-learn's breast cancer: 30 features from 0.001 to 4,000, unscaled) as an .npz and
+    a settings file written before train.min_steps and search.initial_units existed: the search standardises
+    inside the model, and the registered model, loaded back through MLflow, classifies raw rows."""
+    import mlflow
+    from sklearn.datasets import load_breast_cancer
+
+    from nas.data import load_splits
+
+    work = tmp_path / "tabular"
+    work.mkdir()
+    table = load_breast_cancer()
+    np.savez(work / "cells.npz", x=table.data.astype(np.float32), y=table.target)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["train"]["min_steps"], params["search"]["initial_units"], params["search"]["initial_dense_layers"]
+    params["search"].update(max_models=2, strategy="random")
+    params["data"]["dataset"] = "cells.npz"
+    (work / "old.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = _nas(work, uri, "search", "--local", "--config", "old.yaml", "--name", "cells")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    registered = _nas(work, uri, "register", "cells", "--model-name", "cells-model")
+    assert registered.returncode == 0, registered.stdout[-2000:] + registered.stderr[-2000:]
+
+    splits = load_splits(str(work / "cells.npz"))
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/cells-model/1")
+    probabilities = np.asarray(model.predict(splits.x_test))
+    accuracy = float(np.mean(probabilities.argmax(1) == splits.y_test))
+    assert accuracy >= 0.9, accuracy  # the raw features, unscaled, are what the model was given
+    layer = model.get_raw_model().get_layer("normalization_1")
+    mean, variance, count = layer.get_weights()
+    np.testing.assert_allclose(mean, splits.x_train.mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(variance, splits.x_train.var(axis=0), rtol=1e-3)
+    assert int(count) == len(splits.x_train)

@@ -20,7 +20,7 @@ from nas.ledger.replay import verify
 from nas.tracking import open_store
 
 ROOT = Path(__file__).parents[2]
-SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.max_models=4"]
+SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.initial_width=8", "search.max_models=4"]
 
 
 def outcome(events) -> list[tuple[str, str, float]]:

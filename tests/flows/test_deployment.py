@@ -101,7 +101,7 @@ def test_deployment_runs_a_search_that_lands_in_mlflow(tmp_path: Path, monkeypat
                 "-p",
                 "epochs=1",
                 "-p",
-                'overrides=["search.initial_width=8"]',
+                'overrides=["search.initial_width=8", "train.min_steps=0"]',
             ],
             env=env,
             cwd=tmp_path,

@@ -14,7 +14,13 @@ from nas.ledger.memory import MemoryEventLog, MemoryStore
 from nas.ledger.state import OOM_CAP_FACTOR, fold, parse_architecture
 
 ROOT = Path(__file__).parents[2]
-SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.strategy=random"]
+SMALL = [
+    "data.dataset=digits",
+    "train.epochs=1",
+    "train.min_steps=0",
+    "search.initial_width=8",
+    "search.strategy=random",
+]
 
 
 def failures(log: MemoryEventLog) -> list[TrainingFailed]:

@@ -12,7 +12,7 @@ from nas.ledger.ports import LeaseHeld
 from nas.ledger.replay import verify
 from nas.tracking import open_store
 
-SMALL = ["search.initial_width=8"]
+SMALL = ["search.initial_width=8", "train.min_steps=0"]
 FLOW_ARGS = {"dataset": "digits", "epochs": 1, "overrides": SMALL}
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).parents[2]
 TINY = {
     "data": {"dataset": "digits"},
     "search": {"max_models": 3, "initial_width": 8},
-    "train": {"epochs": 1},
+    "train": {"epochs": 1, "min_steps": 0},
     "final": {"epochs": 1},
 }
 

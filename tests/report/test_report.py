@@ -23,7 +23,7 @@ from nas.tracking.runs import searches_path
 from tests.conftest import mlflow_ui
 
 ROOT = Path(__file__).parents[2]
-SMALL = ["data.dataset=digits", "train.epochs=1", "search.initial_width=8", "search.max_models=3"]
+SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.initial_width=8", "search.max_models=3"]
 
 
 @pytest.fixture(scope="module")

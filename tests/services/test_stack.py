@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT_RUN = [str(BIN / "prefect"), "deployment", "run", "nas-search/stack"]
-SMALL = ["-p", "dataset=digits", "-p", "epochs=1", "-p", 'overrides=["search.initial_width=8"]']
+SMALL = ["-p", "dataset=digits", "-p", "epochs=1", "-p", 'overrides=["search.initial_width=8", "train.min_steps=0"]']
 
 
 def env_of(stack: Stack) -> dict[str, str]:

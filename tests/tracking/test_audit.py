@@ -112,7 +112,9 @@ def test_replaced_weights_are_caught_by_the_audit_and_never_trained_from(mlflow_
     from nas.ledger.service import SearchService
 
     root = Path(__file__).parents[2]
-    config = load(root / "params.yaml", ["data.dataset=digits", "train.epochs=1", "search.max_models=1"])
+    config = load(
+        root / "params.yaml", ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.max_models=1"]
+    )
     run_search(open_store(), "w", config)
     log = open_store().log("w")
     seq = SearchService(log).state.models["m1"].completed_seq

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from nas.architectures.graph import INPUT, Architecture, Layer
+from nas.architectures.initial import initial_mlp
 from nas.architectures.morphisms import plan_skip
-from nas.training.builder import build_model, predict, read_weights
+from nas.architectures.weights import init_weights, standardize
+from nas.training.builder import build_model, load_keras, predict, read_weights, save_keras
 from tests.conftest import trained_like_weights
 
 
@@ -71,10 +75,35 @@ def test_layers_carry_the_architecture_ids(small_mlp: Architecture) -> None:
 
 def test_wrong_weights_are_refused(small_mlp: Architecture) -> None:
     weights = dict(trained_like_weights(small_mlp, np.random.default_rng(0)))
-    kernel, bias = weights["dense_1"]
-    with pytest.raises(ValueError, match="'dense_1' have shapes"):
-        build_model(small_mlp, {**weights, "dense_1": (kernel[:3], bias)})
-    with pytest.raises(ValueError, match="weights for layer 'dense_1' are missing"):
-        build_model(small_mlp, {k: v for k, v in weights.items() if k != "dense_1"})
+    kernel, bias = weights["dense_2"]
+    with pytest.raises(ValueError, match="'dense_2' have shapes"):
+        build_model(small_mlp, {**weights, "dense_2": (kernel[:3], bias)})
+    with pytest.raises(ValueError, match="weights for layer 'dense_2' are missing"):
+        build_model(small_mlp, {k: v for k, v in weights.items() if k != "dense_2"})
     with pytest.raises(ValueError, match="not weighted layers"):
-        build_model(small_mlp, {**weights, "relu_2": (kernel,)})
+        build_model(small_mlp, {**weights, "relu_3": (kernel,)})
+
+
+def test_the_normalization_layer_standardises_raw_features_and_survives_a_keras_file(tmp_path: Path) -> None:
+    """The initial MLP's Normalization gets the training split's mean and variance; built, saved as .keras and
+    loaded back, the network sees standardised features (a constant feature becomes 0 and stays finite)."""
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(1000, 250, 400), rng.normal(0.01, 0.002, 400), np.full(400, 7.0)]).astype("f4")
+    arch = initial_mlp((3,), 2, layers=1, units=4)
+    assert arch.layers[0].kind == "Normalization" and arch.layers[0].inputs == (INPUT,)
+    weights = standardize(arch, init_weights(arch, rng), x)
+    mean, variance, count = weights["normalization_1"]
+    np.testing.assert_allclose(mean, x.mean(axis=0), rtol=1e-5)
+    assert variance[2] == 1.0 and int(count) == 400
+    model = build_model(arch, weights)
+    inner = model.get_layer("normalization_1")
+    z = np.asarray(inner(x))
+    np.testing.assert_allclose(z[:, :2].mean(axis=0), 0, atol=1e-3)
+    np.testing.assert_allclose(z[:, :2].std(axis=0), 1, atol=1e-3)
+    assert np.all(z[:, 2] == 0) and np.all(np.isfinite(np.asarray(inner(x + 5))))
+    save_keras(arch, weights, tmp_path / "m.keras")
+    back = load_keras(tmp_path / "m.keras", arch)
+    for layer_id, arrays in weights.items():
+        for a, b in zip(arrays, back[layer_id], strict=True):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(predict(arch, back, x), predict(arch, weights, x), atol=1e-6)
