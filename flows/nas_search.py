@@ -49,11 +49,12 @@ def refit_task(search_id: str, uri: str) -> None:
 
 
 @task(name="propose", task_run_name="propose {model_id}")
-def propose_task(search_id: str, uri: str, model_id: str) -> str | None:
-    """Propose the next model (``model_id``) with the logged surrogate; None when nothing new fits."""
+def propose_task(search_id: str, uri: str, model_id: str, elapsed_s: float | None = None) -> str | None:
+    """Propose the next model (``model_id``) with the logged surrogate, logged with the search's wall clock
+    ``elapsed_s`` (the flow's); None when nothing new fits."""
     service = _proposer(search_id, uri)
     service.refresh()
-    proposed = service.ask(1)
+    proposed = service.ask(1, elapsed_s=elapsed_s)
     return proposed[0].model_id if proposed else None
 
 
@@ -204,7 +205,7 @@ def nas_search(
         publisher = Publisher(store, service, splits, print, also=story.round)
         hooks = RoundHooks(
             refit=lambda: refit_task(name, uri),
-            propose=lambda: propose_task(name, uri, f"m{len(service.refresh().models) + 1}"),
+            propose=lambda: propose_task(name, uri, f"m{len(service.refresh().models) + 1}", service.elapsed_s()),
             progress=print,
             on_round=publisher.round,
         )

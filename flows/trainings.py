@@ -136,11 +136,16 @@ def training_slot(
 
 
 def _train_in_slot(
-    search_id: str, model_id: str, uri: str, lease_s: float = TASK_LEASE_S, slot_held: bool = False
+    search_id: str,
+    model_id: str,
+    uri: str,
+    lease_s: float = TASK_LEASE_S,
+    slot_held: bool = False,
+    deadline: float | None = None,
 ) -> ModelStatus:
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
     died holding it; ``slot_held``: the caller holds one for it) and log the outcome; a model that has its
-    outcome already is not trained again."""
+    outcome already is not trained again. ``deadline``: when the search's wall-clock budget runs out."""
     from nas.training.task import run_training
 
     logger = get_run_logger()
@@ -160,7 +165,7 @@ def _train_in_slot(
                 logs.get("val_accuracy", float("nan")),
             )
 
-        status = run_training(service, model_id, data_of(service.state.config), on_epoch=epoch)
+        status = run_training(service, model_id, data_of(service.state.config), on_epoch=epoch, deadline=deadline)
         record = service.state.models[model_id]
         detail = f"val_accuracy {record.val_accuracy:.4f}" if status == ModelStatus.TRAINED else record.failure
         logger.info("%s %s: %s", model_id, status, detail)
@@ -171,17 +176,18 @@ def _train_in_slot(
 # training, every time Prefect's 5-s cache of "no such limit" has lapsed), and on a SQLite-backed server that
 # call often met a locked database and waited out the client's 2-s retry.
 @task(name="train", task_run_name="train {model_id}")
-def train_task(search_id: str, model_id: str, uri: str, slot_held: bool = False) -> str:
-    """Train one model in a training slot (``slot_held``: the flow holds one for it) and log its outcome;
-    returns trained or failed."""
-    return str(_train_in_slot(search_id, model_id, uri, slot_held=slot_held))
+def train_task(search_id: str, model_id: str, uri: str, slot_held: bool = False, deadline: float | None = None) -> str:
+    """Train one model in a training slot (``slot_held``: the flow holds one for it), ending by the search's
+    ``deadline``, and log its outcome; returns trained or failed."""
+    return str(_train_in_slot(search_id, model_id, uri, slot_held=slot_held, deadline=deadline))
 
 
 @flow(name="nas-train", log_prints=True)
-def nas_train(search_id: str, model_id: str, uri: str | None = None) -> str:
+def nas_train(search_id: str, model_id: str, uri: str | None = None, deadline: float | None = None) -> str:
     """Train model ``model_id`` of search ``search_id`` in a training slot and log its outcome (trained or
     failed); a model whose outcome is logged already is not trained again. Deployed for workers, it is how
-    one search trains several models at once on several workers (see ``NAS_TRAIN_DEPLOYMENT``)."""
+    one search trains several models at once on several workers (see ``NAS_TRAIN_DEPLOYMENT``). ``deadline``
+    (a Unix time) is when the search's wall-clock budget runs out: the training ends at an epoch before it."""
     from prefect.events import emit_event
     from prefect.runtime import flow_run
 
@@ -201,7 +207,7 @@ def nas_train(search_id: str, model_id: str, uri: str | None = None) -> str:
     beats = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="nas-heartbeat", daemon=True)
     beats.start()
     try:
-        return str(_train_in_slot(search_id, model_id, uri or tracking_uri(), lease_s=60))
+        return str(_train_in_slot(search_id, model_id, uri or tracking_uri(), lease_s=60, deadline=deadline))
     finally:
         stop.set()
 
@@ -246,7 +252,9 @@ class TaskTrainings(Trainings):
         slot_held = len(self.on_held) < len(self.slots)
         if slot_held:
             self.on_held.add(model_id)
-        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri, slot_held)
+        assert self.service is not None, "adopt() comes first"
+        deadline = self.service.deadline()
+        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri, slot_held, deadline)
         future.add_done_callback(lambda _: self._ended(model_id))
         self.running.append(model_id)
         assert self.service is not None
@@ -343,7 +351,12 @@ class DeployedTrainings(Trainings):
         n = max(self.dispatches.get(model_id, 0), model.attempts if model else 0) + 1
         run = run_deployment(
             self.deployment,
-            parameters={"search_id": self.search_id, "model_id": model_id, "uri": self.uri},
+            parameters={
+                "search_id": self.search_id,
+                "model_id": model_id,
+                "uri": self.uri,
+                "deadline": self.service.deadline(),
+            },
             timeout=0,
             flow_run_name=f"{self.search_id}-{model_id}-{n}",
             idempotency_key=f"{self.key}/{self.search_id}/{model_id}/{n}",

@@ -212,7 +212,7 @@ class InProcessTrainings(Trainings):
 
         assert self.service is not None, "adopt() comes first"
         self.running.append(model_id)
-        run_training(self.service, model_id, self.splits, on_epoch=self.on_epoch)
+        run_training(self.service, model_id, self.splits, on_epoch=self.on_epoch, deadline=self.service.deadline())
 
     def wait(self, service: SearchService, lease: LeaseKeeper) -> list[str]:
         ended, self.running = self.running, []

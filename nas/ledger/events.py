@@ -54,8 +54,10 @@ class ArchitectureProposed(Event):
     proposal_seconds: float = 0.0
     batch_index: int = 0  # v2: its place in the batch proposed at once (replay re-runs whole batches)
     batch_size: int = 1  # v2
+    # v3: wall-clock seconds the search had run when proposed, summed over its runners' sessions (None before v3)
+    elapsed_s: float | None = None
     TYPE: ClassVar[str] = "ArchitectureProposed"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ class SearchFinished(Event):
     best_model_id: str | None
     val_accuracy: float | None
     reason: str
+    elapsed_s: float | None = None  # v2: the search's wall-clock seconds at its end (None before v2)
     TYPE: ClassVar[str] = "SearchFinished"
+    VERSION: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
@@ -151,9 +155,16 @@ def upcast_completed_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "weights_sha256": None}
 
 
+def upcast_elapsed(payload: dict[str, Any]) -> dict[str, Any]:
+    """Before ArchitectureProposed v3 and SearchFinished v2 the wall clock was not recorded: unknown."""
+    return {**payload, "elapsed_s": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ArchitectureProposed", 1): upcast_proposed_v1_v2,
+    ("ArchitectureProposed", 2): upcast_elapsed,
     ("TrainingCompleted", 1): upcast_completed_v1_v2,
+    ("SearchFinished", 1): upcast_elapsed,
 }
 
 

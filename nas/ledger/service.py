@@ -10,6 +10,7 @@ an uninterrupted one would.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -150,6 +151,18 @@ class SearchService:
         self.log = log
         self.state = fold(log.read())
         self.proposing = Proposing()
+        # The search's wall clock: what its log records (a log from before it was recorded: the seconds spent),
+        # then this service's own time since it opened the log.
+        self._opened = time.time()
+        self._elapsed_before = self.state.spent_seconds if self.state.elapsed_s is None else self.state.elapsed_s
+
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds the search has run: over earlier runners' sessions (as logged) and this one's."""
+        return self._elapsed_before + (time.time() - self._opened)
+
+    def deadline(self) -> float:
+        """When ``search.time_budget_s`` of wall clock runs out, as a Unix time (trainings elsewhere share it)."""
+        return self._opened - self._elapsed_before + float(self.state.config["search"]["time_budget_s"])
 
     def refresh(self) -> SearchState:
         """Catch up with events appended by anyone since the last read (reads nothing when none were)."""
@@ -214,11 +227,13 @@ class SearchService:
 
         self._commit(build)
 
-    def ask(self, k: int = 1) -> list[ArchitectureProposed]:
-        """Propose up to ``k`` new models with the logged surrogate and log them."""
+    def ask(self, k: int = 1, elapsed_s: float | None = None) -> list[ArchitectureProposed]:
+        """Propose up to ``k`` new models with the logged surrogate and log them, with the search's wall clock
+        (``elapsed_s``, from the runner whose clock it is; this service's own by default)."""
 
         def build(state: SearchState) -> list[Event]:
             batch = self.proposing.batch(state, k)
+            elapsed = round(self.elapsed_s() if elapsed_s is None else elapsed_s, 3)
             return [
                 ArchitectureProposed(
                     search_id=state.search_id,
@@ -236,6 +251,7 @@ class SearchService:
                     proposal_seconds=p.seconds,
                     batch_index=i,
                     batch_size=len(batch.proposals),
+                    elapsed_s=elapsed,
                 )
                 for i, p in enumerate(batch.proposals)
             ]
@@ -324,6 +340,7 @@ class SearchService:
                     best_model_id=best.model_id if best else None,
                     val_accuracy=best.val_accuracy if best else None,
                     reason=reason,
+                    elapsed_s=round(self.elapsed_s(), 3),
                 )
             ]
 
@@ -367,12 +384,13 @@ class SearchService:
         return path
 
     def stop_reason(self) -> str | None:
-        """Why no further model may be proposed (budget spent), or None to go on."""
+        """Why no further model may be proposed (budget spent), or None to go on. The time budget is wall clock,
+        as this service counts it (``elapsed_s``): the runner's."""
         s = self.state.config["search"]
         if len(self.state.models) >= s["max_models"]:
             return f"max_models={s['max_models']} reached"
-        if self.state.spent_seconds >= s["time_budget_s"]:
-            return f"time_budget_s={s['time_budget_s']:g} spent"
+        if self.elapsed_s() >= s["time_budget_s"]:
+            return f"time_budget_s={s['time_budget_s']:g} of wall clock spent"
         return None
 
     def chain(self, model_id: str) -> tuple[Architecture, list[Morphism]]:

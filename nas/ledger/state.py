@@ -86,7 +86,8 @@ class SearchState:
     best_model_id: str | None = None
     refits: int = 0
     surrogate: tuple[float, float] | None = None  # (length scale, noise) of the last logged refit
-    spent_seconds: float = 0.0  # proposal + training seconds recorded so far: the budget already used
+    spent_seconds: float = 0.0  # proposal, refit and training seconds recorded so far (compute, not wall clock)
+    elapsed_s: float | None = None  # the search's wall clock as last recorded (a proposal, its end); None: never
     finished: bool = False
     finish_reason: str | None = None
     registered: tuple[tuple[str, str, str], ...] = ()  # (model id, registered name, version)
@@ -196,7 +197,12 @@ def _(event: ArchitectureProposed, state: SearchState) -> SearchState:
         tuple(event.morphisms),
         event.seq,
     )
-    return _with_model(state, model, spent_seconds=state.spent_seconds + event.proposal_seconds)
+    return _with_model(
+        state,
+        model,
+        spent_seconds=state.spent_seconds + event.proposal_seconds,
+        elapsed_s=state.elapsed_s if event.elapsed_s is None else event.elapsed_s,
+    )
 
 
 @apply.register
@@ -251,7 +257,8 @@ def _(event: TrainingFailed, state: SearchState) -> SearchState:
 
 @apply.register
 def _(event: SearchFinished, state: SearchState) -> SearchState:
-    return replace(state, finished=True, finish_reason=event.reason)
+    elapsed = state.elapsed_s if event.elapsed_s is None else event.elapsed_s
+    return replace(state, finished=True, finish_reason=event.reason, elapsed_s=elapsed)
 
 
 @apply.register

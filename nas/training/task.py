@@ -39,8 +39,12 @@ def run_training(
     data: Splits,
     *,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    deadline: float | None = None,
 ) -> ModelStatus:
     """Log TrainingStarted, train ``model_id`` from its parent's weights, log the outcome; returns its status.
+
+    ``deadline`` (a Unix time: when the search's wall-clock budget runs out) ends the training after the
+    epoch past which another epoch, as long as the last one, would end beyond it; the first epoch always runs.
 
     A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
     timeout, or any other error with its text) and the search goes on. Parent weights that fail their
@@ -74,12 +78,16 @@ def run_training(
             assert child_arch.id == arch.id, f"replaying the morphisms of {model_id} gave another architecture"
             error = preservation_error(parent_arch, parent_weights, arch, weights, data.x_val[:PROBE])
 
+        epoch_ends = [time.perf_counter()]
+
         def watch(epoch: int, logs: dict[str, float]) -> bool:
             if on_epoch is not None:
                 on_epoch(epoch, logs)
-            if time.perf_counter() - start > t["timeout_s"]:
+            now = time.perf_counter()
+            if now - start > t["timeout_s"]:
                 raise TrainingTimeout(f"training took longer than train.timeout_s={t['timeout_s']:g}")
-            return False
+            last_epoch, epoch_ends[0] = now - epoch_ends[0], now
+            return deadline is not None and time.time() + last_epoch > deadline
 
         # A search logged before train.min_steps existed trains as it did then.
         config = TrainConfig(

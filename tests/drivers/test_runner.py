@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,3 +95,22 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
     assert [e.seq for e in killed] == list(range(1, len(killed) + 1))  # no gap, no duplicate
     audit = subprocess.run([*nas, "audit", "killed"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+@pytest.mark.slow
+def test_the_time_budget_is_wall_clock_and_the_last_training_ends_by_it() -> None:
+    """search.time_budget_s counts the wall clock, not the seconds the events record: a training that would run
+    far past it (1,000 epochs) ends at an epoch before the deadline, and no model is proposed after it."""
+    budget = 20.0
+    sets = ["train.epochs=1000", "train.early_stopping_patience=0", f"search.time_budget_s={budget}"]
+    config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=100", *sets])
+    store = MemoryStore()
+    start = time.time()
+    state = run_search(store, "clock", config)
+    wall = time.time() - start
+    completed = [e for e in store.log("clock").read() if isinstance(e, TrainingCompleted)]
+    assert state.finish_reason == "time_budget_s=20 of wall clock spent"
+    assert completed and all(0 < len(e.epochs) < 1000 for e in completed)
+    assert state.elapsed_s is not None and budget <= state.elapsed_s <= wall
+    slowest_epoch = max(e.seconds / len(e.epochs) for e in completed)
+    assert wall < budget + 2 * slowest_epoch + 10  # one epoch's grace, and the search's own start and finish

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -14,6 +15,7 @@ from nas.ledger.events import (
     UPCASTERS,
     ArchitectureProposed,
     Event,
+    SearchFinished,
     SearchStarted,
     TrainingCompleted,
     TrainingFailed,
@@ -23,8 +25,11 @@ from nas.ledger.events import (
     to_record,
 )
 from nas.ledger.log import ChainError, verify_chain
+from nas.ledger.memory import MemoryStore
+from nas.ledger.service import SearchService
 from nas.ledger.state import OOM_CAP_FACTOR, fold
 
+ROOT = Path(__file__).parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "v1.jsonl"
 
 
@@ -57,8 +62,9 @@ def test_v1_proposals_are_upcast_to_v2() -> None:
     assert old["schema_version"] == 1 and "batch_size" not in old["payload"]
     event = from_record({k: v for k, v in old.items() if k not in ("hash", "prev_hash")})
     assert isinstance(event, ArchitectureProposed) and (event.batch_index, event.batch_size) == (0, 1)
-    assert to_record(event)["schema_version"] == ArchitectureProposed.VERSION == 2
-    unchanged = {k: v for k, v in to_record(event)["payload"].items() if k not in ("batch_index", "batch_size")}
+    assert to_record(event)["schema_version"] == ArchitectureProposed.VERSION == 3
+    new = ("batch_index", "batch_size", "elapsed_s")
+    unchanged = {k: v for k, v in to_record(event)["payload"].items() if k not in new}
     assert unchanged == old["payload"]
 
 
@@ -156,3 +162,38 @@ def test_v1_trainings_are_upcast_to_v2_without_a_weights_hash() -> None:
     assert isinstance(event, TrainingCompleted) and event.weights_sha256 is None
     assert to_record(event)["schema_version"] == TrainingCompleted.VERSION == 2
     assert fold(verify_chain(golden())).models["m1"].weights_sha256 is None
+
+
+def test_logs_from_before_the_wall_clock_have_none_and_a_service_counts_on_from_their_spent_seconds() -> None:
+    """ArchitectureProposed v3 and SearchFinished v2 record the search's wall clock (elapsed_s); older records
+    upcast to None, and a service opened on such a log counts the seconds the log says were spent."""
+    events = verify_chain(golden())
+    assert all(e.elapsed_s is None for e in events if isinstance(e, ArchitectureProposed | SearchFinished))
+    assert to_record(next(e for e in events if isinstance(e, SearchFinished)))["schema_version"] == 2
+    state = fold(events)
+    assert state.elapsed_s is None and state.spent_seconds > 0
+    log = MemoryStore().log("golden")
+    log.append(events, 0)
+    before = time.time()
+    service = SearchService(log)
+    assert state.spent_seconds <= service.elapsed_s() <= state.spent_seconds + (time.time() - before) + 1
+
+
+def test_the_wall_clock_carries_over_to_the_next_runner() -> None:
+    """A resumed search goes on from the wall clock its log records, so its budget is not spent twice."""
+    from nas.data import fingerprint, load_splits
+    from nas.drivers.config import load
+
+    config = load(ROOT / "params.yaml", ["data.dataset=digits", "search.strategy=random", "search.time_budget_s=300"])
+    splits = load_splits("digits")
+    log = MemoryStore().log("clock")
+    first = SearchService(log)
+    first.start("clock", config, splits.input_shape, splits.num_classes, fingerprint(splits))
+    (proposed,) = first.ask(1, elapsed_s=120.0)
+    assert proposed.elapsed_s == 120.0 and first.state.elapsed_s == 120.0
+    opened = time.time()
+    second = SearchService(log)
+    assert 120.0 <= second.elapsed_s() < 121.0 + (time.time() - opened)
+    assert abs(second.deadline() - (opened + 300 - 120)) < 1.0 + (time.time() - opened)
+    second.finish("stopped by hand")
+    assert 120.0 <= second.state.elapsed_s < 125.0 and second.stop_reason() is None
