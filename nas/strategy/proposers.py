@@ -184,7 +184,7 @@ class BayesianProposer:
     def embedding(self) -> AnchorEmbedding:
         if self._embedding is None:
             anchors = anchors_from_walks(self.space, self.n_anchors, self.anchor_seed)
-            self._embedding = AnchorEmbedding(self.space.distance, anchors)
+            self._embedding = AnchorEmbedding(self.space.distances, anchors)
         return self._embedding
 
     def features(self, points: Sequence[Any]) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from nas.architectures.edit_distance import NetworkDescriptor, describe, edit_distance
+from nas.architectures.edit_distance import NetworkDescriptor, describe, distance_matrix, edit_distance
 from nas.architectures.graph import Architecture
 from nas.architectures.morphisms import KINDS, Morphism, random_morphism
 
@@ -52,6 +52,10 @@ class SearchSpace(Protocol[P]):
         """Distance between two descriptors: symmetric, zero on equal descriptors."""
         ...
 
+    def distances(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        """``distance`` of every pair of ``a`` and ``b``, as an (n, m) array."""
+        ...
+
 
 @dataclass(frozen=True)
 class MorphismSpace:
@@ -87,3 +91,6 @@ class MorphismSpace:
 
     def distance(self, a: NetworkDescriptor, b: NetworkDescriptor) -> float:
         return edit_distance(a, b, self.kernel_lambda)
+
+    def distances(self, a: Sequence[NetworkDescriptor], b: Sequence[NetworkDescriptor]) -> np.ndarray:
+        return distance_matrix(a, b, self.kernel_lambda)

@@ -26,7 +26,7 @@ def test_kernel_matrix_is_psd_on_200_random_architectures() -> None:
     for start in (initial_cnn((16, 16, 1), 4, filters=8, dense_units=8), initial_mlp((10,), 3, units=8)):
         space = MorphismSpace(start, max_params=200_000, max_layers=60)
         nets = random_networks(space, 200, seed=1)
-        embed = AnchorEmbedding(space.distance, anchors_from_walks(space, 16, seed=0))
+        embed = AnchorEmbedding(space.distances, anchors_from_walks(space, 16, seed=0))
         x = embed([space.descriptor(a) for a in nets])
         for length_scale in (0.1, 1.0, 10.0):
             k = rbf(x, x, length_scale)
@@ -38,7 +38,7 @@ def test_embedding_never_stretches_the_distance() -> None:
     space = MorphismSpace(initial_cnn((16, 16, 1), 4, filters=8, dense_units=8), max_params=200_000)
     nets = random_networks(space, 30, seed=2)
     descs = [space.descriptor(a) for a in nets]
-    embed = AnchorEmbedding(space.distance, descs[:10])
+    embed = AnchorEmbedding(space.distances, descs[:10])
     x = embed(descs) * np.sqrt(10)  # undo the 1/sqrt(M) scale: each coordinate is one anchor distance
     for i in range(len(descs)):
         for j in range(len(descs)):
@@ -53,13 +53,31 @@ def test_embedding_is_cached_and_repeatable() -> None:
     calls = []
 
     def counting(a, b):
-        calls.append(1)
-        return space.distance(a, b)
+        calls.append(len(a) * len(b))
+        return space.distances(a, b)
 
     embed = AnchorEmbedding(counting, anchors_from_walks(space, 8, seed=0))
     desc = space.descriptor(space.initial())
-    first = embed([desc])
-    assert len(calls) == 8
-    assert np.array_equal(embed([desc]), first) and len(calls) == 8
-    again = AnchorEmbedding(space.distance, anchors_from_walks(space, 8, seed=0))
-    assert np.array_equal(again([desc]), first)
+    first = embed([desc, desc])
+    assert calls == [8]  # one call, for the one new descriptor
+    assert np.array_equal(embed([desc]), first[:1]) and calls == [8]
+    again = AnchorEmbedding(space.distances, anchors_from_walks(space, 8, seed=0))
+    assert np.array_equal(again([desc]), first[:1])
+
+
+def test_the_distance_matrix_equals_the_pairwise_distance_exactly() -> None:
+    """The batched edit distance (padded Wagner-Fischer rows for many pairs at once, cached skip matchings) gives
+    bit for bit what the pairwise one gives, on networks with and without skips, empty ones and both lambdas, so
+    proposals (and replays of logs written before it) do not change."""
+    from nas.architectures.edit_distance import NetworkDescriptor, distance_matrix
+
+    descs = [NetworkDescriptor((), ()), NetworkDescriptor((("Dense", 3),), ((0, 1, "Add"),))]
+    for start in (initial_cnn((16, 16, 1), 4, filters=8, dense_units=8), initial_mlp((10,), 3, units=8)):
+        space = MorphismSpace(start, max_params=200_000, max_layers=60)
+        descs += [space.descriptor(a) for a in random_networks(space, 60, seed=3)]
+    assert sum(bool(d.skips) for d in descs) > 20
+    for lam in (1.0, 0.3):
+        want = np.array([[edit_distance(x, y, lam) for y in descs[:40]] for x in descs])
+        assert np.array_equal(distance_matrix(descs, descs[:40], lam), want)
+        back = np.array([[edit_distance(x, y, lam) for y in descs] for x in descs[:40]])
+        assert np.array_equal(distance_matrix(descs[:40], descs, lam), back)
