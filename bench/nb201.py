@@ -9,7 +9,7 @@ observed best; the table has no test accuracy, so none is reported.
 
 Strategies: this project's ``bayesian``, ``random`` (random walks from trained cells) and ``evolution``
 (regularised evolution), plus ``uniform``, classic random search (cells drawn uniformly), as the
-literature's baseline. Also measures Bayesian proposal time against history size.
+literature's baseline.
 
     .venv/bin/python bench/nb201.py             # 30 seeds x 3 datasets, about 10 minutes on 2 cores
     .venv/bin/python bench/nb201.py --quick     # 5 seeds, CIFAR-10 only
@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from nas.architectures.initial import initial_cnn
 from nas.strategy.nb201 import DATASETS, EDGES, OPS, Cell, CellSpace, Table, load_table
-from nas.strategy.proposers import Batch, BayesianProposer, History, Observation, Proposal, make_proposer
-from nas.strategy.space import MorphismSpace
+from nas.strategy.proposers import Batch, History, Observation, Proposal, make_proposer
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = ("bayesian", "evolution", "random", "uniform")
@@ -71,48 +69,6 @@ def run(table: Table, strategy: str, seed: int, budget: float) -> dict:
     target = 0.99 * table.optimum
     reach = next((i + 1 for i, t in enumerate(trajectory) if t[2] >= target), None)
     return {"best": best_true, "queries": len(trajectory), "queries_to_99": reach, "trajectory": trajectory}
-
-
-def proposal_times(sizes: tuple[int, ...]) -> list[dict]:
-    """Seconds for one Bayesian proposal against history size, on NB201 cells and on real networks."""
-    rows = []
-    table = load_table("cifar10")
-    rng = np.random.default_rng(0)
-    keys = list(table.val_acc)
-    for n in sizes:
-        cells = [Cell.from_key(keys[int(i)]) for i in rng.choice(len(keys), n, replace=False)]
-        history = History(tuple(Observation(f"m{i}", c, table.mean_val_acc(c)) for i, c in enumerate(cells)))
-        proposer = BayesianProposer(CellSpace(cells[0]))
-        start = time.perf_counter()
-        batch = proposer.propose(history, 1, np.random.default_rng(1))
-        rows.append(
-            {
-                "space": "nb201",
-                "history": n,
-                "seconds": time.perf_counter() - start,
-                "refit_seconds": batch.refit.seconds if batch.refit else None,
-            }
-        )
-    space = MorphismSpace(initial_cnn((28, 28, 1), 10, filters=32), max_params=2_000_000, max_layers=60)
-    walker = make_proposer("random", space)
-    history = History()
-    for n in sizes:
-        while len(history.observations) < n:
-            (p,) = walker.propose(history, 1, rng).proposals
-            obs = Observation(f"m{len(history.observations)}", p.point, float(np.log(p.point.param_count)))
-            history = History((*history.observations, obs), (), history.seen | {p.point.id})
-        start = time.perf_counter()
-        batch = BayesianProposer(space).propose(history, 1, np.random.default_rng(1))
-        rows.append(
-            {
-                "space": "morphism",
-                "history": n,
-                "seconds": time.perf_counter() - start,
-                "refit_seconds": batch.refit.seconds if batch.refit else None,
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-    return rows
 
 
 def plot(results: dict, budgets: dict, path: Path) -> None:
@@ -212,16 +168,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     plot(results, budgets, RESULTS / "nb201.png")
     lines += ["![best-so-far against budget](nb201.png)", ""]
-    timing = [] if args.quick else proposal_times((50, 200, 500))
-    if timing:
-        lines += [
-            "## Bayesian proposal time against history size",
-            "",
-            "| space | observations | seconds per proposal | of which GP refit |",
-            "|---|---:|---:|---:|",
-        ]
-        lines += [f"| {t['space']} | {t['history']} | {t['seconds']:.2f} | {t['refit_seconds']:.2f} |" for t in timing]
-        lines.append("")
+    lines += ["Proposal time against history size: `bench/proposal_speed.py` (`proposal_speed.md`).", ""]
     (RESULTS / "nb201.md").write_text("\n".join(lines))
     summary = {
         d: {
@@ -230,7 +177,7 @@ def main() -> None:
         }
         for d, by in results.items()
     }
-    (RESULTS / "nb201.json").write_text(json.dumps({"results": summary, "timing": timing}, indent=2) + "\n")
+    (RESULTS / "nb201.json").write_text(json.dumps({"results": summary}, indent=2) + "\n")
     print("\n".join(lines))
 
 
