@@ -253,11 +253,10 @@ class TaskTrainings(Trainings):
         if slot_held:
             self.on_held.add(model_id)
         assert self.service is not None, "adopt() comes first"
-        deadline = self.service.deadline()
-        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri, slot_held, deadline)
+        budget_end = self.service.deadline()
+        future = self.futures[model_id] = train_task.submit(self.search_id, model_id, self.uri, slot_held, budget_end)
         future.add_done_callback(lambda _: self._ended(model_id))
         self.running.append(model_id)
-        assert self.service is not None
         # Wait until the training has logged its start, so a proposal computed next does not hold the GIL
         # while the task starts; TensorFlow's kernels release it once training runs.
         deadline = time.monotonic() + 60
