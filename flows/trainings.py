@@ -146,7 +146,7 @@ def _train_in_slot(
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
     died holding it; ``slot_held``: the caller holds one for it) and log the outcome; a model that has its
     outcome already is not trained again. ``deadline``: when the search's wall-clock budget runs out."""
-    from nas.training.task import run_training
+    from nas.training.task import run_training, train_config
 
     logger = get_run_logger()
     with nullcontext() if slot_held else training_slot(lease_s):
@@ -154,7 +154,8 @@ def _train_in_slot(
         model = service.state.models[model_id]
         if model.status.is_finished:
             return model.status  # a retried task after the outcome was logged: never train twice
-        epochs = service.state.config["train"]["epochs"]
+        data = data_of(service.state.config)
+        epochs = train_config(service.state.config["train"]).epochs_for(len(data.x_train))
 
         def epoch(i: int, logs: dict[str, float]) -> None:
             logger.info(
@@ -165,7 +166,7 @@ def _train_in_slot(
                 logs.get("val_accuracy", float("nan")),
             )
 
-        status = run_training(service, model_id, data_of(service.state.config), on_epoch=epoch, deadline=deadline)
+        status = run_training(service, model_id, data, on_epoch=epoch, deadline=deadline)
         record = service.state.models[model_id]
         detail = f"val_accuracy {record.val_accuracy:.4f}" if status == ModelStatus.TRAINED else record.failure
         logger.info("%s %s: %s", model_id, status, detail)

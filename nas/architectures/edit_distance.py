@@ -119,6 +119,9 @@ def _padded(seqs: Sequence[tuple[LayerDesc, ...]], codes: dict[str, int]) -> tup
     return kinds, widths, np.array([len(q) for q in seqs], dtype=int)
 
 
+MAX_CELLS = 1 << 21  # about 16 MB of float64 per work array
+
+
 def layer_distance_matrix(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[LayerDesc, ...]]) -> np.ndarray:
     """``layer_distance`` of every pair (n, m): the same Wagner-Fischer rows, run for many pairs at once on padded
     sequences (a pair's answer is read at its own lengths; padding never reaches it), so every entry equals
@@ -127,9 +130,6 @@ def layer_distance_matrix(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[
     chunk = max(1, MAX_CELLS // max(1, len(b) * longest * longest))
     parts = [_layer_distance_block(a[i : i + chunk], b) for i in range(0, len(a), chunk)]
     return np.vstack(parts) if parts else np.empty((0, len(b)))
-
-
-MAX_CELLS = 1 << 21  # about 16 MB of float64 per work array
 
 
 def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[LayerDesc, ...]]) -> np.ndarray:
@@ -157,19 +157,6 @@ def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[
     return out
 
 
-def _skip_matrix(a: tuple[SkipDesc, ...], b: tuple[SkipDesc, ...]) -> np.ndarray:
-    """``skip_cost`` of every pair of skips of ``a`` and ``b`` (the same arithmetic, vectorised)."""
-    sa, sb = np.array([x[:2] for x in a], dtype=float), np.array([y[:2] for y in b], dtype=float)
-    len_a, len_b = np.abs(sa[:, 1] - sa[:, 0])[:, None], np.abs(sb[:, 1] - sb[:, 0])[None, :]
-    start_a, start_b = sa[:, 0][:, None], sb[:, 0][None, :]
-    denominator = np.maximum(start_a, start_b) + np.maximum(len_a, len_b)
-    numerator = np.abs(start_a - start_b) + np.abs(len_a - len_b)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cost = np.where(denominator == 0, 0.0, numerator / np.where(denominator == 0, 1.0, denominator))
-    same_kind = np.array([x[2] for x in a])[:, None] == np.array([y[2] for y in b])[None, :]
-    return np.where(same_kind, cost, 1.0)
-
-
 def distance_matrix(a: Sequence[NetworkDescriptor], b: Sequence[NetworkDescriptor], lam: float = 1.0) -> np.ndarray:
     """``edit_distance`` of every pair (n, m), equal to it entry by entry, computed in a few array passes."""
     layers = layer_distance_matrix([d.layers for d in a], [d.layers for d in b])
@@ -177,11 +164,5 @@ def distance_matrix(a: Sequence[NetworkDescriptor], b: Sequence[NetworkDescripto
     return layers + lam * skips
 
 
-@lru_cache(maxsize=1 << 16)
-def _skip_distance_cached(a: tuple[SkipDesc, ...], b: tuple[SkipDesc, ...]) -> float:
-    """``skip_distance``, remembered: neighbours share most of their skips with their parents and each other."""
-    if not a or not b:
-        return float(len(a) + len(b))
-    cost = _skip_matrix(a, b)
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].sum()) + abs(len(a) - len(b))
+# Neighbours share most of their skips with their parents and with each other: each matching is made once.
+_skip_distance_cached = lru_cache(maxsize=1 << 16)(skip_distance)

@@ -64,11 +64,14 @@ def initial_mlp(input_shape: Shape, num_classes: int, *, layers: int = 2, units:
     return Architecture(tuple(input_shape), tuple(chain.layers))
 
 
-def initial_architecture(input_shape: Shape, num_classes: int, *, depth: int = 3, width: int = 64) -> Architecture:
-    """The default start for data of ``input_shape``: a CNN for images, an MLP for vectors."""
+def initial_architecture(
+    input_shape: Shape, num_classes: int, *, depth: int = 3, width: int = 64, dense_layers: int = 2, units: int = 256
+) -> Architecture:
+    """The default start for data of ``input_shape``: a CNN of ``depth`` blocks of ``width`` filters for images,
+    an MLP of ``dense_layers`` layers of ``units`` for vectors."""
     if len(input_shape) == 3:
         return initial_cnn(input_shape, num_classes, blocks=depth, filters=width)
-    return initial_mlp(input_shape, num_classes, layers=depth, units=width)
+    return initial_mlp(input_shape, num_classes, layers=dense_layers, units=units)
 
 
 def _check_positive(**values: int) -> None:

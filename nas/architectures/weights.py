@@ -41,11 +41,13 @@ def init_weights(arch: Architecture, rng: np.random.Generator) -> dict[str, tupl
     out: dict[str, tuple[np.ndarray, ...]] = {}
     for layer_id, shapes in weight_shapes(arch).items():
         kind = arch.by_id[layer_id].kind
-        if kind in ("BatchNormalization", "Normalization"):
+        if kind == "BatchNormalization":
             (c,) = shapes[0]
-            identity = (np.zeros(c, "f4"), np.ones(c, "f4"))
-            bn = kind == "BatchNormalization"
-            out[layer_id] = (np.ones(c, "f4"), np.zeros(c, "f4"), *identity) if bn else (*identity, np.array(0))
+            out[layer_id] = (np.ones(c, "f4"), np.zeros(c, "f4"), np.zeros(c, "f4"), np.ones(c, "f4"))
+            continue
+        if kind == "Normalization":
+            (c,) = shapes[0]
+            out[layer_id] = (np.zeros(c, "f4"), np.ones(c, "f4"), np.array(0, dtype=np.int64))
             continue
         kernel_shape, bias_shape = shapes
         receptive = int(np.prod(kernel_shape[:-2])) if len(kernel_shape) > 2 else 1
@@ -61,15 +63,15 @@ def standardize(arch: Architecture, weights: Weights, x: np.ndarray) -> dict[str
     variance of ``x`` (the training split; per channel for images), so the network standardises raw inputs
     itself. A constant feature gets variance 1: it becomes 0 and stays finite on data where it varies."""
     out = dict(weights)
-    flat = np.asarray(x, "f8").reshape(-1, arch.input_shape[-1])
+    layers = [lay.id for lay in arch.layers if lay.kind == "Normalization" and lay.inputs == (INPUT,)]
+    if not layers:  # an image network: nothing to compute over the whole training split
+        return out
+    flat = np.asarray(x).reshape(-1, arch.input_shape[-1])
     if not len(flat):
         raise ValueError("standardize needs at least one training example")
-    for lay in arch.layers:
-        if lay.kind == "Normalization" and lay.inputs == (INPUT,):
-            mean, var = flat.mean(axis=0), flat.var(axis=0)
-            var = np.where(var > 1e-12, var, 1.0)
-            out[lay.id] = (mean.astype("f4"), var.astype("f4"), np.array(len(flat), dtype=np.int64))
-    return out
+    mean, var = flat.mean(axis=0, dtype="f8"), flat.var(axis=0, dtype="f8")
+    stats = (mean.astype("f4"), np.where(var > 1e-12, var, 1.0).astype("f4"), np.array(len(flat), dtype=np.int64))
+    return {**out, **dict.fromkeys(layers, stats)}
 
 
 def check_weights(arch: Architecture, weights: Weights) -> None:

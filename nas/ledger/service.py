@@ -20,7 +20,7 @@ import numpy as np
 
 import nas
 from nas.architectures.graph import Architecture
-from nas.architectures.initial import initial_cnn, initial_mlp
+from nas.architectures.initial import initial_architecture
 from nas.architectures.morphisms import Morphism
 from nas.architectures.weights import file_sha256
 from nas.ledger.events import (
@@ -130,12 +130,15 @@ def initial_for(config: Mapping[str, Any], input_shape: tuple[int, ...], num_cla
     """The initial network of a search with ``config`` on data of this shape; ValueError, naming the fix,
     when it does not fit the size cap. Called before anything is written, so bad settings log nothing."""
     s = config["search"]
-    if len(input_shape) == 3:
-        arch = initial_cnn(input_shape, num_classes, blocks=s["initial_depth"], filters=s["initial_width"])
-        knob = "search.initial_width"
-    else:
-        arch = initial_mlp(input_shape, num_classes, layers=s["initial_dense_layers"], units=s["initial_units"])
-        knob = "search.initial_units"
+    arch = initial_architecture(
+        input_shape,
+        num_classes,
+        depth=s["initial_depth"],
+        width=s["initial_width"],
+        dense_layers=s["initial_dense_layers"],
+        units=s["initial_units"],
+    )
+    knob = "search.initial_width" if len(input_shape) == 3 else "search.initial_units"
     if arch.param_count > s["max_params"]:
         raise ValueError(
             f"the initial network has {arch.param_count:,} parameters, above search.max_params={s['max_params']:,}; "

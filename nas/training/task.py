@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from nas.architectures.graph import Architecture
 from nas.architectures.morphisms import apply_chain
@@ -15,6 +16,9 @@ from nas.data import Splits
 from nas.ledger.events import finite_or_none
 from nas.ledger.service import IntegrityError, SearchService, seed_for
 from nas.ledger.state import ModelStatus
+
+if TYPE_CHECKING:
+    from nas.training.fit import TrainConfig
 
 PROBE = 64  # validation examples the preservation error is measured on
 
@@ -31,6 +35,20 @@ def _classify(error: BaseException) -> str:
     if isinstance(error, TrainingTimeout):
         return "timeout"
     return "error"
+
+
+def train_config(train: Mapping[str, Any]) -> TrainConfig:
+    """How a search with the ``train`` settings trains each model (a search logged before ``train.min_steps``
+    existed trains as it did then, without it)."""
+    from nas.training.fit import TrainConfig
+
+    return TrainConfig(
+        train["epochs"],
+        train["batch_size"],
+        train["learning_rate"],
+        train["early_stopping_patience"],
+        train.get("min_steps", 0),
+    )
 
 
 def run_training(
@@ -51,7 +69,7 @@ def run_training(
     recorded hash are not a training failure: IntegrityError propagates and the search stops.
     """
     from nas.training.builder import preservation_error
-    from nas.training.fit import TrainConfig, fit, make_deterministic
+    from nas.training.fit import fit, make_deterministic
 
     service.training_started(model_id)
     state = service.state
@@ -89,10 +107,7 @@ def run_training(
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
 
-        # A search logged before train.min_steps existed trains as it did then.
-        config = TrainConfig(
-            t["epochs"], t["batch_size"], t["learning_rate"], t["early_stopping_patience"], t.get("min_steps", 0)
-        )
+        config = train_config(t)
         result = fit(
             arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
         )

@@ -104,7 +104,7 @@ def test_initial_cnn_is_the_auto_keras_default() -> None:
 
 def test_initial_architecture_picks_by_input_rank() -> None:
     assert initial_architecture((8, 8, 1), 3).layers[2].kind == "Conv2D"
-    mlp = initial_architecture((30,), 3, depth=2, width=16)
+    mlp = initial_architecture((30,), 3, dense_layers=2, units=16)
     assert mlp == initial_mlp((30,), 3, layers=2, units=16)
     with pytest.raises(ValueError, match="initial_cnn needs an image input shape"):
         initial_cnn((30,), 3)
