@@ -288,13 +288,19 @@ def test_drill_mlflow_server_down_for_20_s_mid_search(stack: Stack, mlflow_user:
 
 
 def _process_of(flow_run_id: Any) -> psutil.Process:
+    """The process that runs flow run ``flow_run_id``: the root of the processes with its id in their environment
+    (its children, such as MLflow's git calls, inherit the id; once pids wrap around a child's pid may be lower)."""
+    runs: dict[int, tuple[psutil.Process, int]] = {}
     for proc in psutil.process_iter():
         try:
             if proc.environ().get("PREFECT__FLOW_RUN_ID") == str(flow_run_id):
-                return proc
+                runs[proc.pid] = (proc, proc.ppid())
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-    raise LookupError(f"no process runs flow run {flow_run_id}")
+    roots = [proc for proc, parent in runs.values() if parent not in runs]
+    if not roots:
+        raise LookupError(f"no process runs flow run {flow_run_id}")
+    return min(roots, key=lambda proc: proc.create_time())
 
 
 def test_drill_worker_killed_mid_training(stack: Stack, mlflow_user: str) -> None:
