@@ -1,0 +1,86 @@
+"""bench/nb201.py's evaluation-count budget and its literature baselines, on the real CIFAR-10 table."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from nas.strategy.nb201 import Cell, CellSpace, load_table
+
+
+@pytest.fixture(scope="module")
+def nb201() -> ModuleType:
+    path = Path(__file__).parents[2] / "bench" / "nb201.py"
+    spec = importlib.util.spec_from_file_location("bench_nb201", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(module: ModuleType, strategy: str, seed: int, queries: int) -> list:
+    """The cells a run of ``strategy`` queries, in order."""
+    table = load_table("cifar10")
+    space = CellSpace.random_start(np.random.default_rng(seed))
+    proposer = module.make(strategy, space)
+    rng = np.random.default_rng(seed)
+    history = module.History()
+    cells = []
+    for i in range(queries):
+        (p,) = proposer.propose(history, 1, rng).proposals
+        seeds = table.val_acc[p.point.key]
+        obs = module.Observation(f"m{i}", p.point, float(seeds[rng.integers(len(seeds))]))
+        history = module.History((*history.observations, obs), (), history.seen | {p.point.id})
+        cells.append((p.point, obs.score))
+    return cells
+
+
+@pytest.mark.parametrize("strategy", ["bayesian", "evolution", "random", "uniform", "rea", "local"])
+def test_every_strategy_makes_exactly_the_queries_asked_of_distinct_cells(nb201: ModuleType, strategy: str) -> None:
+    table = load_table("cifar10")
+    queries = 30 if strategy == "bayesian" else 100
+    result = nb201.run(table, strategy, 7, np.inf, queries)
+    assert result["queries"] == queries == len(result["trajectory"])
+    assert 0 <= result["regret"] == pytest.approx(table.optimum - result["best"])
+    best_so_far = [t[1] for t in result["trajectory"]]
+    assert max(t[2] for t in result["trajectory"]) >= result["best"]  # the best observed is one of those queried
+    assert best_so_far[-1] == result["best"]
+
+
+def _one_apart(a: Cell, b: Cell) -> bool:
+    return sum(x != y for x, y in zip(a.ops, b.ops, strict=True)) == 1
+
+
+def test_local_search_queries_all_neighbours_then_moves_to_the_best_or_restarts(nb201: ModuleType) -> None:
+    cells = _cells(nb201, "local", 3, 100)
+    assert len({c.id for c, _ in cells}) == 100
+    scores = {c.id: score for c, score in cells}
+    here, seen, moves, restarts = cells[0][0], {cells[0][0].id}, 0, 0
+    for cell, _ in cells[1:]:
+        neighbours = [c for _, c in CellSpace(here).neighbours(here, np.random.default_rng(0), n=24, tries=24)]
+        while all(n.id in seen for n in neighbours):  # the neighbourhood is done: move, or restart below
+            best = max(neighbours, key=lambda n: scores[n.id])
+            if scores[best.id] <= scores[here.id]:
+                break
+            here, moves = best, moves + 1
+            neighbours = [c for _, c in CellSpace(here).neighbours(here, np.random.default_rng(0), n=24, tries=24)]
+        if all(n.id in seen for n in neighbours):
+            here, restarts = cell, restarts + 1  # a local optimum: a random restart
+        else:
+            assert _one_apart(here, cell), f"query {cell.id} is not a neighbour of the current cell {here.id}"
+        seen.add(cell.id)
+    assert moves >= 1  # 100 queries see at least one move (the random start is rarely a local optimum)
+
+
+def test_textbook_rea_starts_random_then_mutates_one_edge_of_a_recent_cell(nb201: ModuleType) -> None:
+    cells = _cells(nb201, "rea", 5, 60)
+    assert cells[0][0] == CellSpace.random_start(np.random.default_rng(5)).start
+    for j in range(10, 60):
+        population = [c for c, _ in cells[j - 10 : j]]
+        assert any(_one_apart(p, cells[j][0]) for p in population)
