@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from nas.strategy.targets import TARGETS
+
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _FRACTION = (lambda v: 0 < v < 1, "a number between 0 and 1")
@@ -30,6 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "max_layers": (int, *_POSITIVE),
         "beta": (float, lambda v: v >= 0, "a non-negative number"),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
+        "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "initial_width": (int, *_POSITIVE),
         "initial_depth": (int, *_POSITIVE),
         "initial_units": (int, *_POSITIVE),
@@ -46,7 +49,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 }
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "search": {"initial_units": 256, "initial_dense_layers": 2},
+    "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank"},
     "train": {"min_steps": 150},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.

@@ -98,6 +98,7 @@ class Proposing:
             anchor_seed=state.seed,
             _embedding=self._embedding,
             hyperparameters=hyperparameters,
+            targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
         )
 
     def proposer(self, state: SearchState) -> Proposer:

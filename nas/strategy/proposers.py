@@ -4,9 +4,10 @@ They hold no history of their own: every call reads the ``History`` it is given 
 the state rebuilt from the event log) and a random generator, so the same history and seed give
 the same proposals. Three strategies share one interface, ``propose(history, k, rng)``:
 
-- ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance, UCB optimised by
-  annealed best-first search over morphism trees; k > 1 proposals fantasise the pending ones
-  (kriging believer: each is added to the GP at its predicted mean).
+- ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance (fitted to the scores' rank
+  quantiles, see ``targets``), UCB optimised by annealed best-first search over morphism trees;
+  k > 1 proposals fantasise the pending ones (kriging believer: each is added to the GP at its
+  predicted mean).
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -24,6 +25,7 @@ import numpy as np
 from nas.strategy.acquisition import AnnealingConfig, optimize_acquisition
 from nas.strategy.gp import GaussianProcess
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
+from nas.strategy.targets import Targets
 
 STRATEGIES = ("bayesian", "random", "evolution")
 
@@ -179,6 +181,7 @@ class BayesianProposer:
     _embedding: AnchorEmbedding | None = field(default=None, repr=False)
     # (length scale, noise) from a logged refit: propose with them instead of refitting
     hyperparameters: tuple[float, float] | None = None
+    targets: str = "rank"  # the scale the GP fits scores on (nas.strategy.targets); "raw" for older logs
 
     @property
     def embedding(self) -> AnchorEmbedding:
@@ -190,11 +193,16 @@ class BayesianProposer:
     def features(self, points: Sequence[Any]) -> np.ndarray:
         return self.embedding([self.space.descriptor(p) for p in points])
 
+    def _data(self, history: History) -> tuple[np.ndarray, np.ndarray]:
+        """Features and surrogate targets of every observation."""
+        scores = np.array([o.score for o in history.observations])
+        return self.features([o.point for o in history.observations]), Targets.fit(self.targets, scores)(scores)
+
     def refit(self, history: History) -> tuple[GaussianProcess, Refit]:
         """The GP on every observation (none dropped), hyperparameters by marginal likelihood."""
         start = time.perf_counter()
-        x = self.features([o.point for o in history.observations])
-        gp = GaussianProcess().fit(x, np.array([o.score for o in history.observations]))
+        x, y = self._data(history)
+        gp = GaussianProcess().fit(x, y)
         info = Refit(
             len(history.observations),
             gp.length_scale_,
@@ -208,15 +216,15 @@ class BayesianProposer:
         """The GP on ``history``: with the given hyperparameters if any, else refitted (and the refit)."""
         if self.hyperparameters is None:
             return self.refit(history)
-        x = self.features([o.point for o in history.observations])
+        x, y = self._data(history)
         length_scale, noise = self.hyperparameters
-        y = np.array([o.score for o in history.observations])
         return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         if not history.observations:
             return Batch(_fill(history, k, rng, self.space, None))
         gp, info = self.surrogate(history)
+        targets = Targets.fit(self.targets, np.array([o.score for o in history.observations]))
         for point in history.pending:  # kriging believer: a pending point counts as its predicted mean
             x = self.features([point])
             gp.add(x[0], float(gp.predict(x)[0][0]))
@@ -246,14 +254,16 @@ class BayesianProposer:
                 taken.add(extra[0].point.id)
                 continue
             b = found.best
+            # the prediction in score units; the acquisition stays in the surrogate's
+            low, mean, high = targets.to_scores(np.array([b.mean - b.std, b.mean, b.mean + b.std]))
             out.append(
                 Proposal(
                     b.root_id,
                     b.steps,
                     b.point,
                     b.acquisition,
-                    b.mean,
-                    b.std,
+                    float(mean),
+                    float(high - low) / 2,
                     found.evaluated,
                     time.perf_counter() - start,
                 )

@@ -15,7 +15,7 @@ import pytest
 
 from nas.drivers.config import load
 from nas.drivers.runner import run_search
-from nas.ledger.events import ArchitectureProposed, TrainingCompleted
+from nas.ledger.events import ArchitectureProposed, SearchStarted, SurrogateRefitted, TrainingCompleted
 from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import verify
 from nas.tracking import open_store
@@ -45,6 +45,28 @@ def test_same_params_and_seed_give_the_same_search_and_it_verifies() -> None:
     tampered = [*events[:i], replace(bad, morphisms=bad.morphisms[:-1]), *events[i + 1 :]]
     divergence = verify(tampered)
     assert divergence is not None and divergence.seq == bad.seq
+
+
+@pytest.mark.slow
+def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> None:
+    """Logs from before ``search.surrogate_targets`` have no such key and were fitted on raw scores: replay
+    must fit them so. A log made with raw scores verifies with the key removed, and not as a rank search."""
+    store = MemoryStore()
+    raw = [*SMALL, "search.max_models=6", "search.surrogate_targets=raw"]
+    run_search(store, "old", load(ROOT / "params.yaml", raw))
+    events = store.log("old").read()
+    started = events[0]
+    assert isinstance(started, SearchStarted)
+
+    def with_search(search: dict) -> list:
+        return [replace(started, config={**started.config, "search": search}), *events[1:]]
+
+    old = {k: v for k, v in started.config["search"].items() if k != "surrogate_targets"}
+    assert verify(with_search(old)) is None
+    divergence = verify(with_search({**old, "surrogate_targets": "rank"}))
+    # two scores normalise alike on either scale; the first refit on three is where the scales part
+    refits = [e.seq for e in events if isinstance(e, SurrogateRefitted) and e.observations > 2]
+    assert divergence is not None and divergence.seq == refits[0]
 
 
 @pytest.mark.slow

@@ -76,7 +76,8 @@ def test_same_history_and_seed_give_the_same_proposals(strategy: str) -> None:
 def test_bayesian_records_its_refit_and_search() -> None:
     space = morphism_space()
     history = grow("random", space, 5, seed=3)
-    batch = BayesianProposer(space, FAST, n_anchors=8).propose(history, 2, np.random.default_rng(0))
+    # raw targets: the acquisition is in the scores' units (with rank targets, in the surrogate's: test_targets)
+    batch = BayesianProposer(space, FAST, n_anchors=8, targets="raw").propose(history, 2, np.random.default_rng(0))
     assert batch.refit is not None and batch.refit.observations == 5
     assert batch.refit.length_scale > 0 and np.isfinite(batch.refit.log_marginal_likelihood)
     for p in batch.proposals:
