@@ -19,7 +19,8 @@ mutations) and ``local`` (local search: query every one-edge neighbour of the cu
 the best if it beats the current one, else restart at a random cell). Every strategy queries a cell
 at most once.
 
-    .venv/bin/python bench/nb201.py             # 30 seeds x 3 datasets x 2 budgets, about 25 minutes on 2 cores
+    .venv/bin/python bench/nb201.py             # 30 seeds x 3 datasets x 2 budgets, about 12 minutes
+    OMP_NUM_THREADS=1 .venv/bin/python bench/nb201.py  # as measured: BLAS threads only contend on these small GPs
     .venv/bin/python bench/nb201.py --quick     # 5 seeds, CIFAR-10 only
 """
 
