@@ -108,15 +108,31 @@ def edit_distance(a: NetworkDescriptor, b: NetworkDescriptor, lam: float = 1.0) 
     return layer_distance(a.layers, b.layers) + lam * skip_distance(a.skips, b.skips)
 
 
-def _padded(seqs: Sequence[tuple[LayerDesc, ...]], codes: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+_CODES: dict[str, int] = {}  # layer and skip kinds -> small integers, one numbering for every call (cached arrays)
+
+
+def _padded(seqs: Sequence[tuple[LayerDesc, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Kind codes (-1 as padding), widths (1 as padding) and lengths of ``seqs``, as arrays of equal rows."""
     longest = max((len(q) for q in seqs), default=0)
     kinds = np.full((len(seqs), longest), -1)
     widths = np.ones((len(seqs), longest))
     for i, q in enumerate(seqs):
-        kinds[i, : len(q)] = [codes.setdefault(k, len(codes)) for k, _ in q]
+        kinds[i, : len(q)] = [_CODES.setdefault(k, len(_CODES)) for k, _ in q]
         widths[i, : len(q)] = [w for _, w in q]
     return kinds, widths, np.array([len(q) for q in seqs], dtype=int)
+
+
+def _read_only(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    for x in arrays:
+        x.setflags(write=False)
+    return arrays
+
+
+@lru_cache(maxsize=8)
+def _padded_cached(seqs: tuple[tuple[LayerDesc, ...], ...]) -> tuple[np.ndarray, ...]:
+    """``_padded``, read-only and kept: the right-hand side of a distance matrix is the same few sequences
+    call after call (the anchors)."""
+    return _read_only(_padded(seqs))
 
 
 MAX_CELLS = 1 << 21  # about 16 MB of float64 per work array
@@ -128,14 +144,14 @@ def layer_distance_matrix(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[
     ``layer_distance(a[i], b[j])`` exactly. Rows of ``a`` go in chunks that keep the work arrays small."""
     longest = max((len(q) for q in (*a, *b)), default=0) + 1
     chunk = max(1, MAX_CELLS // max(1, len(b) * longest * longest))
+    b = tuple(b)
     parts = [_layer_distance_block(a[i : i + chunk], b) for i in range(0, len(a), chunk)]
     return np.vstack(parts) if parts else np.empty((0, len(b)))
 
 
-def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[LayerDesc, ...]]) -> np.ndarray:
-    codes: dict[str, int] = {}
-    kind_a, width_a, len_a = _padded(a, codes)
-    kind_b, width_b, len_b = _padded(b, codes)
+def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: tuple[tuple[LayerDesc, ...], ...]) -> np.ndarray:
+    kind_a, width_a, len_a = _padded(a)
+    kind_b, width_b, len_b = _padded_cached(b)
     out = np.empty((len(a), len(b)))
     out[len_a == 0] = len_b[None, :]
     if not len(a) or not len(b) or not len_a.max():
@@ -160,9 +176,62 @@ def _layer_distance_block(a: Sequence[tuple[LayerDesc, ...]], b: Sequence[tuple[
 def distance_matrix(a: Sequence[NetworkDescriptor], b: Sequence[NetworkDescriptor], lam: float = 1.0) -> np.ndarray:
     """``edit_distance`` of every pair (n, m), equal to it entry by entry, computed in a few array passes."""
     layers = layer_distance_matrix([d.layers for d in a], [d.layers for d in b])
-    skips = np.array([[_skip_distance_cached(x.skips, y.skips) for y in b] for x in a]).reshape(layers.shape)
-    return layers + lam * skips
+    return layers + lam * skip_distance_matrix([d.skips for d in a], [d.skips for d in b]).reshape(layers.shape)
 
 
-# Neighbours share most of their skips with their parents and with each other: each matching is made once.
-_skip_distance_cached = lru_cache(maxsize=1 << 16)(skip_distance)
+def _skip_columns(seqs: Sequence[tuple[SkipDesc, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start, length and kind code of every skip of ``seqs``, as (len(seqs), longest) arrays (padding unread)."""
+    longest = max((len(q) for q in seqs), default=0)
+    start, length, kind = np.zeros((3, len(seqs), longest))
+    for i, q in enumerate(seqs):
+        start[i, : len(q)] = [s[0] for s in q]
+        length[i, : len(q)] = [abs(s[1] - s[0]) for s in q]
+        kind[i, : len(q)] = [_CODES.setdefault(s[2], len(_CODES)) for s in q]
+    return start, length, kind
+
+
+@lru_cache(maxsize=8)
+def _skip_columns_cached(seqs: tuple[tuple[SkipDesc, ...], ...]) -> tuple[np.ndarray, ...]:
+    """``_skip_columns``, read-only and kept (the anchors, as for ``_padded_cached``)."""
+    return _read_only(_skip_columns(seqs))
+
+
+def skip_distance_matrix(a: Sequence[tuple[SkipDesc, ...]], b: Sequence[tuple[SkipDesc, ...]]) -> np.ndarray:
+    """``skip_distance`` of every pair (n, m), equal to it entry by entry: the ``skip_cost`` matrices of all
+    pairs are computed as one array (the same integer sums, divided once), and each pair's matching is made once
+    (neighbours share most of their skips with their parents and with each other)."""
+    out = np.empty((len(a), len(b)))
+    todo: list[tuple[int, int]] = []
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            if not x or not y:
+                out[i, j] = float(len(x) + len(y))
+            elif (found := _MATCHINGS.get((x, y))) is not None:
+                out[i, j] = found
+            else:
+                todo.append((i, j))
+    if not todo:
+        return out
+    rows = sorted({i for i, _ in todo})
+    cols = sorted({j for _, j in todo})
+    s_a, l_a, k_a = (v[:, None, :, None] for v in _skip_columns([a[i] for i in rows]))  # (n, 1, Sa, 1)
+    s_b, l_b, k_b = (v[cols][None, :, None, :] for v in _skip_columns_cached(tuple(b)))  # (1, m, 1, Sb)
+    numerator = np.abs(s_a - s_b) + np.abs(l_a - l_b)
+    denominator = np.maximum(s_a, s_b) + np.maximum(l_a, l_b)
+    relative = np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator != 0)
+    cost = np.where(k_a == k_b, relative, 1.0)  # skip_cost of every pair of skips of every pair of networks
+    row_of, col_of = {i: r for r, i in enumerate(rows)}, {j: c for c, j in enumerate(cols)}
+    for i, j in todo:
+        x, y = a[i], b[j]
+        block = cost[row_of[i], col_of[j], : len(x), : len(y)]
+        matched_rows, matched_cols = linear_sum_assignment(block)
+        out[i, j] = float(block[matched_rows, matched_cols].sum()) + abs(len(x) - len(y))
+        if len(_MATCHINGS) >= _MATCHINGS_MAX:
+            _MATCHINGS.clear()
+        _MATCHINGS[(x, y)] = out[i, j]
+    return out
+
+
+# The matchings made so far, by pair of skip sets (a cache only: the same pair always gives the same value).
+_MATCHINGS: dict[tuple[tuple[SkipDesc, ...], tuple[SkipDesc, ...]], float] = {}
+_MATCHINGS_MAX = 1 << 16

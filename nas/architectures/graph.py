@@ -77,6 +77,24 @@ class Layer:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "kind": self.kind, "inputs": list(self.inputs), "config": dict(self.config)}
 
+    def __hash__(self) -> int:  # computed once: graphs are hashed whole, often (caches keyed by architecture)
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.id, self.kind, self.inputs, self.config))
+
+    @cached_property
+    def _structure_prefix(self) -> str:
+        """This layer's entry in the JSON behind ``Architecture.id``, up to its input positions."""
+        return json.dumps([self.kind, dict(self.config)], sort_keys=True, separators=(",", ":"))[:-1] + ",["
+
+    @cached_property
+    def _signature_prefix(self) -> str:
+        """The start of this layer's signature in ``Architecture._canonical_order``: the part that does not depend
+        on where its inputs are."""
+        return f"({self.kind!r}, {self.config!r}, "
+
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Layer:
         try:
@@ -85,7 +103,12 @@ class Layer:
             raise ValueError(f"layer entry {dict(d)!r} is malformed ({e}); it needs id, kind, inputs, config") from e
 
 
+_VALID_CONFIGS: set[tuple[str, tuple[tuple[str, int | float], ...]]] = set()  # (kind, config) pairs checked
+
+
 def _check_config(layer: Layer) -> None:
+    if (layer.kind, layer.config) in _VALID_CONFIGS:
+        return
     spec = LAYER_KINDS.get(layer.kind)
     if spec is None:
         raise ValueError(f"layer {layer.id!r} has unknown kind {layer.kind!r}; known kinds: {', '.join(LAYER_KINDS)}")
@@ -100,6 +123,7 @@ def _check_config(layer: Layer) -> None:
             raise ValueError(f"layer {layer.id!r}: {key}={value!r} must be a positive integer")
         if typ is float and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1):
             raise ValueError(f"layer {layer.id!r}: {key}={value!r} must be a number in [0, 1)")
+    _VALID_CONFIGS.add((layer.kind, layer.config))
 
 
 def _out_shape(layer: Layer, shapes: list[Shape]) -> Shape:
@@ -148,9 +172,26 @@ def _out_shape(layer: Layer, shapes: list[Shape]) -> Shape:
     return shapes[0]  # BatchNormalization, Normalization, ReLU, Dropout, Softmax keep the shape
 
 
-def _signature(layer: Layer, rank: Mapping[str, int]) -> tuple[Any, ...]:
-    """What a layer is, with inputs given by canonical position rather than by name."""
-    return (layer.kind, layer.config, tuple(rank[i] for i in layer.inputs))
+def _params(layer: Layer, in_shape: Shape) -> int:
+    """Parameters of ``layer`` reading a tensor of ``in_shape``, as Keras counts them (BatchNorm's moving
+    statistics included)."""
+    in_dim = in_shape[-1]
+    if layer.kind == "Conv2D":
+        k = layer.get("kernel_size")
+        return k * k * in_dim * layer.get("filters") + layer.get("filters")
+    if layer.kind == "Dense":
+        return in_dim * layer.get("units") + layer.get("units")
+    if layer.kind == "BatchNormalization":
+        return 4 * in_dim
+    if layer.kind == "Normalization":
+        return 2 * in_dim + 1  # mean, variance and Keras' sample count
+    return 0
+
+
+# Output shape and parameters by (layer, input shapes), a cache only: morphisms rebuild graphs that share
+# most of their layers.
+_SHAPES: dict[tuple[Layer, tuple[Shape, ...]], tuple[Shape, int]] = {}
+_SHAPES_MAX = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -165,6 +206,7 @@ class Architecture:
     input_shape: Shape
     layers: tuple[Layer, ...]
     shapes: Mapping[str, Shape] = field(init=False, repr=False, compare=False)
+    _param_count: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         shape = tuple(self.input_shape)
@@ -183,47 +225,73 @@ class Architecture:
             for src in layer.inputs:
                 if src != INPUT and src not in by_id:
                     raise ValueError(f"layer {layer.id!r} reads {src!r}, which is neither a layer nor {INPUT!r}")
-        ordered, shapes = self._canonical_order(by_id)
+        ordered, shapes, params = self._canonical_order(by_id)
         read = {src for lay in ordered for src in lay.inputs}
         sinks = [lay.id for lay in ordered if lay.id not in read]
         if len(sinks) != 1:
             raise ValueError(f"the graph must have exactly one output layer, found {sinks or 'none'}")
         object.__setattr__(self, "layers", tuple(ordered))
         object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "_param_count", params)
 
-    def _canonical_order(self, by_id: Mapping[str, Layer]) -> tuple[list[Layer], dict[str, Shape]]:
+    def _canonical_order(self, by_id: Mapping[str, Layer]) -> tuple[list[Layer], dict[str, Shape], int]:
         """Kahn's algorithm; among ready layers the smallest structural signature goes first.
 
-        A layer's signature is fixed once all its inputs are placed, so ready layers wait in a heap.
-        repr() keeps the ordering total across int/float configs; the id breaks exact ties.
+        A layer's signature is the repr of ``(kind, config, input positions)``, its inputs given by their place
+        in the canonical order rather than by name (repr keeps the ordering total across int and float configs);
+        it is fixed once all its inputs are placed, so ready layers wait in a heap. The id breaks exact ties.
+        Returns the layers in that order, every node's shape and the parameter count.
         """
         rank = {INPUT: -1}
         shapes: dict[str, Shape] = {INPUT: self.input_shape}
-        waiting = {lay.id: len(set(lay.inputs)) for lay in by_id.values()}
-        readers: dict[str, list[str]] = {}
+        waiting: dict[str, int] = {}
+        readers: dict[str, list[Layer]] = {}
         for lay in by_id.values():
-            for src in set(lay.inputs):
-                readers.setdefault(src, []).append(lay.id)
-        ready: list[tuple[str, str]] = []
-
-        def release(node: str) -> None:
-            for reader in readers.get(node, ()):
-                waiting[reader] -= 1
-                if waiting[reader] == 0:
-                    lay = by_id[reader]
-                    heapq.heappush(ready, (repr(_signature(lay, rank)), lay.id))
-
-        release(INPUT)
+            sources = lay.inputs if len(lay.inputs) == 1 else set(lay.inputs)
+            waiting[lay.id] = len(sources)
+            for src in sources:
+                readers.setdefault(src, []).append(lay)
+        ready: list[tuple[str, str, Layer]] = []  # (signature, id, layer): ids are unique, layers never compared
+        push, pop = heapq.heappush, heapq.heappop
         ordered: list[Layer] = []
-        while ready:
-            nxt = by_id[heapq.heappop(ready)[1]]
-            shapes[nxt.id] = _out_shape(nxt, [shapes[i] for i in nxt.inputs])
+        params = 0
+        placed = INPUT
+        while True:
+            for lay in readers.get(placed, ()):  # release the readers of the node just placed
+                left = waiting[lay.id] - 1
+                waiting[lay.id] = left
+                if not left:
+                    inputs = lay.inputs
+                    if len(inputs) == 1:
+                        positions = f"({rank[inputs[0]]},)"
+                    else:
+                        positions = "(" + ", ".join([str(rank[i]) for i in inputs]) + ")"
+                    push(ready, (lay._signature_prefix + positions + ")", lay.id, lay))
+            if not ready:
+                break
+            nxt = pop(ready)[2]
+            key = (nxt, tuple([shapes[i] for i in nxt.inputs]))
+            known = _SHAPES.get(key)
+            if known is None:
+                known = (_out_shape(nxt, list(key[1])), _params(nxt, key[1][0]))
+                if len(_SHAPES) >= _SHAPES_MAX:
+                    _SHAPES.clear()
+                _SHAPES[key] = known
+            shapes[nxt.id] = known[0]
+            params += known[1]
             rank[nxt.id] = len(ordered)
             ordered.append(nxt)
-            release(nxt.id)
+            placed = nxt.id
         if len(ordered) < len(by_id):
             raise ValueError(f"the graph has a cycle through layers {sorted(set(by_id) - set(rank))}")
-        return ordered, shapes
+        return ordered, shapes, params
+
+    def __hash__(self) -> int:  # computed once: architectures key the morphisms' caches
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> int:
+        return hash((self.input_shape, self.layers))
 
     # --- look-up -----------------------------------------------------------------------
 
@@ -282,22 +350,12 @@ class Architecture:
     def layer_params(self, layer_id: str) -> int:
         """Parameters of one layer as Keras counts them (BatchNorm's moving statistics included)."""
         lay = self.by_id[layer_id]
-        in_dim = self.shapes[lay.inputs[0]][-1]
-        if lay.kind == "Conv2D":
-            k = lay.get("kernel_size")
-            return k * k * in_dim * lay.get("filters") + lay.get("filters")
-        if lay.kind == "Dense":
-            return in_dim * lay.get("units") + lay.get("units")
-        if lay.kind == "BatchNormalization":
-            return 4 * in_dim
-        if lay.kind == "Normalization":
-            return 2 * in_dim + 1  # mean, variance and Keras' sample count
-        return 0
+        return _params(lay, self.shapes[lay.inputs[0]])
 
-    @cached_property
+    @property
     def param_count(self) -> int:
         """Total parameters, equal to ``keras.Model.count_params()`` of the built model."""
-        return sum(self.layer_params(lay.id) for lay in self.layers)
+        return self._param_count
 
     @property
     def n_layers(self) -> int:
@@ -336,14 +394,15 @@ class Architecture:
 
     @cached_property
     def id(self) -> str:
-        """sha256 of the canonical JSON of the structure (names replaced by canonical positions)."""
+        """sha256 of the canonical JSON of the structure (names replaced by canonical positions): the string
+        ``json.dumps({"format", "input_shape", "layers": [[kind, config, input positions], ...]}, sort_keys=True,
+        separators=(",", ":"))``, put together from each layer's cached piece."""
         rank = {INPUT: -1, **{lay.id: i for i, lay in enumerate(self.layers)}}
-        structure = {
-            "format": JSON_FORMAT,
-            "input_shape": list(self.input_shape),
-            "layers": [[lay.kind, dict(lay.config), [rank[i] for i in lay.inputs]] for lay in self.layers],
-        }
-        canonical = json.dumps(structure, sort_keys=True, separators=(",", ":"))
+        entries = ",".join(
+            lay._structure_prefix + ",".join([str(rank[i]) for i in lay.inputs]) + "]]" for lay in self.layers
+        )
+        shape = json.dumps(list(self.input_shape), separators=(",", ":"))
+        canonical = f'{{"format":{JSON_FORMAT},"input_shape":{shape},"layers":[{entries}]}}'
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def fresh_ids(self, *kinds: str) -> list[str]:

@@ -135,17 +135,21 @@ def skip_pairs(arch: Architecture) -> tuple[tuple[str, str], ...]:
     The same rules as ``_skip_branch_pools``, walked once per source instead of checked per pair.
     """
     body = _body(arch)
+    # per body layer: the pool size it divides the spatial shape by (0: none), whether it mixes, its shape
+    steps = []
+    for node in body:
+        lay = arch.by_id[node]
+        steps.append((lay.get("pool_size") if lay.kind == "MaxPooling2D" else 0, lay.kind in MIXING_KINDS, node))
     pairs = []
     for i, src in enumerate(body):
         s_shape = arch.shapes[src]
-        spatial, mixed = s_shape[:-1], False
-        for dst in body[i + 1 :]:
-            lay = arch.by_id[dst]
-            if lay.kind == "MaxPooling2D":
-                spatial = tuple(-(-d // lay.get("pool_size")) for d in spatial)
-            mixed = mixed or lay.kind in MIXING_KINDS
+        spatial, mixed, rank = s_shape[:-1], False, len(s_shape)
+        for pool, mixing, dst in steps[i + 1 :]:
+            if pool:
+                spatial = tuple(-(-d // pool) for d in spatial)
+            mixed = mixed or mixing
             d_shape = arch.shapes[dst]
-            if mixed and len(d_shape) == len(s_shape) and spatial == d_shape[:-1]:
+            if mixed and len(d_shape) == rank and spatial == d_shape[:-1]:
                 pairs.append((src, dst))
     return tuple(pairs)
 
@@ -404,7 +408,9 @@ def plan_skip(
     if kind not in ("add_skip", "concat_skip"):
         raise ValueError(f"skip kind {kind!r} must be 'add_skip' or 'concat_skip'")
     if src is None or dst is None:
-        pairs = [(s, d) for s, d in skip_pairs(arch) if src in (None, s) and dst in (None, d)]
+        pairs = skip_pairs(arch)
+        if src is not None or dst is not None:
+            pairs = tuple((s, d) for s, d in pairs if src in (None, s) and dst in (None, d))
         if not pairs:
             raise ValueError("the architecture has no pair of layers a skip connection can join")
         src, dst = pairs[int(rng.integers(len(pairs)))]

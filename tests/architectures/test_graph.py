@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import heapq
+import json
 import random
 
+import numpy as np
 import pytest
 
 from nas.architectures.graph import INPUT, Architecture, Layer
 from nas.architectures.initial import initial_architecture, initial_cnn, initial_mlp
+from nas.architectures.morphisms import random_morphism
 
 
 def chain(*specs: tuple[str, dict]) -> tuple[Layer, ...]:
@@ -49,6 +54,57 @@ def test_id_is_stable_across_versions() -> None:
     arch = initial_cnn((28, 28, 1), 10)
     assert arch.id == "b61ef31e1c53" + arch.id[12:]
     assert len(arch.id) == 64
+
+
+def _reference_order(layers: tuple[Layer, ...]) -> list[Layer]:
+    """The canonical order as specified: Kahn's algorithm, smallest repr((kind, config, input positions)) first."""
+    by_id = {lay.id: lay for lay in layers}
+    rank, ordered, ready = {INPUT: -1}, [], []
+    waiting = {lay.id: len(set(lay.inputs)) for lay in layers}
+
+    def release(node: str) -> None:
+        for lay in layers:
+            if node in lay.inputs:
+                waiting[lay.id] -= 1
+                if waiting[lay.id] == 0:
+                    heapq.heappush(ready, (repr((lay.kind, lay.config, tuple(rank[i] for i in lay.inputs))), lay.id))
+
+    release(INPUT)
+    while ready:
+        lay = by_id[heapq.heappop(ready)[1]]
+        rank[lay.id] = len(ordered)
+        ordered.append(lay)
+        release(lay.id)
+    return ordered
+
+
+def _reference_id(arch: Architecture) -> str:
+    rank = {INPUT: -1, **{lay.id: i for i, lay in enumerate(arch.layers)}}
+    structure = {
+        "format": 1,
+        "input_shape": list(arch.input_shape),
+        "layers": [[lay.kind, dict(lay.config), [rank[i] for i in lay.inputs]] for lay in arch.layers],
+    }
+    return hashlib.sha256(json.dumps(structure, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_order_id_and_size_match_their_definitions_on_grown_networks() -> None:
+    # The graph builds them from cached pieces (signatures, JSON fragments, shapes and sizes by layer); on networks
+    # grown by hundreds of morphisms (merges, pooled skips, float configs) they must equal the plain definitions.
+    rng, shuffle = np.random.default_rng(4), random.Random(4)
+    for start in (initial_cnn((16, 16, 3), 5, filters=8), initial_mlp((11,), 3, units=16)):
+        grown = [start]
+        for _ in range(120):
+            found = random_morphism(grown[int(rng.integers(len(grown)))], rng, max_params=2_000_000, max_layers=70)
+            if found is not None:
+                grown.append(found[1])
+        for arch in grown[::7]:
+            shuffled = list(arch.layers)
+            shuffle.shuffle(shuffled)
+            again = Architecture(arch.input_shape, tuple(shuffled))
+            assert list(again.layers) == _reference_order(tuple(shuffled)) == list(arch.layers)
+            assert again.id == _reference_id(arch) == arch.id
+            assert again.param_count == sum(arch.layer_params(lay.id) for lay in arch.layers) == arch.param_count
 
 
 def test_id_changes_with_structure(small_cnn: Architecture) -> None:
