@@ -5,13 +5,24 @@ Methods: this project's ``bayesian`` (network morphism + GP), ``random`` and ``e
 plain loop on a real MLflow store: what `nas search --local` runs), and KerasTuner's
 ``BayesianOptimization`` and ``RandomSearch`` over a comparable skip-free CNN space (blocks of
 ReLU -> BN -> Conv 3x3 -> MaxPool with searched depth and widths, GAP, Dropout, Dense, softmax), with
-the same epochs per trial, batch size, learning rate and early stopping. Each run stops starting new
-models once its budget is spent (the last one may run over; only models that ended within the budget
-count). Test accuracy: the method's best model (by validation accuracy) on the test split, once.
+the same epochs per trial, batch size, learning rate and early stopping; and the no-search ``control``: the
+search's initial network trained alone for the whole budget, with early stopping (patience 5). Each run
+stops starting new models once its budget is spent (the last one may run over; only models that ended
+within the budget count). Test accuracy: the method's best model (by validation accuracy) on the test
+split, once.
+
+``fashion_mnist_official`` is Fashion-MNIST split as published: 54,000 training and 6,000 validation images
+drawn (stratified, seed 0) from the 60,000 training images, the 10,000 test images as the test split. It
+goes to the searches as a prepared data folder, as a user would give it.
 
     .venv/bin/pip install -c constraints.txt -e ".[bench]"     # KerasTuner and tensorboard
     .venv/bin/python bench/search_efficiency.py --quick        # MNIST-5k, 1 seed, 60 s per run: ~7 minutes
     .venv/bin/python bench/search_efficiency.py     # MNIST-5k 90 s x 2 epochs, Fashion-MNIST 120 s x 1, 3 seeds (~60 min)
+    # the 1,200-s comparison, one seed per call, each run appended to the runs file as it ends (--resume skips
+    # the runs already there, so it can be spread over several sittings):
+    .venv/bin/python bench/search_efficiency.py --datasets fashion_mnist_official --budget 1200 --epochs 3 \
+        --seeds 3 --methods bayesian control evolution random kt-bayesian kt-random \
+        --out bench/results/search_efficiency-fashion_mnist-1200 --resume
 """
 
 from __future__ import annotations
@@ -32,14 +43,19 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parents[1]
 OURS = ("bayesian", "random", "evolution")
 PEERS = ("kt-bayesian", "kt-random")
-TARGETS = {"mnist5k": 0.95, "fashion_mnist": 0.88, "digits": 0.9}
+CONTROL = "control"
+CONTROL_PATIENCE = 5
+TARGETS = {"mnist5k": 0.95, "fashion_mnist": 0.88, "fashion_mnist_official": 0.88, "digits": 0.9}
 FRACTIONS = (0.25, 0.5, 1.0)
 
 Curve = list[tuple[float, float, str]]  # (seconds since start, validation accuracy, model) of each model that ended
 
 
-def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int, splits: Any) -> dict[str, Any]:
-    """One search of this project, timed from outside; returns its curve and its best model's test accuracy."""
+def run_ours(
+    strategy: str, dataset: str, source: str, seed: int, budget: float, epochs: int, splits: Any
+) -> dict[str, Any]:
+    """One search of this project on ``source`` (its ``data.dataset``), timed from outside; returns its curve and
+    its best model's test accuracy."""
     from nas.architectures.weights import load_weights
     from nas.drivers.config import load
     from nas.drivers.runner import run_search
@@ -48,7 +64,7 @@ def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int,
     from nas.training.builder import predict
 
     sets = [
-        f"data.dataset={dataset}",
+        f"data.dataset={source}",
         f"search.strategy={strategy}",
         f"search.seed={seed}",
         f"search.time_budget_s={budget}",
@@ -74,6 +90,57 @@ def run_ours(strategy: str, dataset: str, seed: int, budget: float, epochs: int,
         arch = service.state.models[best].arch
         test = float(np.mean(predict(arch, weights, splits.x_test).argmax(1) == splits.y_test))
     return {"curve": curve, "test_accuracy": test, "seconds": seconds}
+
+
+def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str, Any]:
+    """The no-search control: the search's initial network trained alone, with early stopping (patience
+    ``CONTROL_PATIENCE``) and no other limit than the wall-clock budget (no epoch starts that would end after
+    it at the pace of the one before); its curve has a point per epoch."""
+    from nas.ledger.service import initial_for
+    from nas.training.builder import predict
+    from nas.training.fit import TrainConfig, fit, make_deterministic
+
+    make_deterministic(seed)
+    t = config["train"]
+    arch = initial_for(config, splits.input_shape, splits.num_classes)
+    train = TrainConfig(
+        epochs=10_000,
+        batch_size=t["batch_size"],
+        learning_rate=t["learning_rate"],
+        early_stopping_patience=CONTROL_PATIENCE,
+    )
+    curve: Curve = []
+    start = time.monotonic()
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
+        seconds = time.monotonic() - start
+        last = seconds - (curve[-1][0] if curve else 0.0)
+        curve.append((seconds, logs["val_accuracy"], f"epoch {epoch + 1}"))
+        return seconds + last > budget  # no epoch starts that would end after the budget at the last one's pace
+
+    result = fit(
+        arch, None, splits.x_train, splits.y_train, splits.x_val, splits.y_val, train, seed=seed, on_epoch=on_epoch
+    )
+    seconds = time.monotonic() - start
+    kept = [p for p in curve if p[2] == f"epoch {result.kept_epoch + 1}"]
+    test = None
+    if kept and kept[0][0] <= budget:  # the kept weights are those of an epoch that ended within the budget
+        test = float(np.mean(predict(arch, result.weights, splits.x_test).argmax(1) == splits.y_test))
+    return {"curve": curve, "test_accuracy": test, "seconds": seconds, "parameters": arch.param_count}
+
+
+def official_fashion_mnist(folder: Path, validation: int = 6_000) -> Path:
+    """Fashion-MNIST as published, written to ``folder`` as a prepared data folder: ``validation`` images drawn
+    (stratified, seed 0) from the training file for validation, the rest to train on, the test file as the test
+    split."""
+    from sklearn.model_selection import train_test_split
+
+    from nas.data import Splits, fashion_mnist_parts, save_prepared
+
+    (x, y), test = fashion_mnist_parts().values()
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=validation, stratify=y, random_state=0)
+    save_prepared(Splits("fashion_mnist_official", x_train, y_train, x_val, y_val, *test), folder)
+    return folder
 
 
 def _kt_model(hp: Any, input_shape: tuple[int, ...], classes: int, learning_rate: float) -> Any:
@@ -179,7 +246,8 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: float, target: floa
         for f in FRACTIONS:
             row[f"best val @{int(f * 100)}%"] = _median([best_at(r["curve"], f * budget) for r in results])
         row["test acc"] = _median([r["test_accuracy"] for r in results])
-        row["models"] = _median([float(sum(s <= budget for s, _, _ in r["curve"])) for r in results], ".0f")
+        trained = [1.0 if method == CONTROL else float(sum(s <= budget for s, _, _ in r["curve"])) for r in results]
+        row["models"] = _median(trained, ".0f")  # the control's curve has a point per epoch of its one model
         times = [time_to(r["curve"], target, budget) for r in results]
         row[f"s to {target:g}"] = _median(times, ".0f")
         rows.append(row)
@@ -199,7 +267,9 @@ def plot(all_runs: dict[str, dict[str, list[dict[str, Any]]]], budgets: dict[str
         for method, results in runs.items():
             curves = [[best_at(r["curve"], t) for t in grid] for r in results]
             med = [statistics.median([c[i] for c in curves if c[i] is not None] or [np.nan]) for i in range(len(grid))]
-            ax.step(grid, med, where="post", label=method, ls="-" if method in OURS else "--")
+            ax.step(
+                grid, med, where="post", label=method, ls="-" if method in OURS else ":" if method == CONTROL else "--"
+            )
         ax.set_title(f"{dataset}: median best-so-far over seeds")
         ax.set_xlabel("seconds")
         ax.set_ylabel("validation accuracy")
@@ -217,7 +287,9 @@ def main() -> None:
     parser.add_argument("--budget", nargs="+", type=float, default=[90.0, 120.0], help="seconds per run, per dataset")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", nargs="+", type=int, default=[2, 1], help="epochs per model, per dataset")
-    parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS])
+    parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS], choices=[*OURS, *PEERS, CONTROL])
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
+    parser.add_argument("--resume", action="store_true", help="keep the runs file's runs and skip them")
     parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
     parser.add_argument("--from-runs", metavar="JSONL", help="only rewrite the results from a .runs.jsonl")
     args = parser.parse_args()
@@ -241,26 +313,39 @@ def main() -> None:
 
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.time()
-    configs = {d: load(ROOT / "params.yaml", [f"data.dataset={d}"]) for d in args.datasets}
+    sources = {d: str(official_fashion_mnist(tmp / d)) if d == "fashion_mnist_official" else d for d in args.datasets}
+    configs = {d: load(ROOT / "params.yaml", [f"data.dataset={sources[d]}"]) for d in args.datasets}
     data = {d: splits_for(c) for d, c in configs.items()}  # every dataset loads before any run starts
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs_file = out.with_suffix(".runs.jsonl")  # each run as it ends: nothing lost if a later one fails
-    runs_file.write_text("")
+    done = (
+        [json.loads(line) for line in runs_file.read_text().splitlines()] if args.resume and runs_file.exists() else []
+    )
+    if not args.resume:
+        runs_file.write_text("")
     for dataset in args.datasets:
         config, splits, budget = configs[dataset], data[dataset], budgets[dataset]
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
-        for seed in range(args.seeds):
+        for r in done:
+            if r["dataset"] == dataset:
+                r["curve"] = [tuple(p) for p in r["curve"]]
+                runs.setdefault(r["method"], []).append(r)
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for method in args.methods:  # interleaved, so machine load drifts hit every method alike
+                if any(r["dataset"] == dataset and r["seed"] == seed and r["method"] == method for r in done):
+                    continue
                 if method in OURS:
-                    result = run_ours(method, dataset, seed, budget, epochs[dataset], splits)
+                    result = run_ours(method, dataset, sources[dataset], seed, budget, epochs[dataset], splits)
+                elif method == CONTROL:
+                    result = run_control(seed, budget, splits, config)
                 else:
                     result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config)
                 runs[method].append(result)
                 with runs_file.open("a") as f:
                     f.write(json.dumps({"dataset": dataset, "seed": seed, "method": method, **result}) + "\n")
                 best = best_at(result["curve"], budget)
-                print(f"{dataset} seed {seed} {method:<12} models {len(result['curve']):>3}  best val "
+                print(f"{dataset} seed {seed} {method:<12} models {1 if method == CONTROL else len(result['curve']):>3}  best val "
                       f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip
         all_runs[dataset] = runs
     write_results(all_runs, budgets, epochs, (time.time() - started) / 60, out)

@@ -81,10 +81,11 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
-    """Fashion-MNIST (train and test files pooled; our own seeded split decides) from Debian's package."""
-    parts = []
-    for prefix in ("train", "t10k"):
+def fashion_mnist_parts() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST from Debian's package as published: ``{"train": (x, y), "test": (x, y)}``, images as float32
+    in [0, 1] with a channel axis."""
+    parts = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
         found = [
             FASHION_MNIST_DIR / f"{prefix}-{kind}-ubyte{gz}"
             for kind in ("images-idx3", "labels-idx1")
@@ -97,9 +98,15 @@ def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
                 f"dataset 'fashion_mnist' is not installed in {FASHION_MNIST_DIR}; "
                 "install it with: apt-get install dataset-fashion-mnist (or set NAS_FASHION_MNIST_DIR)"
             )
-        parts.append((_read_idx(images), _read_idx(labels)))
-    x = np.concatenate([p[0] for p in parts]).astype(np.float32)[..., None] / 255.0
-    return x, np.concatenate([p[1] for p in parts]).astype(np.int64)
+        x = _read_idx(images).astype(np.float32)[..., None] / 255.0
+        parts[part] = (x, _read_idx(labels).astype(np.int64))
+    return parts
+
+
+def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST (train and test files pooled; our own seeded split decides) from Debian's package."""
+    parts = fashion_mnist_parts()
+    return np.concatenate([parts["train"][0], parts["test"][0]]), np.concatenate([parts["train"][1], parts["test"][1]])
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:

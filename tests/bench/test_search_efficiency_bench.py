@@ -1,0 +1,68 @@
+"""bench/search_efficiency.py's no-search control and its published Fashion-MNIST split, on real data and Keras."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import nas.data
+from nas.data import load_prepared
+from nas.drivers.config import load
+from nas.drivers.runner import splits_for
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    path = ROOT / "bench" / "search_efficiency.py"
+    spec = importlib.util.spec_from_file_location("bench_search_efficiency", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_the_published_split_keeps_the_test_file_as_the_test_set(
+    bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    files = {}
+    for prefix, n in (("train", 200), ("t10k", 50)):
+        files[prefix] = (rng.integers(0, 256, (n, 28, 28)), rng.permutation(np.arange(n) % 10))
+        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", files[prefix][0])
+        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", files[prefix][1])
+    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path)
+    splits = load_prepared(bench.official_fashion_mnist(tmp_path / "prepared", validation=40))
+    assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (160, 40, 50)
+    assert np.array_equal(np.rint(splits.x_test[..., 0] * 255), files["t10k"][0])  # as published, in order
+    assert np.array_equal(splits.y_test, files["t10k"][1])
+    assert np.array_equal(np.bincount(splits.y_val, minlength=10), [4] * 10)  # stratified
+    seen = np.concatenate([splits.x_train, splits.x_val])[..., 0] * 255
+    assert sorted(map(bytes, np.rint(seen).astype(np.uint8))) == sorted(map(bytes, files["train"][0].astype(np.uint8)))
+
+
+def test_the_control_trains_the_initial_network_until_the_budget(bench: ModuleType) -> None:
+    config = load(ROOT / "params.yaml", ["data.dataset=digits"])
+    splits = splits_for(config)
+    budget = 12.0
+    result = bench.run_control(0, budget, splits, config)
+    seconds = [s for s, _, _ in result["curve"]]
+    assert len(seconds) > 1 and seconds == sorted(seconds)
+    assert seconds[-1] <= budget * 1.2  # no epoch starts that would end well after the budget
+    assert [key for _, _, key in result["curve"]] == [f"epoch {i + 1}" for i in range(len(seconds))]
+    assert result["test_accuracy"] is not None and result["test_accuracy"] > 0.5
+    assert result["parameters"] > 0
