@@ -135,7 +135,7 @@ def skip_pairs(arch: Architecture) -> tuple[tuple[str, str], ...]:
     The same rules as ``_skip_branch_pools``, walked once per source instead of checked per pair.
     """
     body = _body(arch)
-    # per body layer: the pool size it divides the spatial shape by (0: none), whether it mixes, its shape
+    # per body layer: the pool size it divides the spatial shape by (0: none), whether it mixes, its node id
     steps = []
     for node in body:
         lay = arch.by_id[node]
