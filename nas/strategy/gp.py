@@ -9,11 +9,15 @@ Notation (shapes):
 
 The kernel has unit signal variance (targets are normalised); its length scale and the noise
 variance are chosen by maximising the log marginal likelihood unless ``optimize=False``.
+``GroupedGaussianProcess`` gives each group of feature columns its own length scale (automatic
+relevance determination), e.g. one per edge of a cell encoded one-hot.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_solve, cholesky, solve_triangular
@@ -59,12 +63,13 @@ class GaussianProcess:
         length_scale_bounds: tuple[float, float] = (1e-2, 1e2),
         noise_bounds: tuple[float, float] = (1e-6, 1.0),
     ) -> None:
-        self.length_scale = length_scale
+        self.length_scale: float | np.ndarray = length_scale  # an array of one per group in GroupedGaussianProcess
         self.noise = noise
         self.optimize = optimize
         self.length_scale_bounds = length_scale_bounds
         self.noise_bounds = noise_bounds
         self.kernel_entries_ = 0  # kernel matrix entries computed so far (for the incremental-refit promise)
+        self.length_scale_: Any  # float; an array of one per group in GroupedGaussianProcess
         self.L_: np.ndarray
         self.jitter_: float
 
@@ -80,7 +85,7 @@ class GaussianProcess:
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise ValueError("GP fit got NaN or infinite features or targets; a failed training must not be fitted")
         self.X_, self.y_ = x, y
-        self._d2 = _sq_dists(x, x)
+        self._d2 = self._pair_d2(x, x)
         self.kernel_entries_ += len(x) ** 2
         self._normalise()
         if self.optimize and len(y) > 1:
@@ -95,12 +100,12 @@ class GaussianProcess:
         x = np.asarray(x, float).reshape(1, -1)
         if not (np.all(np.isfinite(x)) and math.isfinite(y)):
             raise ValueError("GP add got NaN or infinite features or target")
-        d2_row = _sq_dists(self.X_, x)[:, 0]
+        d2_row = self._pair_d2(self.X_, x)[:, 0]
         self.kernel_entries_ += len(self.X_) + 1
         n = len(self.X_)
-        d2 = np.empty((n + 1, n + 1))
+        d2 = np.empty((n + 1, n + 1, *self._d2.shape[2:]))
         d2[:n, :n], d2[:n, n], d2[n, :n], d2[n, n] = self._d2, d2_row, d2_row, 0.0
-        k_row = np.exp(-0.5 * d2_row / self.length_scale_**2)  # the new kernel row, nothing else
+        k_row = self._kernel(d2_row, self.length_scale_)  # the new kernel row, nothing else
         l_row = solve_triangular(self.L_, k_row, lower=True)
         corner = 1.0 + self.noise_ + self.jitter_ - l_row @ l_row
         self.X_, self.y_, self._d2 = np.vstack([self.X_, x]), np.append(self.y_, y), d2
@@ -121,16 +126,25 @@ class GaussianProcess:
         self.y_std_ = std if std > 0 else 1.0
         self._y_norm = (self.y_ - self.y_mean_) / self.y_std_
 
-    def _k(self, length_scale: float, noise: float) -> np.ndarray:
+    def _pair_d2(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """What the kernel is a function of, for every pair of rows: here the squared distance, (n, m)."""
+        return _sq_dists(a, b)
+
+    @staticmethod
+    def _kernel(d2: np.ndarray, length_scale: Any) -> np.ndarray:
+        """Kernel values from ``_pair_d2``'s output."""
+        return np.exp(-0.5 * d2 / length_scale**2)
+
+    def _k(self, length_scale: Any, noise: float) -> np.ndarray:
         """K = k(X, X) + noise * I from the cached squared distances (Algorithm 2.1 line 2)."""
-        return np.exp(-0.5 * self._d2 / length_scale**2) + noise * np.eye(len(self._d2))
+        return self._kernel(self._d2, length_scale) + noise * np.eye(len(self._d2))
 
     def _factorise(self) -> None:
         self.L_, self.jitter_ = _cholesky(self._k(self.length_scale_, self.noise_), self.noise_)
         self.alpha_ = cho_solve((self.L_, True), self._y_norm)  # line 3
         self.log_marginal_likelihood_value_ = _lml(self._y_norm, self.L_, self.alpha_)
 
-    def log_marginal_likelihood(self, length_scale: float, noise: float) -> float:
+    def log_marginal_likelihood(self, length_scale: Any, noise: float) -> float:
         """Log marginal likelihood of the fitted data under the given hyperparameters (-inf if singular)."""
         try:
             chol = cholesky(self._k(length_scale, noise), lower=True)
@@ -162,11 +176,97 @@ class GaussianProcess:
 
     # --- prediction ----------------------------------------------------------------------------
 
+    def _cross_kernel(self, x: np.ndarray) -> np.ndarray:
+        """k(X, x), (n, m)."""
+        return rbf(self.X_, x, self.length_scale_)
+
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation (of the latent function) at the rows of ``x``."""
         x = np.atleast_2d(np.asarray(x, float))
-        k_star = rbf(self.X_, x, self.length_scale_)
+        k_star = self._cross_kernel(x)
         mean = k_star.T @ self.alpha_  # line 4
         v = solve_triangular(self.L_, k_star, lower=True)  # line 5
         var = np.maximum(1.0 - np.sum(v**2, 0), 0.0)  # line 6, k(x*, x*) = 1
         return mean * self.y_std_ + self.y_mean_, np.sqrt(var) * self.y_std_
+
+
+class GroupedGaussianProcess(GaussianProcess):
+    """A length scale per group of feature columns: k(a, b) = exp(-sum_g |a_g - b_g|^2 / (2 l_g^2)).
+
+    ``groups[j]`` is the group of column j (0..G-1, each used). ``length_scale_`` is an array of G length
+    scales, chosen with the noise by maximising the log marginal likelihood (analytic gradients) from the
+    best of a grid of equal-length-scale starts. With one-hot columns scaled by 1/sqrt(2), a group's squared
+    distance is 1 where the two points differ in it, so the kernel is exp(-a weighted Hamming distance).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[int],
+        length_scale: float = 1.0,
+        noise: float = 1e-2,
+        *,
+        optimize: bool = True,
+        length_scale_bounds: tuple[float, float] = (1e-2, 1e2),
+        noise_bounds: tuple[float, float] = (1e-6, 1.0),
+    ) -> None:
+        super().__init__(
+            length_scale,
+            noise,
+            optimize=optimize,
+            length_scale_bounds=length_scale_bounds,
+            noise_bounds=noise_bounds,
+        )
+        self.groups = np.asarray(groups, dtype=int)
+        n_groups = int(self.groups.max()) + 1 if self.groups.size else 0
+        if self.groups.ndim != 1 or not self.groups.size or set(self.groups.tolist()) != set(range(n_groups)):
+            raise ValueError(f"groups must number the feature columns 0..G-1, each group used; got {list(groups)}")
+        self._members = np.eye(n_groups)[self.groups]  # (p, G): column j belongs to group groups[j]
+        self.length_scale = np.full(n_groups, float(length_scale))
+
+    def _pair_d2(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Squared distance within each group, (n, m, G)."""
+        if a.shape[1] != len(self.groups):
+            raise ValueError(f"features have {a.shape[1]} columns but groups name {len(self.groups)}")
+        return ((a[:, None, :] - b[None, :, :]) ** 2) @ self._members
+
+    @staticmethod
+    def _kernel(d2: np.ndarray, length_scale: Any) -> np.ndarray:
+        return np.exp(-0.5 * (d2 @ (1.0 / np.asarray(length_scale) ** 2)))
+
+    def _cross_kernel(self, x: np.ndarray) -> np.ndarray:
+        scale = 1.0 / np.asarray(self.length_scale_)[self.groups]  # each column in units of its group's length scale
+        return rbf(self.X_ * scale, x * scale, 1.0)
+
+    def _best_hyperparameters(self) -> tuple[Any, float]:
+        n_groups = self._d2.shape[2]
+        eye = np.eye(len(self._d2))
+        lo = [math.log(self.length_scale_bounds[0])] * n_groups + [math.log(self.noise_bounds[0])]
+        hi = [math.log(self.length_scale_bounds[1])] * n_groups + [math.log(self.noise_bounds[1])]
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            """Negative log marginal likelihood and its gradient in (log l_1..log l_G, log noise)."""
+            inv_sq = np.exp(-2.0 * theta[:-1])
+            noise = math.exp(theta[-1])
+            kf = np.exp(-0.5 * (self._d2 @ inv_sq))
+            try:
+                chol = cholesky(kf + noise * eye, lower=True)
+            except LinAlgError:
+                return 1e25, np.zeros_like(theta)
+            alpha = cho_solve((chol, True), self._y_norm)
+            w = cho_solve((chol, True), eye) - np.outer(alpha, alpha)  # dNLL/dK = w / 2
+            grad_l = 0.5 * np.einsum("ij,ijg->g", w * kf, self._d2) * inv_sq  # dK/dlog l_g = K * D_g / l_g^2
+            return -_lml(self._y_norm, chol, alpha), np.append(grad_l, 0.5 * np.trace(w) * noise)
+
+        spread = np.sqrt(self._d2.sum(axis=2)[self._d2.sum(axis=2) > 0])
+        base = float(np.median(spread)) if spread.size else 1.0
+        starts = [
+            np.clip([math.log(base * f)] * n_groups + [math.log(nz)], lo, hi)
+            for f in (0.3, 1.0, 3.0)
+            for nz in (1e-3, 1e-1)
+        ]
+        start = min(starts, key=lambda t: loss(np.asarray(t))[0])
+        from scipy.optimize import minimize  # imported here: reading a log needs no optimiser
+
+        result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi, strict=True)))
+        theta = result.x if result.fun <= loss(np.asarray(start))[0] else start
+        return np.exp(theta[:-1]), math.exp(theta[-1])

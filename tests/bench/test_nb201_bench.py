@@ -50,6 +50,8 @@ def test_every_strategy_makes_exactly_the_queries_asked_of_distinct_cells(nb201:
     assert 0 <= result["regret"] == pytest.approx(table.optimum - result["best"])
     best_so_far = [t[1] for t in result["trajectory"]]
     assert max(t[2] for t in result["trajectory"]) >= result["best"]  # the best observed is one of those queried
+    assert result["queried_regret"] == pytest.approx(table.optimum - max(t[2] for t in result["trajectory"]))
+    assert 0 <= result["queried_regret"] <= result["regret"]
     assert best_so_far[-1] == result["best"]
 
 

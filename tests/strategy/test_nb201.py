@@ -31,3 +31,20 @@ def test_bad_cells_and_datasets_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown NAS-Bench-201 dataset 'svhn'"):
         load_table("svhn")
     assert Cell.from_key("012340").ops == (OPS[0], OPS[1], OPS[2], OPS[3], OPS[4], OPS[0])
+
+
+def test_encoding_distance_is_the_hamming_distance_and_steps_replay() -> None:
+    space = CellSpace(Cell(("none",) * 6))
+    cells = space.points()
+    assert len(cells) == 5**6 and len({c.id for c in cells}) == 5**6
+    rng = np.random.default_rng(0)
+    for i, j in rng.integers(0, len(cells), size=(50, 2)):
+        a, b = cells[int(i)], cells[int(j)]
+        x = space.encode([a, b])
+        assert np.sum((x[0] - x[1]) ** 2) == pytest.approx(space.distance(a.ops, b.ops))
+        ops = list(a.ops)
+        for step in space.steps(a, b):
+            ops[step.edge] = step.op
+        assert tuple(ops) == b.ops and len(space.steps(a, b)) == space.distance(a.ops, b.ops)
+    np.testing.assert_array_equal(space.encode(cells[:7]), space.encode(list(cells[:7])))
+    assert len(space.groups) == space.encode([cells[0]]).shape[1] == 6 * len(OPS)
