@@ -83,7 +83,7 @@ def time_one(space: Any, history: History, seed: int, peer: bool) -> tuple[float
     """(seconds, of which refit, proposed id) of one proposal by a fresh proposer (or by the space's peer)."""
     if peer and isinstance(space, CellSpace):
         space = AnchorCellSpace(space)
-    proposer = BayesianProposer(space, anchor_seed=0)
+    proposer = BayesianProposer(space, anchor_seed=0, confirm=1)  # an EI proposal; re-measuring a leader is cheap
     if peer and not isinstance(space, AnchorCellSpace):
         anchors = anchors_from_walks(space, proposer.n_anchors, proposer.anchor_seed)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -65,9 +65,10 @@ class EdgeChange:
 
 @dataclass(frozen=True)
 class CellSpace:
-    """NAS-Bench-201 cells, starting from ``start``."""
+    """NAS-Bench-201 cells, starting from ``start``. A cell can be measured again (another training seed)."""
 
     start: Cell
+    remeasurable: ClassVar[bool] = True
 
     @staticmethod
     def random_start(rng: np.random.Generator) -> CellSpace:

@@ -10,6 +10,9 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   predicted mean). A space that can encode its points (``encode``, ``groups``) gets the exact
   edit-distance kernel with a length scale per group instead of the anchor embedding, and one that
   can list them all (``points``, ``steps``) gets expected improvement maximised over every point.
+  In a space that can measure a point again (``remeasurable``), a point leads only once measured
+  ``confirm`` times: while the point of highest mean score has fewer, it is proposed again first
+  (a re-measurement: its own model as parent, no steps), so one lucky training cannot win the search.
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -194,6 +197,11 @@ class BayesianProposer:
     # (length scale, noise) from a logged refit: propose with them instead of refitting
     hyperparameters: tuple[float, float] | None = None
     targets: str = "rank"  # the scale the GP fits scores on (nas.strategy.targets); "raw" for older logs
+    confirm: int = 2  # measurements a point needs to lead, in a space that is ``remeasurable``
+
+    def __post_init__(self) -> None:
+        if self.confirm < 1:
+            raise ValueError(f"confirm must be at least 1 measurement, got {self.confirm}")
 
     @property
     def embedding(self) -> AnchorEmbedding:
@@ -238,6 +246,21 @@ class BayesianProposer:
         length_scale, noise = self.hyperparameters
         return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
 
+    def unconfirmed_leader(self, history: History) -> Observation | None:
+        """In a ``remeasurable`` space: the latest observation of the point of highest mean score (the first
+        observed on ties) when it has fewer than ``confirm`` measurements and none pending; else None."""
+        if not getattr(self.space, "remeasurable", False) or not history.observations:
+            return None
+        scores: dict[str, list[float]] = {}
+        latest: dict[str, Observation] = {}
+        for o in history.observations:
+            scores.setdefault(o.point.id, []).append(o.score)
+            latest[o.point.id] = o
+        lead = max(scores, key=lambda i: float(np.mean(scores[i])))
+        if len(scores[lead]) >= self.confirm or lead in {p.id for p in history.pending}:
+            return None
+        return latest[lead]
+
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         if not history.observations:
             return Batch(_fill(history, k, rng, self.space, None))
@@ -249,6 +272,17 @@ class BayesianProposer:
         taken = history.excluded()
         roots = [(o.model_id, o.point) for o in history.observations]
         out: list[Proposal] = []
+        leader = self.unconfirmed_leader(history) if k > 0 else None
+        if leader is not None:  # measure the leader again before anything new
+            start = time.perf_counter()
+            x = self.features([leader.point])
+            (m,), (s,) = gp.predict(x)
+            low, mean, high = targets.to_scores(np.array([m - s, m, m + s]))
+            seconds = time.perf_counter() - start
+            out.append(
+                Proposal(leader.model_id, (), leader.point, None, float(mean), float(high - low) / 2, 0, seconds)
+            )
+            gp.add(x[0], float(m))
         while len(out) < k:
             start = time.perf_counter()
 
@@ -256,7 +290,7 @@ class BayesianProposer:
                 return gp.predict(self.features(points))
 
             if hasattr(self.space, "points"):
-                found = maximize_over_space(self.space, roots, score, taken, float(np.max(gp.y_)))
+                found = maximize_over_space(self.space, roots, gp, taken, float(np.max(gp.y_)))
             else:
                 found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
