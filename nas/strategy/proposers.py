@@ -277,11 +277,8 @@ class BayesianProposer:
             start = time.perf_counter()
             x = self.features([leader.point])
             (m,), (s,) = gp.predict(x)
-            low, mean, high = targets.to_scores(np.array([m - s, m, m + s]))
-            seconds = time.perf_counter() - start
-            out.append(
-                Proposal(leader.model_id, (), leader.point, None, float(mean), float(high - low) / 2, 0, seconds)
-            )
+            mean, std = targets.prediction(float(m), float(s))
+            out.append(Proposal(leader.model_id, (), leader.point, None, mean, std, 0, time.perf_counter() - start))
             gp.add(x[0], float(m))
         while len(out) < k:
             start = time.perf_counter()
@@ -309,18 +306,10 @@ class BayesianProposer:
                 taken.add(extra[0].point.id)
                 continue
             b = found.best
-            # the prediction in score units; the acquisition stays in the surrogate's
-            low, mean, high = targets.to_scores(np.array([b.mean - b.std, b.mean, b.mean + b.std]))
+            mean, std = targets.prediction(b.mean, b.std)  # the acquisition stays in the surrogate's units
             out.append(
                 Proposal(
-                    b.root_id,
-                    b.steps,
-                    b.point,
-                    b.acquisition,
-                    float(mean),
-                    float(high - low) / 2,
-                    found.evaluated,
-                    time.perf_counter() - start,
+                    b.root_id, b.steps, b.point, b.acquisition, mean, std, found.evaluated, time.perf_counter() - start
                 )
             )
             taken.add(b.point.id)

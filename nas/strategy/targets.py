@@ -59,3 +59,9 @@ class Targets:
         out = np.interp(z, self.warped, self.scores)
         out = np.where(z < self.warped[0], self.scores[0] + lo * (z - self.warped[0]), out)
         return np.where(z > self.warped[-1], self.scores[-1] + hi * (z - self.warped[-1]), out)
+
+    def prediction(self, mean: float, std: float) -> tuple[float, float]:
+        """A surrogate prediction (mean, std in targets) in score units: the mean mapped back, and half
+        the width of the mapped interval mean +- std."""
+        low, centre, high = self.to_scores(np.array([mean - std, mean, mean + std]))
+        return float(centre), float(high - low) / 2

@@ -37,6 +37,13 @@ def test_targets_go_back_to_scores_through_the_observed_pairs_and_beyond_them() 
     assert Targets.fit("rank", np.array([0.5])).to_scores(np.array([1.0]))[0] == 0.5
 
 
+def test_a_prediction_goes_back_as_its_mean_and_half_its_interval() -> None:
+    t = Targets.fit("rank", np.array([0.2, 0.6, 0.7, 0.9]))
+    low, mid, high = t.to_scores(np.array([0.1, 0.4, 0.7]))
+    assert t.prediction(0.4, 0.3) == (mid, (high - low) / 2)
+    assert Targets.fit("raw", np.array([0.2, 0.6])).prediction(0.5, 0.1) == pytest.approx((0.5, 0.1))
+
+
 def test_an_unknown_kind_names_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown surrogate targets 'log'; choose one of rank, raw"):
         Targets.fit("log", np.array([1.0]))
