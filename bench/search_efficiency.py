@@ -34,6 +34,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,7 @@ def time_to(curve: Curve, target: float, budget: float) -> float | None:
     return next((s for s, a, _ in curve if a >= target and s <= budget), None)
 
 
-def _median(values: list[float | None], fmt: str = ".3f") -> str:
+def _median(values: Sequence[float | None], fmt: str = ".3f") -> str:
     got = [v for v in values if v is not None]
     if not got:
         return "-"
@@ -266,7 +267,9 @@ def plot(all_runs: dict[str, dict[str, list[dict[str, Any]]]], budgets: dict[str
         grid = np.linspace(0, budget, 200)
         for method, results in runs.items():
             curves = [[best_at(r["curve"], t) for t in grid] for r in results]
-            med = [statistics.median([c[i] for c in curves if c[i] is not None] or [np.nan]) for i in range(len(grid))]
+            med = [
+                statistics.median([v for c in curves if (v := c[i]) is not None] or [np.nan]) for i in range(len(grid))
+            ]
             ax.step(
                 grid, med, where="post", label=method, ls="-" if method in OURS else ":" if method == CONTROL else "--"
             )

@@ -26,7 +26,8 @@ def summary(state: SearchState) -> dict[str, Any]:
         "best_model": best.model_id if best else None,
         "best_architecture": best.architecture_id if best else None,
         "best_val_accuracy": best.val_accuracy if best else None,
-        "spent_seconds": round(state.spent_seconds, 3),
+        "spent_seconds": round(state.spent_seconds, 3),  # compute: proposals, refits, trainings
+        "elapsed_s": None if state.elapsed_s is None else round(state.elapsed_s, 3),  # wall clock, as last recorded
         "max_params": state.max_params,
     }
 

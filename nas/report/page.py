@@ -119,6 +119,7 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
         if best is not None
         else "no model trained yet"
     )
+    wall = "" if state.elapsed_s is None else f" in {state.elapsed_s:.0f} s of wall clock"
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nas report: {html.escape(state.search_id)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}img{{max-width:100%}}
@@ -126,7 +127,7 @@ table{{border-collapse:collapse;font-size:0.85em}}td,th{{border:1px solid #ccc;p
 </head><body>
 <h1>Search {html.escape(state.search_id)}</h1>
 <p>Status: {status}. Strategy {html.escape(str(s.get("strategy", "?")))}, {state.count(ModelStatus.TRAINED)} trained,
-{state.count(ModelStatus.FAILED)} failed, {state.spent_seconds:.0f} s spent; {best_line}.</p>
+{state.count(ModelStatus.FAILED)} failed, {state.spent_seconds:.0f} s of compute{wall}; {best_line}.</p>
 <h2>Progress</h2>{_img(out / "best_so_far.png", "best so far")}
 <h2>Search tree</h2>{_img(out / "search_tree.png", "search tree")}
 <h2>Best architecture</h2>{arch_section}

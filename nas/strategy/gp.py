@@ -266,7 +266,8 @@ class GroupedGaussianProcess(GaussianProcess):
             grad_l = 0.5 * np.einsum("ij,ijg->g", w * kf, self._d2) * inv_sq  # dK/dlog l_g = K * D_g / l_g^2
             return -_lml(self._y_norm, chol, alpha), np.append(grad_l, 0.5 * np.trace(w) * noise)
 
-        spread = np.sqrt(self._d2.sum(axis=2)[self._d2.sum(axis=2) > 0])
+        total = self._d2.sum(axis=2)  # squared distance over all groups
+        spread = np.sqrt(total[total > 0])
         base = float(np.median(spread)) if spread.size else 1.0
         starts = [
             np.clip([math.log(base * f)] * n_groups + [math.log(nz)], lo, hi)

@@ -26,6 +26,7 @@ from nas.ledger.events import (
 )
 from nas.ledger.log import ChainError, verify_chain
 from nas.ledger.memory import MemoryStore
+from nas.ledger.replay import summary
 from nas.ledger.service import SearchService
 from nas.ledger.state import OOM_CAP_FACTOR, fold
 
@@ -197,3 +198,6 @@ def test_the_wall_clock_carries_over_to_the_next_runner() -> None:
     assert abs(second.deadline() - (opened + 300 - 120)) < 1.0 + (time.time() - opened)
     second.finish("stopped by hand")
     assert 120.0 <= second.state.elapsed_s < 125.0 and second.stop_reason() is None
+    shown = summary(second.state)  # what `nas replay` prints: compute and wall clock apart
+    assert shown["elapsed_s"] == round(second.state.elapsed_s, 3) and shown["spent_seconds"] < shown["elapsed_s"]
+    assert summary(fold(verify_chain(golden())))["elapsed_s"] is None  # a log from before the wall clock

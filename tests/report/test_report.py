@@ -90,6 +90,7 @@ def test_report_command_writes_html_with_baseline_and_says_when_partial(
     assert main(["report", "b", "--out", str(tmp_path / "b")]) == 0
     page = (tmp_path / "b" / "report.html").read_text()
     assert "finished" in page and "partial" not in page
+    assert re.search(r"\d+ s of compute in \d+ s of wall clock", page)  # the two clocks apart
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 3  # self-contained
     events = open_store(uri).log("b").read()
     trained = [e.model_id for e in events if isinstance(e, TrainingCompleted)]
