@@ -88,3 +88,10 @@ def test_textbook_rea_starts_random_then_mutates_one_edge_of_a_recent_cell(nb201
     for j in range(10, 60):
         population = [c for c, _ in cells[j - 10 : j]]
         assert any(_one_apart(p, cells[j][0]) for p in population)
+
+
+def test_the_target_line_shows_the_decimals_that_decide_it(nb201: ModuleType) -> None:
+    line = nb201.target_line("rea", 0.26, 0.12)
+    assert line == "Target (half the best other method's mean regret, rea): 0.13; bayesian 0.12, met."
+    assert nb201.target_line("rea", 0.2612, 0.1312).endswith("0.1306; bayesian 0.1312, not met.")  # 0.13 and 0.13
+    assert nb201.target_line("rea", 0.2, 0.1).endswith("0.1000; bayesian 0.1000, met.")  # a true tie meets it
