@@ -19,7 +19,9 @@ Strategies: this project's ``bayesian``, ``random`` (random walks from trained c
 mutations) and ``local`` (local search: query every one-edge neighbour of the current cell, move to
 the best if it beats the current one, else restart at a random cell). Every strategy but ``bayesian``
 queries a cell at most once; ``bayesian`` measures a leading cell again (a fresh draw of a training
-seed, one more query charged its training time) before it may lead: one lucky seed cannot win.
+seed, one more query charged its training time) before it may lead: one lucky seed cannot win. Under
+the query budget it is told how many queries remain, and spends the last 10% of them re-measuring the
+best few cells while their confidence bands overlap the leader's (``BayesianProposer.remeasure``).
 
     .venv/bin/python bench/nb201.py             # 30 seeds x 3 datasets x 2 budgets, about 12 minutes
     OMP_NUM_THREADS=1 .venv/bin/python bench/nb201.py  # as measured: BLAS threads only contend on these small GPs
@@ -161,7 +163,7 @@ def run(table: Table, strategy: str, seed: int, budget: float, queries: int | No
     space = CellSpace.random_start(np.random.default_rng(seed))
     proposer = make(strategy, space)
     rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
-    history, spent, trajectory = History(), 0.0, []
+    history, spent, trajectory = History(remaining=queries), 0.0, []
     measured: dict[str, list[float]] = {}  # each queried cell's observations (several where it was re-measured)
     while (len(trajectory) < queries) if queries is not None else (spent < budget):
         (p,) = proposer.propose(history, 1, rng).proposals
@@ -173,7 +175,8 @@ def run(table: Table, strategy: str, seed: int, budget: float, queries: int | No
         leader = max(measured, key=lambda key: float(np.mean(measured[key])))  # the first observed on ties
         trajectory.append((spent, float(np.mean(table.val_acc[leader])), table.mean_val_acc(cell)))
         obs = Observation(f"m{len(history.observations)}", cell, observed)
-        history = History((*history.observations, obs), (), history.seen | {cell.id})
+        left = None if queries is None else queries - len(trajectory)  # a query budget is a count it can plan on
+        history = History((*history.observations, obs), (), history.seen | {cell.id}, left)
     best_true = trajectory[-1][1] if trajectory else 0.0
     target = 0.99 * table.optimum
     reach = next((i + 1 for i, t in enumerate(trajectory) if t[2] >= target), None)

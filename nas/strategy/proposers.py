@@ -13,6 +13,9 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   In a space that can measure a point again (``remeasurable``), a point leads only once measured
   ``confirm`` times: while the point of highest mean score has fewer, it is proposed again first
   (a re-measurement: its own model as parent, no steps), so one lucky training cannot win the search.
+  Where the history says how many measurements the budget has left (``History.remaining``), the last
+  ``identify`` share of them tells the best few points apart: while a rival's confidence band reaches
+  the leader's, the least-measured of them is measured again instead of a new point.
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -33,6 +36,8 @@ from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
 from nas.strategy.targets import Targets
 
 STRATEGIES = ("bayesian", "random", "evolution")
+CONTENDERS = 5  # the best points, by mean score, that the end of a counted budget tells apart
+MAX_MEASUREMENTS = 6  # a point is measured at most this often while they are told apart
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class History:
     observations: tuple[Observation, ...] = ()
     pending: tuple[Any, ...] = ()
     seen: frozenset[str] = frozenset()  # ids of every point ever proposed (never propose one twice)
+    # measurements the budget still allows, the ones proposed now included; None where the budget is not a
+    # count (a search stopped by wall clock)
+    remaining: int | None = None
 
     def excluded(self) -> set[str]:
         return set(self.seen) | {o.point.id for o in self.observations} | {p.id for p in self.pending}
@@ -198,10 +206,13 @@ class BayesianProposer:
     hyperparameters: tuple[float, float] | None = None
     targets: str = "rank"  # the scale the GP fits scores on (nas.strategy.targets); "raw" for older logs
     confirm: int = 2  # measurements a point needs to lead, in a space that is ``remeasurable``
+    identify: float = 0.1  # the final share of a counted budget spent re-measuring contenders, same spaces
 
     def __post_init__(self) -> None:
         if self.confirm < 1:
             raise ValueError(f"confirm must be at least 1 measurement, got {self.confirm}")
+        if not 0 <= self.identify < 1:
+            raise ValueError(f"identify must be a share of the budget in [0, 1), got {self.identify}")
 
     @property
     def embedding(self) -> AnchorEmbedding:
@@ -246,9 +257,14 @@ class BayesianProposer:
         length_scale, noise = self.hyperparameters
         return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
 
-    def unconfirmed_leader(self, history: History) -> Observation | None:
-        """In a ``remeasurable`` space: the latest observation of the point of highest mean score (the first
-        observed on ties) when it has fewer than ``confirm`` measurements and none pending; else None."""
+    def remeasure(self, history: History) -> Observation | None:
+        """In a ``remeasurable`` space, the point to measure again before anything new (its latest observation),
+        or None. First the point of highest mean score (the first observed on ties) while it has fewer than
+        ``confirm`` measurements; then, in the last ``identify`` share of a counted budget, the least-measured
+        (highest mean on ties) of the ``CONTENDERS`` best points whose band, mean + sigma / sqrt(n), reaches the
+        leader's mean - sigma / sqrt(n), where there is such a rival: sigma is the measurement noise pooled over
+        the points measured more than once (at least 2 degrees of freedom), and a point is measured at most
+        ``MAX_MEASUREMENTS`` times. A pending point is never proposed again."""
         if not getattr(self.space, "remeasurable", False) or not history.observations:
             return None
         scores: dict[str, list[float]] = {}
@@ -256,10 +272,25 @@ class BayesianProposer:
         for o in history.observations:
             scores.setdefault(o.point.id, []).append(o.score)
             latest[o.point.id] = o
-        lead = max(scores, key=lambda i: float(np.mean(scores[i])))
-        if len(scores[lead]) >= self.confirm or lead in {p.id for p in history.pending}:
+        pending = {p.id for p in history.pending}
+        means = {i: float(np.mean(s)) for i, s in scores.items()}
+        ranked = sorted(means, key=lambda i: -means[i])  # stable: the first observed leads a tie
+        lead = ranked[0]
+        if len(scores[lead]) < self.confirm:
+            return None if lead in pending else latest[lead]
+        if history.remaining is None:
             return None
-        return latest[lead]
+        budget = len(history.observations) + len(history.pending) + history.remaining
+        dof = sum(len(s) - 1 for s in scores.values())
+        if history.remaining > self.identify * budget or dof < 2:
+            return None
+        sigma = float(np.sqrt(sum(float(np.sum((np.array(s) - np.mean(s)) ** 2)) for s in scores.values()) / dof))
+        half = {i: sigma / np.sqrt(len(scores[i])) for i in ranked[:CONTENDERS]}
+        band = [i for i in half if means[i] + half[i] >= means[lead] - half[lead]]
+        open_ = [i for i in band if i not in pending and len(scores[i]) < MAX_MEASUREMENTS]
+        if len(band) < 2 or not open_:
+            return None
+        return latest[min(open_, key=lambda i: len(scores[i]))]
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         if not history.observations:
@@ -272,8 +303,8 @@ class BayesianProposer:
         taken = history.excluded()
         roots = [(o.model_id, o.point) for o in history.observations]
         out: list[Proposal] = []
-        leader = self.unconfirmed_leader(history) if k > 0 else None
-        if leader is not None:  # measure the leader again before anything new
+        leader = self.remeasure(history) if k > 0 else None
+        if leader is not None:  # measure it again before anything new
             start = time.perf_counter()
             x = self.features([leader.point])
             (m,), (s,) = gp.predict(x)

@@ -204,7 +204,7 @@ def test_bayesian_on_nb201_measures_the_leader_again_before_it_may_lead() -> Non
     ranked = sorted(history.observations, key=lambda o: -o.score)
     first, second = ranked[0], ranked[1]
     proposer = BayesianProposer(space)
-    assert proposer.unconfirmed_leader(history) == first
+    assert proposer.remeasure(history) == first
     batch = proposer.propose(history, 3, np.random.default_rng(0))
     again, *new = batch.proposals
     assert (again.point, again.parent_id, again.steps, again.acquisition) == (first.point, first.model_id, (), None)
@@ -216,25 +216,65 @@ def test_bayesian_on_nb201_measures_the_leader_again_before_it_may_lead() -> Non
 
     # measured again lower, it falls behind the runner-up, which is measured again next
     history = measured(history, first, 2 * second.score - first.score - 1.0)  # mean: half a point behind
-    assert proposer.unconfirmed_leader(history) == second
+    assert proposer.remeasure(history) == second
     assert proposer.propose(history, 1, np.random.default_rng(0)).proposals[0].point == second.point
     # confirmed (two measurements, still ahead): the search moves on to new cells
     history = measured(history, second, second.score)
-    assert proposer.unconfirmed_leader(history) is None
+    assert proposer.remeasure(history) is None
     (p,) = proposer.propose(history, 1, np.random.default_rng(0)).proposals
     assert p.point.id not in history.excluded() and p.acquisition is not None
     # a leader already pending is not proposed twice; confirm=1 never re-measures; confirm=0 is refused
     leader_pending = History(history.observations[:20], (first.point,), history.seen)
-    assert proposer.unconfirmed_leader(leader_pending) is None
-    assert BayesianProposer(space, confirm=1).unconfirmed_leader(nb201_history(table, 5, seed=2)) is None
+    assert proposer.remeasure(leader_pending) is None
+    assert BayesianProposer(space, confirm=1).remeasure(nb201_history(table, 5, seed=2)) is None
     with pytest.raises(ValueError, match="confirm must be at least 1"):
         BayesianProposer(space, confirm=0)
+
+
+def test_the_end_of_a_counted_budget_tells_the_best_cells_apart() -> None:
+    """In the last ``identify`` share of the budget the least-measured cell whose band reaches the leader's is
+    measured again: the noise is pooled from re-measured cells, and a clear leader is left alone."""
+    table = load_table("cifar10")
+    cells = [o.point for o in nb201_history(table, 23, seed=3).observations]
+    a, b, c, fillers = cells[0], cells[1], cells[2], cells[3:]
+    space = CellSpace(a)
+
+    def history(measurements: list[tuple[Cell, float]], remaining: int | None, pending: tuple = ()) -> History:
+        scored = [*((f, 80.0) for f in fillers), *measurements]
+        obs = tuple(Observation(f"m{i}", cell, score) for i, (cell, score) in enumerate(scored))
+        return History(obs, pending, frozenset(o.point.id for o in obs), remaining)
+
+    # a: 90.0, 90.4 (mean 90.2); b: 89.9, 90.3 (90.1); c: 85 once. Noise pooled from a and b: 0.28, so the
+    # half-bands of a and b are 0.2: b's reaches 90.3, over a's floor of 90.0; c's does not.
+    close = [(a, 90.0), (b, 89.9), (c, 85.0), (a, 90.4), (b, 90.3)]  # 25 observations
+    proposer = BayesianProposer(space)
+    assert proposer.remeasure(history(close, None)) is None  # no count to plan on: as before
+    assert proposer.remeasure(history(close, 3)) is None  # 3 of 28 left: more than the last 10%
+    pick = proposer.remeasure(history(close, 2))  # 2 of 27: a and b measured twice each, a has the higher mean
+    assert pick is not None and (pick.point, pick.model_id) == (a, "m23")
+    again = [*close, (a, 90.2)]  # a measured a third time (mean unchanged): b is now the least measured
+    assert proposer.remeasure(history(again, 2)).point == b
+    assert proposer.remeasure(history(again, 2, pending=(b,))).point == a  # b is pending: a, still open
+    capped = [*close, *((a, 90.2) for _ in range(4))]  # a measured 6 times: at the cap
+    assert proposer.remeasure(history(capped, 2, pending=(b,))) is None
+    # the proposal itself: the cell's own model as parent, no steps, then new cells
+    first, *new = proposer.propose(history(again, 2), 2, np.random.default_rng(0)).proposals
+    assert (first.point, first.parent_id, first.steps, first.acquisition) == (b, "m24", (), None)
+    assert new[0].point.id not in history(again, 2).excluded()
+    # a clear leader (b two points behind, bands 0.2 wide), too little noise to pool (one re-measured cell),
+    # or no share for identification: nothing is measured again
+    assert proposer.remeasure(history([(a, 90.0), (b, 88.0), (c, 85.0), (a, 90.4), (b, 88.4)], 2)) is None
+    assert proposer.remeasure(history([(a, 90.0), (b, 89.9), (a, 90.4)], 2)) is None
+    assert BayesianProposer(space, identify=0).remeasure(history(close, 1)) is None
+    with pytest.raises(ValueError, match="identify must be a share of the budget"):
+        BayesianProposer(space, identify=1)
 
 
 def test_the_morphism_space_never_measures_a_network_twice() -> None:
     history = grow("bayesian", morphism_space(), 4, seed=0)
     proposer = BayesianProposer(morphism_space(), annealing=FAST, n_anchors=8)
-    assert proposer.unconfirmed_leader(history) is None
+    assert proposer.remeasure(history) is None
+    assert proposer.remeasure(History(history.observations, (), history.seen, remaining=1)) is None
     batch = proposer.propose(history, 2, np.random.default_rng(0))
     assert not {p.point.id for p in batch.proposals} & history.excluded()
 
