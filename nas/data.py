@@ -4,6 +4,9 @@
 file with arrays ``x`` and ``y``, a folder of images with one sub-folder per class, or a folder
 already split by ``save_prepared`` (the DVC ``prepare`` stage's output). Images come
 as float32 in [0, 1] with shape (N, H, W, C), flat features as (N, D); labels as int64 from 0.
+Labels given as names (strings in a ``.npz``, sub-folders of an image folder) are numbered in sorted
+order, as scikit-learn's ``LabelEncoder`` does, and the names are kept (``Splits.classes``) so a
+trained model's outputs can be read back as names.
 Bad data is refused with one sentence before a search logs anything. Splits are stratified and
 fixed by a seed; the search never reads the test split.
 """
@@ -38,6 +41,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    classes: tuple[str, ...] = ()  # the name of each label 0, 1, ... where the data named them; () for numbers
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -128,14 +132,14 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images in ``path/<class name>/*``: classes numbered in sorted order; all images of one size and mode."""
+    """Images in ``path/<class name>/*`` and their class names (the sub-folders'); all of one size and mode."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d for d in path.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"image folder {path} has no sub-folders; put each class's images in a sub-folder")
     images, labels, size, mode = [], [], None, None
-    for label, folder in enumerate(classes):
+    for folder in classes:
         for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES):
             try:
                 with Image.open(file) as img:
@@ -151,10 +155,10 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 )
             array = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
             images.append(array if array.ndim == 3 else array[..., None])
-            labels.append(label)
+            labels.append(folder.name)
     if not images:
         raise ValueError(f"image folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    return np.stack(images), np.array(labels, dtype=np.int64)
+    return np.stack(images), np.array(labels)
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +200,9 @@ def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: f
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN, infinite or non-numeric values; clean or impute them first")
     if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
-        raise ValueError(f"labels are {y.dtype} values such as {y[0]!r}; they must be integers 0, 1, 2, ...")
+        raise ValueError(
+            f"labels are {y.dtype} values such as {y[0]!r}; they must be integers 0, 1, 2, ... or class names (strings)"
+        )
     labels = np.unique(y)
     if labels.min() < 0 or labels.max() != len(labels) - 1:
         raise ValueError(f"labels are {labels[:10].tolist()}...; they must be the integers 0 to K-1, each used")
@@ -219,7 +225,8 @@ def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: f
 def split(
     name: str, x: np.ndarray, y: np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> Splits:
-    """Stratified train/val/test split fixed by ``seed``."""
+    """Stratified train/val/test split fixed by ``seed``; labels given as names (strings, bytes or booleans) are
+    numbered in sorted order first, and their names kept in ``classes``."""
     from sklearn.model_selection import train_test_split
 
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -227,13 +234,17 @@ def split(
             raise ValueError(f"{label}={frac!r} must be between 0 and 1")
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on")
+    classes: tuple[str, ...] = ()
+    if y.dtype.kind in "USb" and y.ndim == 1:  # names (and booleans, as LabelEncoder takes them)
+        names, y = np.unique(y, return_inverse=True)
+        classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
     check(x, y, val_fraction=val_fraction, test_fraction=test_fraction)
     x, y = x.astype(np.float32), y.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed
     )
-    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test)
+    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, classes)
 
 
 def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
@@ -264,7 +275,8 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
     """Write ``train.npz``, ``val.npz``, ``test.npz`` (arrays x, y) and ``fingerprint.json`` to ``out``.
 
-    Returns what ``fingerprint.json`` holds: the source, the fingerprint, and each split's size.
+    Returns what ``fingerprint.json`` holds: the source, the fingerprint, each split's size, and the class
+    names where the data named its classes.
     """
     out.mkdir(parents=True, exist_ok=True)
     for part in PARTS:
@@ -275,6 +287,7 @@ def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
         "input_shape": list(splits.input_shape),
         "num_classes": splits.num_classes,
         **{f"{part}_examples": len(getattr(splits, f"y_{part}")) for part in PARTS},
+        **({"classes": list(splits.classes)} if splits.classes else {}),
     }
     (out / "fingerprint.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -297,12 +310,19 @@ def load_prepared(path: Path) -> Splits:
     n = len(y)
     check(x, y, val_fraction=len(arrays["y_val"]) / n, test_fraction=len(arrays["y_test"]) / n)
     try:
-        source = str(json.loads((path / "fingerprint.json").read_text())["dataset"])
+        info = json.loads((path / "fingerprint.json").read_text())
+        source = str(info["dataset"])
     except (OSError, ValueError, KeyError, TypeError):
-        source = path.name
+        info, source = {}, path.name
+    classes = info.get("classes", []) if isinstance(info, dict) else []
+    if classes and len(classes) != int(y.max()) + 1:
+        raise ValueError(
+            f"{path / 'fingerprint.json'} names {len(classes)} classes for labels 0 to {int(y.max())}; prepare again"
+        )
     return Splits(
         source,
         **{k: v.astype(np.int64) if k.startswith("y") else v.astype(np.float32) for k, v in arrays.items()},
+        classes=tuple(str(c) for c in classes),
     )
 
 

@@ -300,7 +300,7 @@ def stage_register(params: Path, local: bool = False) -> None:
     }
     logged = find_logged_model(runs, digest) or log_keras_model(
         runs, f"{info['search']}-final", build_model(arch, weights), splits.x_test[:5], tags,
-        {"test_accuracy": float(test["test_accuracy"])},
+        {"test_accuracy": float(test["test_accuracy"])}, {"classes": list(splits.classes)} if splits.classes else None,
     )  # fmt: skip
     version, created = register(
         runs,
@@ -342,11 +342,9 @@ def register_best(store: SearchStore, search: str, model_name: str | None, alias
     if best is None or best.weights_sha256 is None:
         raise ValueError(f"search {search!r} has no trained model with recorded weights to register")
     d = service.state.config["data"]
-    example = load_splits(
-        d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"]
-    ).x_val[:5]
+    splits = load_splits(d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"])
     model = build_model(best.arch, load_weights(service.weights_file(best.model_id)))
-    logged = log_best_model(runs, best, model, example)
+    logged = log_best_model(runs, best, model, splits.x_val[:5], splits.classes)
     name = model_name or search
     version, created = register(
         runs, service, best.model_id, logged, best.weights_sha256, name, alias or None,

@@ -111,7 +111,7 @@ class MemoryReportSink(ReportSink):
     def dataset(self, splits: Splits, source: str) -> None:
         self.data = self.data or (splits.name, source)
 
-    def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:
+    def best_model(self, model: ModelRecord, keras_model: Any, example: Any, classes: Sequence[str] = ()) -> str:
         self.best = model.model_id
         return f"memory:{model.model_id}"
 

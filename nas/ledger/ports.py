@@ -104,9 +104,10 @@ class ReportSink(ABC):
         """Show the data the search trains on (name, digest, ``source``) beside it; once, however often called."""
 
     @abstractmethod
-    def best_model(self, model: ModelRecord, keras_model: Any, example: Any) -> str:
-        """Publish trained ``model`` (built as a Keras model, with an input example) so people can register it;
-        returns where it lives (publishing the same weights again finds it instead)."""
+    def best_model(self, model: ModelRecord, keras_model: Any, example: Any, classes: Sequence[str] = ()) -> str:
+        """Publish trained ``model`` (built as a Keras model, with an input example, and the names of its outputs
+        where the data named its classes) so people can register it; returns where it lives (publishing the
+        same weights again finds it instead)."""
 
 
 class Repairable(ABC):

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -139,11 +139,18 @@ def find_logged_model(runs: SearchRuns, digest: str) -> str | None:
 
 
 def log_keras_model(
-    runs: SearchRuns, name: str, keras_model: Any, example: np.ndarray, tags: dict[str, str], metrics: dict[str, float]
+    runs: SearchRuns,
+    name: str,
+    keras_model: Any,
+    example: np.ndarray,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    metadata: dict[str, Any] | None = None,
 ) -> str:
-    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example) from the search's
-    parent run, with ``tags`` and ``metrics``; returns its model id. (``mlflow.keras.log_model`` with an input
-    example fails in MLflow 3.17, mlflow/mlflow#16183: the model is saved into a folder, then uploaded.)"""
+    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example, ``metadata`` in its
+    MLmodel file) from the search's parent run, with ``tags`` and ``metrics``; returns its model id.
+    (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17, mlflow/mlflow#16183: the model is
+    saved into a folder, then uploaded.)"""
     import mlflow
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import Model, infer_signature
@@ -159,7 +166,12 @@ def log_keras_model(
             path.mkdir()
             meta = Model(artifact_path=logged.artifact_location, model_id=logged.model_id, run_id=parent_id)
             mlflow.keras.save_model(
-                keras_model, str(path), mlflow_model=meta, signature=signature, input_example=example[:3]
+                keras_model,
+                str(path),
+                mlflow_model=meta,
+                signature=signature,
+                input_example=example[:3],
+                metadata=metadata,
             )
             client.log_model_artifacts(logged.model_id, str(path))
     except Exception:
@@ -174,8 +186,11 @@ def log_keras_model(
     return str(logged.model_id)
 
 
-def log_best_model(runs: SearchRuns, model: ModelRecord, keras_model: Any, example: np.ndarray) -> str:
-    """The LoggedModel of trained model ``model`` (logged now unless it already was); returns its id."""
+def log_best_model(
+    runs: SearchRuns, model: ModelRecord, keras_model: Any, example: np.ndarray, classes: Sequence[str] = ()
+) -> str:
+    """The LoggedModel of trained model ``model`` (logged now unless it already was); returns its id. Where the
+    data named its classes, the names of the outputs 0, 1, ... are the model's metadata ``classes``."""
     model_id = model.model_id
     digest = model.weights_sha256 or "unknown"
     found = find_logged_model(runs, digest)
@@ -202,6 +217,7 @@ def log_best_model(runs: SearchRuns, model: ModelRecord, keras_model: Any, examp
         example,
         tags,
         {"val_accuracy": float(model.val_accuracy or 0)},
+        {"classes": list(classes)} if classes else None,
     )
 
 

@@ -64,7 +64,33 @@ def test_user_npz_and_image_folder(tmp_path: Path) -> None:
         for i in range(4):
             Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "pets" / name / f"{i}.png")
     x, y = load(str(tmp_path / "pets"))
-    assert x.shape == (8, 5, 7, 3) and y.tolist() == [0] * 4 + [1] * 4  # classes in sorted folder order
+    assert x.shape == (8, 5, 7, 3) and y.tolist() == ["cat"] * 4 + ["dog"] * 4  # the sub-folders' names
+    pets = load_splits(str(tmp_path / "pets"), val_fraction=0.25, test_fraction=0.25)
+    assert pets.classes == ("cat", "dog") and sorted(pets.y_train.tolist()) == [0, 0, 1, 1]
+
+
+def test_class_names_are_numbered_in_sorted_order_and_kept(tmp_path: Path) -> None:
+    """String (or bytes) labels, as a scikit-learn user gives them: numbered like LabelEncoder, names kept, and
+    kept through a prepared folder; numbered labels have no names."""
+    from nas.data import load_prepared, save_prepared
+
+    names = np.array(["zebra", "ant", "mole"])[np.arange(30) % 3]
+    x = np.arange(60, dtype=np.float32).reshape(30, 2)
+    for y in (names, names.astype("S")):
+        splits = split("named", x, y, seed=0)
+        assert splits.classes == ("ant", "mole", "zebra") and splits.num_classes == 3
+        for xs, ys in ((splits.x_train, splits.y_train), (splits.x_val, splits.y_val), (splits.x_test, splits.y_test)):
+            index = (xs[:, 0] // 2).astype(int)  # the row each example came from
+            assert [splits.classes[i] for i in ys] == names[index].tolist()
+    np.savez(tmp_path / "named.npz", x=x, y=names)
+    splits = load_splits(str(tmp_path / "named.npz"))
+    assert splits.classes == ("ant", "mole", "zebra")
+    info = save_prepared(splits, tmp_path / "prepared")
+    assert info["classes"] == ["ant", "mole", "zebra"]
+    assert load_prepared(tmp_path / "prepared").classes == splits.classes
+    assert split("numbered", x, np.arange(30) % 3).classes == ()
+    assert split("flags", x, np.arange(30) % 2 == 1).classes == ("False", "True")
+    assert "classes" not in save_prepared(load_splits("digits"), tmp_path / "digits")
 
 
 @pytest.mark.parametrize(

@@ -72,9 +72,10 @@ def test_own_settings_file_and_own_data_in_a_folder_without_params_yaml(tmp_path
 def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_takes_raw_features(
     tmp_path: Path,
 ) -> None:
-    """A user's own table (scikit-learn's breast cancer: 30 features from 0.001 to 4,000, unscaled) as an .npz and
-    a settings file written before train.min_steps and search.initial_units existed: the search standardises
-    inside the model, and the registered model, loaded back through MLflow, classifies raw rows."""
+    """A user's own table (scikit-learn's breast cancer: 30 features from 0.001 to 4,000, unscaled, labels given
+    by name) as an .npz and a settings file written before train.min_steps and search.initial_units existed: the
+    search standardises inside the model, and the registered model, loaded back through MLflow, classifies raw
+    rows, its outputs named in its metadata."""
     import mlflow
     from sklearn.datasets import load_breast_cancer
 
@@ -83,7 +84,8 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     work = tmp_path / "tabular"
     work.mkdir()
     table = load_breast_cancer()
-    np.savez(work / "cells.npz", x=table.data.astype(np.float32), y=table.target)
+    names = table.target_names[table.target]  # "malignant" (0 in scikit-learn) and "benign" (1)
+    np.savez(work / "cells.npz", x=table.data.astype(np.float32), y=names)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     del params["train"]["min_steps"], params["search"]["initial_units"], params["search"]["initial_dense_layers"]
     params["search"].update(max_models=2, strategy="random")
@@ -99,7 +101,10 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/cells-model/1")
     probabilities = np.asarray(model.predict(splits.x_test))
-    accuracy = float(np.mean(probabilities.argmax(1) == splits.y_test))
+    classes = model.metadata.metadata["classes"]
+    assert classes == ["benign", "malignant"] == list(splits.classes)  # numbered in sorted order, names kept
+    predicted = np.array(classes)[probabilities.argmax(1)]
+    accuracy = float(np.mean(predicted == np.array(classes)[splits.y_test]))
     assert accuracy >= 0.9, accuracy  # the raw features, unscaled, are what the model was given
     layer = model.get_raw_model().get_layer("normalization_1")
     mean, variance, count = layer.get_weights()
