@@ -95,7 +95,8 @@ def write_search_outputs(
         "best_val_accuracy": best.val_accuracy,
         "models_trained": state.count(ModelStatus.TRAINED),
         "models_failed": state.count(ModelStatus.FAILED),
-        "search_seconds": round(state.spent_seconds, 1),
+        "search_seconds": round(state.spent_seconds, 1),  # compute: proposals and trainings, summed
+        "elapsed_s": None if state.elapsed_s is None else round(state.elapsed_s, 1),  # wall clock
     }
     # The head anchors the log in Git: `nas audit NAME --anchor metrics/search.json` checks it is still there.
     write_json(metrics / "search.json", {**info, "search": state.search_id, "head": str(head)})
