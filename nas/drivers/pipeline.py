@@ -106,7 +106,7 @@ def write_search_outputs(
     return info
 
 
-def _confusion_png(matrix: np.ndarray, path: Path) -> None:
+def _confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,8 +119,8 @@ def _confusion_png(matrix: np.ndarray, path: Path) -> None:
         for j in range(k):
             color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
+    ax.set_xticks(range(k), names, rotation=90 if max(map(len, names)) > 3 else 0)
+    ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title("test set")
@@ -156,7 +156,7 @@ def evaluate(
     ``final['learning_rate']`` (no early stopping: nothing is held out to stop on, and never the
     test set), writes ``models/final.keras``, ``metrics/test.json`` (the final model's test accuracy
     and loss, and the searched model's for comparison), and the confusion matrix as
-    ``plots/confusion.csv`` and ``.png``.
+    ``plots/confusion.csv`` and ``.png`` (classes by name where the data named them).
     """
     from nas.training.builder import build_model, load_keras, save_keras
     from nas.training.fit import TrainConfig, fit, make_deterministic
@@ -189,15 +189,16 @@ def evaluate(
         "test_examples": len(splits.y_test),
     }
     write_json(metrics / "test.json", result)
+    k = splits.num_classes
+    names = splits.classes or tuple(str(i) for i in range(k))
     _write_csv(
         plots / "confusion.csv",
-        [{"actual": int(a), "predicted": int(p)} for a, p in zip(splits.y_test, predicted, strict=True)],
+        [{"actual": names[a], "predicted": names[p]} for a, p in zip(splits.y_test, predicted, strict=True)],
         ["actual", "predicted"],
     )
-    k = splits.num_classes
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (splits.y_test, predicted), 1)
-    _confusion_png(matrix, plots / "confusion.png")
+    _confusion_png(matrix, names, plots / "confusion.png")
     return result
 
 

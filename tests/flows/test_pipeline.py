@@ -186,3 +186,30 @@ def test_bad_data_stops_prepare_with_one_sentence_and_writes_nothing(
     assert mlflow_has_no_runs(uri)
     assert main(["stage", "evaluate"]) == 2
     assert "run the" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp_path: Path) -> None:
+    """The evaluate stage on data whose labels are names: plots/confusion.csv reads "actual,predicted" by name."""
+    from nas.architectures.initial import initial_architecture
+    from nas.data import load_splits, save_prepared
+    from nas.drivers.pipeline import evaluate
+    from nas.training.builder import build_model, read_weights, save_keras
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(90) % 3
+    np.savez(
+        tmp_path / "named.npz", x=rng.normal(size=(90, 4)) + labels[:, None], y=np.array(["ant", "bee", "cat"])[labels]
+    )
+    splits = load_splits(str(tmp_path / "named.npz"))
+    save_prepared(splits, tmp_path / "prepared")
+    arch = initial_architecture(splits.input_shape, splits.num_classes, dense_layers=1, units=8)
+    save_keras(arch, read_weights(build_model(arch), arch), tmp_path / "models" / "best.keras")
+    (tmp_path / "models" / "best.json").write_text(json.dumps({"architecture": arch.to_dict()}))
+    folders = {k: tmp_path / k for k in ("prepared", "models", "metrics", "plots")}
+    result = evaluate({"epochs": 0, "learning_rate": 0.001}, 16, 0, **folders)
+    rows = (tmp_path / "plots" / "confusion.csv").read_text().splitlines()
+    assert rows[0] == "actual,predicted" and len(rows) == 1 + result["test_examples"]
+    actual = [row.split(",")[0] for row in rows[1:]]
+    assert actual == [splits.classes[i] for i in splits.y_test] and set(actual) == {"ant", "bee", "cat"}
+    assert all(row.split(",")[1] in splits.classes for row in rows[1:])
+    assert (tmp_path / "plots" / "confusion.png").stat().st_size > 0
