@@ -269,7 +269,8 @@ def query_budget(args: argparse.Namespace, seeds: range) -> tuple[list[str], dic
         "training seeds (3, or 2 for 7,456 cells) of the cell the run observed best, in points. Lower is better. "
         "The last column is not the score: it is the true regret of the best cell the run queried (by its mean over "
         "the training seeds), so the gap between the two is what picking the best by noisy observations costs. "
-        "Re-measured: queries a run spent measuring a cell it had measured before (bayesian confirms each leader).",
+        "Re-measured: queries a run spent measuring a cell it had measured before (bayesian confirms each leader, "
+        "and spends the last 10% of the queries telling the best five cells apart).",
         "",
     ]
     for dataset in args.datasets:
