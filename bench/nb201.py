@@ -38,6 +38,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.stats import mannwhitneyu
@@ -69,7 +70,7 @@ class UniformSearch:
     """Classic random search: uniformly drawn cells never seen before."""
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
-        taken, out = history.excluded(), []
+        taken, out = history.excluded(), list[Proposal]()
         while len(out) < k:
             cell = _unseen_random_cell(rng, taken)
             out.append(Proposal(None, (), cell))
@@ -88,7 +89,7 @@ class TextbookREA:
     initial: int = 10
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
-        taken, out = history.excluded(), []
+        taken, out = history.excluded(), list[Proposal]()
         while len(out) < k:
             n = len(history.observations) + len(out)
             if n == 0 and self.start.id not in taken:
@@ -117,7 +118,7 @@ class LocalSearch:
     queue: list[Cell] = field(default_factory=list)  # its one-edge neighbours, in random order
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
-        taken, out = history.excluded(), []
+        taken, out = history.excluded(), list[Proposal]()
         scores = {o.point.id: o.score for o in history.observations}
         while len(out) < k:
             cell = self._next(scores, taken, rng)
@@ -146,24 +147,26 @@ class LocalSearch:
             return self.here
 
 
-def make(strategy: str, space: CellSpace) -> Proposer:
-    """A fresh proposer for one run of ``strategy`` from the space's start cell."""
+def make(strategy: str, space: CellSpace, **options: Any) -> Proposer:
+    """A fresh proposer for one run of ``strategy`` from the space's start cell (``options``: this project's
+    proposer's settings, e.g. ``identify=0`` for bayesian)."""
     if strategy == "uniform":
         return UniformSearch()
     if strategy == "rea":
         return TextbookREA(space.start)
     if strategy == "local":
         return LocalSearch(space.start)
-    return make_proposer(strategy, space)
+    return make_proposer(strategy, space, **options)
 
 
-def run(table: Table, strategy: str, seed: int, budget: float, queries: int | None = None) -> dict:
+def run(table: Table, strategy: str, seed: int, budget: float, queries: int | None = None, **options: Any) -> dict:
     """One simulated search, stopped once ``budget`` training seconds are spent or after exactly ``queries``
     queries; returns its trajectory and summary (``regret``: optimum minus the best observed cell's mean)."""
     space = CellSpace.random_start(np.random.default_rng(seed))
-    proposer = make(strategy, space)
+    proposer = make(strategy, space, **options)
     rng = np.random.default_rng([seed, STRATEGIES.index(strategy)])
-    history, spent, trajectory = History(remaining=queries), 0.0, []
+    history, spent = History(remaining=queries), 0.0
+    trajectory: list[tuple[float, float, float]] = []  # (spent, best observed cell's true mean, this cell's)
     measured: dict[str, list[float]] = {}  # each queried cell's observations (several where it was re-measured)
     while (len(trajectory) < queries) if queries is not None else (spent < budget):
         (p,) = proposer.propose(history, 1, rng).proposals

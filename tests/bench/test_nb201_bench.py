@@ -57,6 +57,19 @@ def test_every_strategy_makes_exactly_the_queries_asked(nb201: ModuleType, strat
     assert best_so_far[-1] == result["best"]
 
 
+def test_the_query_budget_tells_bayesian_what_remains_and_only_its_end_changes(nb201: ModuleType) -> None:
+    """Told the queries left, bayesian spends the last 10% re-measuring contenders; until then the run is the
+    same as one without the identification (``identify=0``), query for query."""
+    table = load_table("imagenet")
+    on = nb201.run(table, "bayesian", 0, np.inf, 60)
+    off = nb201.run(table, "bayesian", 0, np.inf, 60, identify=0)
+    assert on["trajectory"][:54] == off["trajectory"][:54]  # 60 - 6: the last 10% starts at 6 left
+    assert on["remeasured"] > off["remeasured"]
+    timed = nb201.run(table, "bayesian", 3, 30 * float(np.median(list(table.train_time.values()))))
+    timed_off = nb201.run(table, "bayesian", 3, 30 * float(np.median(list(table.train_time.values()))), identify=0)
+    assert timed["trajectory"] == timed_off["trajectory"]  # a training-time budget is not a count: nothing changes
+
+
 def _one_apart(a: Cell, b: Cell) -> bool:
     return sum(x != y for x, y in zip(a.ops, b.ops, strict=True)) == 1
 
