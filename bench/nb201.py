@@ -147,6 +147,15 @@ class LocalSearch:
             return self.here
 
 
+def written_by(script: str, seeds: range) -> str:
+    """A result page's first words: the command that wrote it (this process's arguments), where, and the seeds."""
+    flags = " ".join(sys.argv[1:])
+    return (
+        f"Written by `bench/{script}{' ' + flags if flags else ''}` on {platform.machine()} "
+        f"({platform.python_implementation()} {platform.python_version()}). Seeds {seeds.start}..{seeds.stop - 1}"
+    )
+
+
 def make(strategy: str, space: CellSpace, **options: Any) -> Proposer:
     """A fresh proposer for one run of ``strategy`` from the space's start cell (``options``: this project's
     proposer's settings, e.g. ``identify=0`` for bayesian)."""
@@ -387,13 +396,10 @@ def main() -> None:
     if args.quick:
         args.seeds, args.datasets = 5, ["cifar10"]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    flags = " ".join(sys.argv[1:])
     head = [
         "# NAS-Bench-201: best cell found for the same number of queries, and for the same training time",
         "",
-        f"Written by `bench/nb201.py{' ' + flags if flags else ''}` on {platform.machine()} "
-        f"({platform.python_implementation()} {platform.python_version()}). Seeds {seeds.start}..{seeds.stop - 1} "
-        "per strategy; each seed starts every strategy from the same random cell (REA's first initial cell, local "
+        f"{written_by('nb201.py', seeds)} per strategy; each seed starts every strategy from the same random cell (REA's first initial cell, local "
         "search's first cell). Observations are the validation accuracy of one of the cell's training seeds drawn "
         "at random (noisy, as real ones are); the tables carry no test accuracy.",
         "",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from multiprocessing import Pool
 from pathlib import Path
@@ -26,7 +25,7 @@ from scipy.stats import wilcoxon
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from nb201 import RESULTS, run
+from nb201 import RESULTS, run, written_by
 
 from nas.strategy.nb201 import DATASETS, Table, load_table
 
@@ -62,13 +61,10 @@ def main() -> None:
     jobs = [(d, q, s, share) for d in args.datasets for q in budgets for share in VARIANTS.values() for s in seeds]
     with Pool(args.processes) as pool:
         outcomes = dict(zip(jobs, pool.map(one, jobs, chunksize=2), strict=True))
-    flags = " ".join(sys.argv[1:])
     lines = [
         "# NAS-Bench-201: the end-of-budget identification, on and off, at several query budgets",
         "",
-        f"Written by `bench/nb201_identify.py{' ' + flags if flags else ''}` on {platform.machine()} "
-        f"({platform.python_implementation()} {platform.python_version()}). Seeds {seeds.start}..{seeds.stop - 1}, "
-        "each run once with the identification (the last 10% of the queries re-measure the best five cells "
+        f"{written_by('nb201_identify.py', seeds)}, each run once with the identification (the last 10% of the queries re-measure the best five cells "
         "while a rival's band reaches the leader's) and once without (only each new leader confirmed). Mean true "
         "regret in points, lower is better; p: paired Wilcoxon signed-rank, two-sided; re-measured: queries per "
         "run spent on a cell measured before.",
