@@ -79,7 +79,7 @@ def main() -> None:
             again = {name: np.mean([outcomes[(d, q, s, share)][1] for s in seeds]) for name, share in VARIANTS.items()}
             on, off = regret["identify"], regret["confirm only"]
             lines.append(
-                f"| {d} | {q} | {np.mean(on):.3f} | {np.mean(off):.3f} | {paired_p(on, off):.2f} | "
+                f"| {d} | {q} | {np.mean(on):.3f} | {np.mean(off):.3f} | {paired_p(on, off):.3f} | "
                 f"{again['identify']:.1f} / {again['confirm only']:.1f} |"
             )
             summary.setdefault(d, {})[str(q)] = regret
