@@ -399,8 +399,8 @@ def main() -> None:
     head = [
         "# NAS-Bench-201: best cell found for the same number of queries, and for the same training time",
         "",
-        f"{written_by('nb201.py', seeds)} per strategy; each seed starts every strategy from the same random cell (REA's first initial cell, local "
-        "search's first cell). Observations are the validation accuracy of one of the cell's training seeds drawn "
+        f"{written_by('nb201.py', seeds)} per strategy; each seed starts every strategy from the same random cell "
+        "(REA's first initial cell, local search's first cell). Observations are the validation accuracy of one of the cell's training seeds drawn "
         "at random (noisy, as real ones are); the tables carry no test accuracy.",
         "",
     ]

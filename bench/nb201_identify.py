@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from nb201 import RESULTS, run, written_by
 
 from nas.strategy.nb201 import DATASETS, Table, load_table
+from nas.strategy.proposers import BayesianProposer
 
-VARIANTS = {"identify": 0.1, "confirm only": 0.0}
+VARIANTS = {"identify": BayesianProposer.identify, "confirm only": 0.0}  # the default share, and none
 _TABLES: dict[str, Table] = {}
 
 
@@ -64,8 +65,9 @@ def main() -> None:
     lines = [
         "# NAS-Bench-201: the end-of-budget identification, on and off, at several query budgets",
         "",
-        f"{written_by('nb201_identify.py', seeds)}, each run once with the identification (the last 10% of the queries re-measure the best five cells "
-        "while a rival's band reaches the leader's) and once without (only each new leader confirmed). Mean true "
+        f"{written_by('nb201_identify.py', seeds)}, each run once with the identification (the last "
+        f"{VARIANTS['identify']:.0%} of the queries re-measure the best five cells while a rival's band reaches the "
+        "leader's) and once without (only each new leader confirmed). Mean true "
         "regret in points, lower is better; p: paired Wilcoxon signed-rank, two-sided; re-measured: queries per "
         "run spent on a cell measured before.",
         "",

@@ -302,7 +302,7 @@ def stage_register(params: Path, local: bool = False) -> None:
     }
     logged = find_logged_model(runs, digest) or log_keras_model(
         runs, f"{info['search']}-final", build_model(arch, weights), splits.x_test[:5], tags,
-        {"test_accuracy": float(test["test_accuracy"])}, {"classes": list(splits.classes)} if splits.classes else None,
+        {"test_accuracy": float(test["test_accuracy"])}, splits.classes,
     )  # fmt: skip
     version, created = register(
         runs,

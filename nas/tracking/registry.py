@@ -145,10 +145,11 @@ def log_keras_model(
     example: np.ndarray,
     tags: dict[str, str],
     metrics: dict[str, float],
-    metadata: dict[str, Any] | None = None,
+    classes: Sequence[str] = (),
 ) -> str:
-    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example, ``metadata`` in its
-    MLmodel file) from the search's parent run, with ``tags`` and ``metrics``; returns its model id.
+    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example, and where the data
+    named its classes the names of the outputs 0, 1, ... as the MLmodel file's metadata ``classes``) from the
+    search's parent run, with ``tags`` and ``metrics``; returns its model id.
     (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17, mlflow/mlflow#16183: the model is
     saved into a folder, then uploaded.)"""
     import mlflow
@@ -171,7 +172,7 @@ def log_keras_model(
                 mlflow_model=meta,
                 signature=signature,
                 input_example=example[:3],
-                metadata=metadata,
+                metadata={"classes": list(classes)} if classes else None,
             )
             client.log_model_artifacts(logged.model_id, str(path))
     except Exception:
@@ -189,8 +190,8 @@ def log_keras_model(
 def log_best_model(
     runs: SearchRuns, model: ModelRecord, keras_model: Any, example: np.ndarray, classes: Sequence[str] = ()
 ) -> str:
-    """The LoggedModel of trained model ``model`` (logged now unless it already was); returns its id. Where the
-    data named its classes, the names of the outputs 0, 1, ... are the model's metadata ``classes``."""
+    """The LoggedModel of trained model ``model`` (logged now unless it already was, with ``classes`` as
+    ``log_keras_model`` logs them); returns its id."""
     model_id = model.model_id
     digest = model.weights_sha256 or "unknown"
     found = find_logged_model(runs, digest)
@@ -217,7 +218,7 @@ def log_best_model(
         example,
         tags,
         {"val_accuracy": float(model.val_accuracy or 0)},
-        {"classes": list(classes)} if classes else None,
+        classes,
     )
 
 
