@@ -160,8 +160,8 @@ def _audit(args: argparse.Namespace) -> int:
         checked = f", {report.anchors_checked} anchor(s) held ({', '.join(sources)})" if report.anchors_checked else ""
         print(f"audit passed: search {report.search}, {report.events} events, chain intact, no extra runs{checked}")
         print(f"head: {report.head}")
-        for step in report.lineage:
-            how = ", ".join(step["morphisms"]) or "initial network"
+        for i, step in enumerate(report.lineage):
+            how = ", ".join(step["morphisms"]) or ("trained further" if i else "initial network")
             print(f"  {step['model']:>5}  val_accuracy {step['val_accuracy']:.4f}  {step['params']:>10,} params  {how}")
     else:
         seq, problem = report.findings[0]

@@ -33,6 +33,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "beta": (float, lambda v: v >= 0, "a non-negative number"),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
+        "continue_leader": (bool, *_ANY),
         "initial_width": (int, *_POSITIVE),
         "initial_depth": (int, *_POSITIVE),
         "initial_units": (int, *_POSITIVE),
@@ -49,7 +50,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 }
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank"},
+    "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank", "continue_leader": True},
     "train": {"min_steps": 150},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
@@ -66,6 +67,10 @@ DEFAULT_FILE = Path("params.yaml")
 
 
 def _coerce(key: str, value: Any, typ: type) -> Any:
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} must be true or false")
+        return value
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from nas.ledger.log import Attachments, ChainError, ConcurrencyError, EventLog
 from nas.ledger.state import SearchState, fold
 from nas.strategy.acquisition import AnnealingConfig
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
-from nas.strategy.proposers import Batch, BayesianProposer, Proposer, Refit, make_proposer
+from nas.strategy.proposers import Batch, BayesianProposer, Proposal, Proposer, Refit, continuation, make_proposer
 from nas.strategy.space import MorphismSpace
 
 APPEND_RETRIES = 20
@@ -118,9 +118,18 @@ class Proposing:
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
         1 .. j-1-trainers: the ``trainers`` models before it may still be training (they count as
-        pending), as they are when proposals are made while models train."""
+        pending), as they are when proposals are made while models train. With ``search.continue_leader`` the
+        first is the model ``continuation`` names, if any: trained further from its weights, no morphisms."""
         history = state.history(known_models=self.known(state))
-        return self.proposer(state).propose(history, k, seed_for(state.seed, len(state.models)))
+        rng = seed_for(state.seed, len(state.models))
+        further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
+        if further is None:
+            return self.proposer(state).propose(history, k, rng)
+        first = Proposal(further.model_id, (), further.point)
+        if k == 1:
+            return Batch([first])
+        rest = self.proposer(state).propose(replace(history, pending=(*history.pending, further.point)), k - 1, rng)
+        return Batch([first, *rest.proposals], rest.refit)
 
 
 class IntegrityError(ChainError):

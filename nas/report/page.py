@@ -53,12 +53,13 @@ def morphism_summary(chain: Sequence[Mapping[str, Any]]) -> str:
 
 
 def table(state: SearchState) -> list[dict[str, Any]]:
-    """Every model: id, parent, morphism chain, parameters, status, validation accuracy, training seconds."""
+    """Every model: id, parent, morphism chain ("trained further" for none from a parent), parameters, status,
+    validation accuracy, training seconds."""
     return [
         {
             "model": m.model_id,
             "parent": m.parent_id or "-",
-            "morphisms": morphism_summary(m.morphisms),
+            "morphisms": "trained further" if m.parent_id and not m.morphisms else morphism_summary(m.morphisms),
             "params": m.param_count if m.param_count is not None else m.arch.param_count,
             "status": m.status + (f" ({m.failure})" if m.failure else ""),
             "val_accuracy": m.val_accuracy,

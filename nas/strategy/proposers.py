@@ -16,6 +16,9 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   Where the history says how many measurements the budget has left (``History.remaining``), the last
   ``identify`` share of them tells the best few points apart: while a rival's confidence band reaches
   the leader's, the least-measured of them is measured again instead of a new point.
+  In a space where proposing a trained point again trains its model further (``continuable``), a
+  point's score is its best training's: the GP sees each point once, and morphisms start from the
+  model that scored it. ``continuation`` names the model a search should train further first.
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -80,7 +83,7 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Refit:
-    """A surrogate refit: how many observations, the chosen hyperparameters, the fit quality, the time."""
+    """A surrogate refit: how many observations it fitted, the chosen hyperparameters, the fit quality, the time."""
 
     observations: int
     length_scale: float
@@ -179,6 +182,29 @@ class EvolutionProposer:
         return Batch(_fill(history, k, rng, self.space, pick))
 
 
+def best_per_point(observations: Sequence[Observation]) -> list[Observation]:
+    """Each point's best observation (its first on ties), in the order the points were first observed."""
+    best: dict[str, Observation] = {}
+    for o in observations:
+        if o.point.id not in best or o.score > best[o.point.id].score:
+            best[o.point.id] = o
+    return list(best.values())
+
+
+def continuation(history: History) -> Observation | None:
+    """The model to train further before anything new, in a ``continuable`` space, or None: the leader (the best
+    observation of the point whose best score is highest, the first observed on ties) when its point has been
+    trained only once, or when its latest training set its best score (it still gains); never while its point is
+    pending. A lineage that stops gaining is left to the morphisms; a new leader is trained further again."""
+    if not history.observations:
+        return None
+    leader = max(best_per_point(history.observations), key=lambda o: o.score)
+    if leader.point.id in {p.id for p in history.pending}:
+        return None
+    latest = [o for o in history.observations if o.point.id == leader.point.id][-1]
+    return leader if latest is leader else None
+
+
 def _one_length_scale(length_scale: Any) -> float:
     """The GP's length scale, or the geometric mean of its length scales per group (what a refit logs)."""
     if np.ndim(length_scale) == 0:
@@ -230,18 +256,25 @@ class BayesianProposer:
         """A GP to fit, hyperparameters by marginal likelihood."""
         return GroupedGaussianProcess(self.space.groups) if hasattr(self.space, "groups") else GaussianProcess()
 
+    def observed(self, history: History) -> Sequence[Observation]:
+        """What the GP fits: every observation, or in a ``continuable`` space each point's best."""
+        if getattr(self.space, "continuable", False):
+            return best_per_point(history.observations)
+        return history.observations
+
     def _data(self, history: History) -> tuple[np.ndarray, np.ndarray]:
-        """Features and surrogate targets of every observation."""
-        scores = np.array([o.score for o in history.observations])
-        return self.features([o.point for o in history.observations]), Targets.fit(self.targets, scores)(scores)
+        """Features and surrogate targets of what the GP fits (``observed``)."""
+        observed = self.observed(history)
+        scores = np.array([o.score for o in observed])
+        return self.features([o.point for o in observed]), Targets.fit(self.targets, scores)(scores)
 
     def refit(self, history: History) -> tuple[GaussianProcess, Refit]:
-        """The GP on every observation (none dropped), hyperparameters by marginal likelihood."""
+        """The GP on what it fits (``observed``: no observation dropped), hyperparameters by marginal likelihood."""
         start = time.perf_counter()
         x, y = self._data(history)
         gp = self._gp().fit(x, y)
         info = Refit(
-            len(history.observations),
+            len(x),
             _one_length_scale(gp.length_scale_),
             gp.noise_,
             gp.log_marginal_likelihood_value_,
@@ -296,12 +329,12 @@ class BayesianProposer:
         if not history.observations:
             return Batch(_fill(history, k, rng, self.space, None))
         gp, info = self.surrogate(history)
-        targets = Targets.fit(self.targets, np.array([o.score for o in history.observations]))
+        targets = Targets.fit(self.targets, np.array([o.score for o in self.observed(history)]))
         for point in history.pending:  # kriging believer: a pending point counts as its predicted mean
             x = self.features([point])
             gp.add(x[0], float(gp.predict(x)[0][0]))
         taken = history.excluded()
-        roots = [(o.model_id, o.point) for o in history.observations]
+        roots = [(o.model_id, o.point) for o in self.observed(history)]
         out: list[Proposal] = []
         leader = self.remeasure(history) if k > 0 else None
         if leader is not None:  # measure it again before anything new

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -59,7 +59,13 @@ class SearchSpace(Protocol[P]):
 
 @dataclass(frozen=True)
 class MorphismSpace:
-    """Networks reachable from ``start`` by exact morphisms within the size caps."""
+    """Networks reachable from ``start`` by exact morphisms within the size caps.
+
+    ``continuable``: a trained network proposed again, its model as parent and no morphisms, is trained further
+    from that model's weights (a search's ``continue_leader`` does so; see ``proposers.continuation``).
+    """
+
+    continuable: ClassVar[bool] = True
 
     start: Architecture
     max_params: int | None = None

@@ -27,8 +27,8 @@ def run_name(record: Mapping[str, Any]) -> str:
         case "SearchStarted":
             return f"{seq} started {p['name']}"
         case "ArchitectureProposed":
-            chain = "+".join(m["kind"] for m in p["morphisms"]) or "initial"
             origin = f" from {p['parent_model_id']}" if p["parent_model_id"] else ""
+            chain = "+".join(m["kind"] for m in p["morphisms"]) or ("trained further" if origin else "initial")
             return f"{seq} proposed {p['model_id']}{origin} ({chain})"
         case "SurrogateRefitted":
             return f"{seq} refit n={p['observations']}"

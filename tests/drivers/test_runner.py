@@ -70,6 +70,46 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
 
 
 @pytest.mark.slow
+def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> None:
+    """With search.continue_leader (the default) the leader is trained further before anything new: m3, the first
+    proposal that sees an outcome (m1's), is m1 again, its model as parent, no morphisms. Its training starts
+    where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
+    config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=5"])
+    assert config["search"]["continue_leader"] is True
+    store = MemoryStore()
+    run_search(store, "further", config)
+    events = store.log("further").read()
+    proposed = {e.model_id: e for e in events if isinstance(e, ArchitectureProposed)}
+    trained = {e.model_id: e for e in events if isinstance(e, TrainingCompleted)}
+    m3 = proposed["m3"]
+    assert (m3.parent_model_id, m3.morphisms, m3.architecture_id) == ("m1", [], proposed["m1"].architecture_id)
+    assert trained["m3"].preservation_error == 0.0
+    assert trained["m3"].epochs[0]["val_loss"] < trained["m1"].epochs[0]["val_loss"]
+    assert len(trained) == 5 and verify(events) is None
+
+
+@pytest.mark.slow
+def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None:
+    """Logs from before ``search.continue_leader`` have no such key and never trained a model further: replay
+    must read them so. A log made without it verifies with the key removed, and not as a continuing search."""
+    store = MemoryStore()
+    run_search(store, "old", load(ROOT / "params.yaml", [*SMALL, "search.continue_leader=false"]))
+    events = store.log("old").read()
+    started = events[0]
+    assert isinstance(started, SearchStarted)
+    assert all(e.morphisms for e in events if isinstance(e, ArchitectureProposed) and e.parent_model_id)
+
+    def with_search(search: dict) -> list:
+        return [replace(started, config={**started.config, "search": search}), *events[1:]]
+
+    old = {k: v for k, v in started.config["search"].items() if k != "continue_leader"}
+    assert verify(with_search(old)) is None
+    divergence = verify(with_search({**old, "continue_leader": True}))
+    m3 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m3")
+    assert divergence is not None and divergence.seq == m3.seq
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_uri: str) -> None:
     """Kill a search at random moments, resume each time; it ends as an uninterrupted one would."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -17,7 +17,7 @@ from nas.drivers.runner import run_search, splits_for
 from nas.ledger.events import TrainingCompleted
 from nas.ledger.service import SearchService
 from nas.ledger.state import fold
-from nas.report.page import morphism_summary, random_baselines, render
+from nas.report.page import morphism_summary, random_baselines, render, table
 from nas.tracking import open_store
 from nas.tracking.runs import searches_path
 from tests.conftest import mlflow_ui
@@ -113,6 +113,27 @@ def test_morphism_chains_read_short_in_tables() -> None:
     chain = [{"kind": "add_skip"}] * 8 + [{"kind": "concat_skip"}, {"kind": "wider"}, {"kind": "wider"}]
     assert morphism_summary(chain) == "add_skip x8, concat_skip, wider x2"
     assert morphism_summary([]) == "-"
+
+
+def test_a_model_trained_further_says_so_in_the_table_the_run_names_and_the_audit(
+    store: tuple[Path, str], capsys
+) -> None:
+    """In search 'b' (search.continue_leader, the default) m3 is m1 trained further: no morphisms, parent m1."""
+    _, uri = store
+    log = open_store(uri).log("b")
+    rows = {row["model"]: row for row in table(fold(log.read()))}
+    assert (rows["m1"]["parent"], rows["m1"]["morphisms"]) == ("-", "-")
+    assert (rows["m3"]["parent"], rows["m3"]["morphisms"]) == ("m1", "trained further")
+    names = {run.info.run_name for run in log.runs.event_runs()}
+    assert any(re.fullmatch(r"\d{4} proposed m3 from m1 \(trained further\)", n) for n in names)
+    assert main(["audit", "b"]) == 0  # its lineage of the best model: the same words
+    state = fold(log.read())
+    lineage = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert lineage
+    for model_id, line in lineage.items():
+        model = state.models[model_id]
+        if not model.morphisms:
+            assert line.endswith("trained further" if model.parent_id else "initial network")
 
 
 def test_nas_register_puts_the_best_model_in_the_registry_once(store: tuple[Path, str], capsys) -> None:

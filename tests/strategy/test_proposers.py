@@ -10,7 +10,14 @@ from nas.architectures.morphisms import apply_chain
 from nas.strategy.acquisition import AnnealingConfig, expected_improvement, maximize_over_space, optimize_acquisition
 from nas.strategy.gp import GroupedGaussianProcess
 from nas.strategy.nb201 import Cell, CellSpace, Table, load_table
-from nas.strategy.proposers import STRATEGIES, BayesianProposer, History, Observation, make_proposer
+from nas.strategy.proposers import (
+    STRATEGIES,
+    BayesianProposer,
+    History,
+    Observation,
+    continuation,
+    make_proposer,
+)
 from nas.strategy.space import MorphismSpace
 
 FAST = AnnealingConfig(t_min=0.05)  # ~28 expansions instead of ~88: same algorithm, shorter test
@@ -302,3 +309,43 @@ def test_bayesian_on_nb201_beats_uniform_draws_at_forty_queries() -> None:
             best = max(measured, key=lambda key: float(np.mean(measured[key])))  # the best mean observed
             regret[name].append(table.optimum - table.mean_val_acc(Cell.from_key(best)))
     assert np.mean(regret["bayesian"]) < 0.5 * np.mean(regret["uniform"])
+
+
+def test_the_leader_is_trained_further_while_it_gains() -> None:
+    space = morphism_space()
+    history = grow("random", space, 3, seed=6)
+    a, b, c = (o.point for o in history.observations)
+
+    def seen(*scored: tuple) -> History:
+        obs = tuple(Observation(f"m{i + 1}", p, s) for i, (p, s) in enumerate(scored))
+        return History(obs, (), frozenset(p.id for p, _ in scored))
+
+    # a new leader, trained once: train it further (its own model, the first of equals)
+    assert continuation(seen((a, 0.80), (b, 0.85), (c, 0.85))).model_id == "m2"
+    # its further training gained: again, from the model that set the best score
+    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.87))).model_id == "m3"
+    # it gained nothing: its lineage is left to the morphisms, even while it still leads
+    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.87), (b, 0.86))) is None
+    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.85))) is None
+    # a leader whose further training is pending is not proposed twice; an empty history names nothing
+    pending = seen((a, 0.80), (b, 0.85))
+    assert continuation(History(pending.observations, (b,), pending.seen)) is None
+    assert continuation(History()) is None
+    # a new leader is trained further in its turn
+    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.86), (b, 0.85), (c, 0.9))).model_id == "m5"
+
+
+def test_in_a_continuable_space_the_gp_sees_each_network_at_its_best() -> None:
+    space = morphism_space()
+    assert space.continuable and not getattr(CellSpace(Cell(("none",) * 6)), "continuable", False)
+    grown = grow("random", space, 4, seed=7)
+    a, b = grown.observations[0].point, grown.observations[1].point
+    obs = (*grown.observations, Observation("m5", a, 99.0), Observation("m6", b, -1.0))
+    history = History(obs, (), grown.seen)
+    proposer = BayesianProposer(space, FAST, n_anchors=8, targets="raw")
+    observed = proposer.observed(history)
+    assert [o.model_id for o in observed] == ["m5", "m1", "m2", "m3"]  # a at its further training, b at its first
+    batch = proposer.propose(history, 1, np.random.default_rng(0))
+    assert batch.refit is not None and batch.refit.observations == 4
+    assert batch.proposals[0].parent_id in {"m5", "m1", "m2", "m3"}  # morphisms start from the best-trained model
+    assert batch.proposals[0].point.id not in history.excluded()
