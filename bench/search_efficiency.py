@@ -53,13 +53,23 @@ Curve = list[tuple[float, float, str]]  # (seconds since start, validation accur
 
 
 def run_ours(
-    strategy: str, dataset: str, source: str, seed: int, budget: float, epochs: int, splits: Any
+    strategy: str,
+    dataset: str,
+    source: str,
+    seed: int,
+    budget: float,
+    epochs: int,
+    splits: Any,
+    settings: Sequence[str] = (),
+    tag: str = "",
 ) -> dict[str, Any]:
-    """One search of this project on ``source`` (its ``data.dataset``), timed from outside; returns its curve and
-    its best model's test accuracy."""
+    """One search of this project on ``source`` (its ``data.dataset``), timed from outside, with ``settings``
+    (``group.key=value``) over params.yaml, named after its strategy, dataset, seed and ``tag``; returns its curve,
+    its best model's test accuracy and how many of its models were trained further (search.continue_leader)."""
     from nas.architectures.weights import load_weights
     from nas.drivers.config import load
     from nas.drivers.runner import run_search
+    from nas.ledger.events import ArchitectureProposed
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
     from nas.training.builder import predict
@@ -71,9 +81,10 @@ def run_ours(
         f"search.time_budget_s={budget}",
         "search.max_models=1000",
         f"train.epochs={epochs}",
+        *settings,
     ]
     config = load(ROOT / "params.yaml", sets)
-    name = f"{strategy}-{dataset}-{seed}"
+    name = f"{strategy}-{dataset}-{seed}{'-' + tag if tag else ''}"
     curve: Curve = []
     start = time.monotonic()
 
@@ -90,7 +101,10 @@ def run_ours(
         weights = load_weights(service.weights_file(best))
         arch = service.state.models[best].arch
         test = float(np.mean(predict(arch, weights, splits.x_test).argmax(1) == splits.y_test))
-    return {"curve": curve, "test_accuracy": test, "seconds": seconds}
+    further = sum(
+        isinstance(e, ArchitectureProposed) and e.parent_model_id is not None and not e.morphisms for e in log.read()
+    )
+    return {"curve": curve, "test_accuracy": test, "seconds": seconds, "further": further}
 
 
 def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str, Any]:
@@ -293,6 +307,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS], choices=[*OURS, *PEERS, CONTROL])
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--resume", action="store_true", help="keep the runs file's runs and skip them")
+    parser.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", help="our searches' setting")
     parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
     parser.add_argument("--from-runs", metavar="JSONL", help="only rewrite the results from a .runs.jsonl")
     args = parser.parse_args()
@@ -339,14 +354,17 @@ def main() -> None:
                 if any(r["dataset"] == dataset and r["seed"] == seed and r["method"] == method for r in done):
                     continue
                 if method in OURS:
-                    result = run_ours(method, dataset, sources[dataset], seed, budget, epochs[dataset], splits)
+                    result = run_ours(
+                        method, dataset, sources[dataset], seed, budget, epochs[dataset], splits, args.set
+                    )
                 elif method == CONTROL:
                     result = run_control(seed, budget, splits, config)
                 else:
                     result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config)
                 runs[method].append(result)
                 with runs_file.open("a") as f:
-                    f.write(json.dumps({"dataset": dataset, "seed": seed, "method": method, **result}) + "\n")
+                    run = {"dataset": dataset, "seed": seed, "method": method, "settings": args.set, **result}
+                    f.write(json.dumps(run) + "\n")
                 best = best_at(result["curve"], budget)
                 print(f"{dataset} seed {seed} {method:<12} models {1 if method == CONTROL else len(result['curve']):>3}  best val "
                       f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip

@@ -15,7 +15,7 @@ from nas.architectures.weights import Weights, init_weights, load_weights, save_
 from nas.data import Splits
 from nas.ledger.events import finite_or_none
 from nas.ledger.service import IntegrityError, SearchService, seed_for
-from nas.ledger.state import ModelStatus
+from nas.ledger.state import ModelStatus, SearchState
 
 if TYPE_CHECKING:
     from nas.training.fit import TrainConfig
@@ -37,18 +37,27 @@ def _classify(error: BaseException) -> str:
     return "error"
 
 
-def train_config(train: Mapping[str, Any]) -> TrainConfig:
-    """How a search with the ``train`` settings trains each model (a search logged before ``train.min_steps``
-    existed trains as it did then, without it)."""
+def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
+    """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at
+    ``learning_rate x lr_decay ** generation`` (a search logged before ``train.min_steps`` or ``train.lr_decay``
+    existed trains as it did then, without them)."""
     from nas.training.fit import TrainConfig
 
     return TrainConfig(
         train["epochs"],
         train["batch_size"],
-        train["learning_rate"],
+        train["learning_rate"] * train.get("lr_decay", 1.0) ** generation,
         train["early_stopping_patience"],
         train.get("min_steps", 0),
     )
+
+
+def generation(state: SearchState, model_id: str) -> int:
+    """How many ancestors ``model_id`` has: the trainings its weights went through before its own."""
+    n, parent = 0, state.models[model_id].parent_id
+    while parent is not None:
+        n, parent = n + 1, state.models[parent].parent_id
+    return n
 
 
 def run_training(
@@ -107,7 +116,7 @@ def run_training(
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
 
-        config = train_config(t)
+        config = train_config(t, generation(state, model_id))
         result = fit(
             arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
         )
@@ -124,7 +133,10 @@ def run_training(
         if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
             service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
             return ModelStatus.FAILED
-        epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
+        epochs = [
+            {**{k: finite_or_none(v) for k, v in h.items()}, "learning_rate": config.learning_rate}
+            for h in result.history
+        ]
         path = Path(files.name) / "weights.npz"
         save_weights(path, result.weights)
         accuracy, error = float(result.val_accuracy), finite_or_none(error)

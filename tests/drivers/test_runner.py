@@ -52,7 +52,8 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
     """Logs from before ``search.surrogate_targets`` have no such key and were fitted on raw scores: replay
     must fit them so. A log made with raw scores verifies with the key removed, and not as a rank search."""
     store = MemoryStore()
-    raw = [*SMALL, "search.max_models=6", "search.surrogate_targets=raw"]
+    # every model a new network (no continued training, which needs no GP), so the GP's scale shows early
+    raw = [*SMALL, "search.max_models=6", "search.surrogate_targets=raw", "search.continue_leader=false"]
     run_search(store, "old", load(ROOT / "params.yaml", raw))
     events = store.log("old").read()
     started = events[0]
@@ -86,6 +87,30 @@ def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> Non
     assert trained["m3"].preservation_error == 0.0
     assert trained["m3"].epochs[0]["val_loss"] < trained["m1"].epochs[0]["val_loss"]
     assert len(trained) == 5 and verify(events) is None
+
+
+@pytest.mark.slow
+def test_each_generation_trains_at_the_decayed_learning_rate_and_says_so() -> None:
+    """With train.lr_decay=0.5 a model with g ancestors trains at 0.001 x 0.5^g, recorded in each of its epochs;
+    without the setting (the default, 1) every model trains at train.learning_rate. The same seed then gives the
+    same trainings for models without a parent, and other ones for a model with one: the rate is the one used."""
+    losses = {}
+    for decay in (0.5, 1.0):
+        store = MemoryStore()
+        run_search(store, "decay", load(ROOT / "params.yaml", [*SMALL, f"train.lr_decay={decay}"]))
+        events = store.log("decay").read()
+        parents = {e.model_id: e.parent_model_id for e in events if isinstance(e, ArchitectureProposed)}
+        ancestors = {}
+        for model_id, parent in parents.items():  # a parent is always proposed before its child
+            ancestors[model_id] = 0 if parent is None else ancestors[parent] + 1
+        trained = [e for e in events if isinstance(e, TrainingCompleted)]
+        for e in trained:
+            expected = 0.001 * decay ** ancestors[e.model_id]
+            assert all(h["learning_rate"] == pytest.approx(expected) for h in e.epochs)
+        assert max(ancestors[e.model_id] for e in trained) >= 1  # some model had a parent
+        losses[decay] = {e.model_id: (ancestors[e.model_id], e.epochs[-1]["loss"]) for e in trained}
+    for model_id, (generation, loss) in losses[0.5].items():
+        assert (loss == losses[1.0][model_id][1]) == (generation == 0)
 
 
 @pytest.mark.slow
