@@ -72,11 +72,10 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
 
 @pytest.mark.slow
 def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> None:
-    """With search.continue_leader (the default) the leader is trained further before anything new: m3, the first
+    """With search.continue_leader the leader is trained further before anything new: m3, the first
     proposal that sees an outcome (m1's), is m1 again, its model as parent, no morphisms. Its training starts
     where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
-    config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=5"])
-    assert config["search"]["continue_leader"] is True
+    config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.continue_leader=true"])
     store = MemoryStore()
     run_search(store, "further", config)
     events = store.log("further").read()
@@ -118,7 +117,7 @@ def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None
     """Logs from before ``search.continue_leader`` have no such key and never trained a model further: replay
     must read them so. A log made without it verifies with the key removed, and not as a continuing search."""
     store = MemoryStore()
-    run_search(store, "old", load(ROOT / "params.yaml", [*SMALL, "search.continue_leader=false"]))
+    run_search(store, "old", load(ROOT / "params.yaml", SMALL))  # the default: false
     events = store.log("old").read()
     started = events[0]
     assert isinstance(started, SearchStarted)

@@ -37,7 +37,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     os.chdir(home)
     try:
         store = open_store(uri)
-        run_search(store, "b", load(ROOT / "params.yaml", SMALL))
+        run_search(store, "b", load(ROOT / "params.yaml", [*SMALL, "search.continue_leader=true"]))
         run_search(store, "r", load(ROOT / "params.yaml", [*SMALL, "search.strategy=random"]))
         config = load(ROOT / "params.yaml", SMALL)
         splits = splits_for(config)
@@ -118,7 +118,7 @@ def test_morphism_chains_read_short_in_tables() -> None:
 def test_a_model_trained_further_says_so_in_the_table_the_run_names_and_the_audit(
     store: tuple[Path, str], capsys
 ) -> None:
-    """In search 'b' (search.continue_leader, the default) m3 is m1 trained further: no morphisms, parent m1."""
+    """In search 'b' (search.continue_leader=true) m3 is m1 trained further: no morphisms, parent m1."""
     _, uri = store
     log = open_store(uri).log("b")
     rows = {row["model"]: row for row in table(fold(log.read()))}
