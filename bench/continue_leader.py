@@ -1,8 +1,8 @@
 """Ablation on real data: does training the leader further (``search.continue_leader``) pay, in a wall-clock budget?
 
-The same Bayesian search, the same seeds, with ``search.continue_leader=true`` (the default: the best network
-is trained further from its weights while that gains, before new morphisms) and ``false`` (every model a new
-morphism, as before the setting existed). A run is `bench/search_efficiency.py`'s run of our search; its
+The same Bayesian search, the same seeds, with ``search.continue_leader=true`` (the best network is trained
+further from its weights while that gains, before new morphisms) and ``false`` (the default: every model a new
+morphism). A run is `bench/search_efficiency.py`'s run of our search; its
 results are the best validation accuracy among the models that ended within the budget and that model's test
 accuracy. Pairs share the seed, so the comparison is paired (Wilcoxon signed-rank, two-sided); the two runs of
 a seed go in alternating order, so the process's warm-up falls on each side alike. Each run is appended to the
