@@ -69,7 +69,6 @@ def run_ours(
     from nas.architectures.weights import load_weights
     from nas.drivers.config import load
     from nas.drivers.runner import run_search
-    from nas.ledger.events import ArchitectureProposed
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
     from nas.training.builder import predict
@@ -92,18 +91,15 @@ def run_ours(
         if model.val_accuracy is not None:
             curve.append((time.monotonic() - start, float(model.val_accuracy), model.model_id))
 
-    run_search(open_store(), name, config, splits, on_outcome=on_outcome)
-    log = open_store().log(name)
+    state = run_search(open_store(), name, config, splits, on_outcome=on_outcome)
     seconds = time.monotonic() - start
     test = None
     if (best := best_within(curve, budget)) is not None:
-        service = SearchService(log)
+        service = SearchService(open_store().log(name))
         weights = load_weights(service.weights_file(best))
-        arch = service.state.models[best].arch
+        arch = state.models[best].arch
         test = float(np.mean(predict(arch, weights, splits.x_test).argmax(1) == splits.y_test))
-    further = sum(
-        isinstance(e, ArchitectureProposed) and e.parent_model_id is not None and not e.morphisms for e in log.read()
-    )
+    further = sum(m.parent_id is not None and not m.morphisms for m in state.models.values())
     return {"curve": curve, "test_accuracy": test, "seconds": seconds, "further": further}
 
 
