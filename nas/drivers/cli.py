@@ -60,6 +60,8 @@ def _run(name: str, config: Mapping[str, Any] | None, local: bool) -> int:
         state = run_search(store, name, config, progress=_progress, on_epoch=_epoch)
     else:
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry: no internet here
+        # Prefect waits 20 s for its temporary local API to start; a loaded 2-core machine can need more.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         from flows.nas_search import nas_search
 
         nas_search(name=name, settings=dict(config) if config is not None else None)

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from nas.strategy.targets import TARGETS
+from nas.training import SCHEDULES
 
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
@@ -44,6 +45,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "batch_size": (int, *_POSITIVE),
         "learning_rate": (float, *_POSITIVE),
         "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)"),
+        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
         "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
         "min_steps": (int, lambda v: v >= 0, "a non-negative integer"),
         "timeout_s": (float, *_POSITIVE),
@@ -52,7 +54,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank", "continue_leader": False},
-    "train": {"min_steps": 150, "lr_decay": 1.0},
+    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "constant"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {

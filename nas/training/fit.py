@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import numpy as np
 
 from nas.architectures.graph import Architecture
 from nas.architectures.weights import Weights
+from nas.training import SCHEDULES
 from nas.training.builder import build_model, read_weights
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]  # True stops training
@@ -34,6 +36,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     early_stopping_patience: int = 2
     min_steps: int = 0  # more epochs than ``epochs`` where an epoch is short, to take at least this many steps
+    schedule: str = "constant"  # or "cosine": from learning_rate down to 0 over the training's steps
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "early_stopping_patience", "min_steps"):
@@ -44,12 +47,21 @@ class TrainConfig:
                 raise ValueError(f"train.{name}={value!r} must be a {sign} integer")
         if not self.learning_rate > 0:
             raise ValueError(f"train.learning_rate={self.learning_rate!r} must be positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
 
     def epochs_for(self, examples: int) -> int:
         """Epochs to train on ``examples`` training examples: ``epochs``, or more on data so small that an epoch
         is only a few steps (a table of 100 rows is 2 steps of 64), enough for ``min_steps`` steps."""
         steps_per_epoch = max(1, -(-examples // self.batch_size))
         return max(self.epochs, -(-self.min_steps // steps_per_epoch))
+
+    def rate_at(self, step: int, steps: int) -> float:
+        """The learning rate of step ``step`` (from 0) of a training of ``steps`` steps: Keras' ``CosineDecay``
+        to 0 with the cosine schedule, ``learning_rate`` throughout with the constant one."""
+        if self.schedule == "constant":
+            return self.learning_rate
+        return self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
 
 
 @dataclass
@@ -116,15 +128,22 @@ def fit(
     loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
     Without validation data (``x_val`` None, as in a final fit on train + validation) early stopping
     must be 0. ``on_epoch(epoch, logs)`` is called after every epoch; returning True stops training
-    there. ``seed`` fixes the batch order and the dropout masks without touching global random
-    state, so trainings running side by side repeat exactly.
+    there. Each epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes
+    the batch order and the dropout masks without touching global random state, so trainings running
+    side by side repeat exactly.
     """
     validation = None if x_val is None or y_val is None else (x_val, y_val)
     if validation is None and config.early_stopping_patience:
         raise ValueError("early stopping needs validation data; set train.early_stopping_patience=0 to train without")
     model = build_model(arch, weights, seed=seed)
+    batches = _ShuffledBatches(x_train, y_train, config.batch_size, seed)
+    epochs = config.epochs_for(len(x_train))
+    steps = epochs * len(batches)
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -139,16 +158,19 @@ def fit(
         callbacks.append(_EpochHook(on_epoch))
     start = time.perf_counter()
     logged = model.fit(
-        _ShuffledBatches(x_train, y_train, config.batch_size, seed),
+        batches,
         validation_data=validation,
-        epochs=config.epochs_for(len(x_train)),
+        epochs=epochs,
         callbacks=callbacks,
         shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
         verbose=0,
     )
     seconds = time.perf_counter() - start
     keys = list(logged.history)
-    history = [{k: float(logged.history[k][e]) for k in keys} for e in range(len(logged.history["loss"]))]
+    history = [
+        {**{k: float(logged.history[k][e]) for k in keys}, "learning_rate": config.rate_at(e * len(batches), steps)}
+        for e in range(len(logged.history["loss"]))
+    ]
     kept = len(history) - 1
     if config.early_stopping_patience:
         # As EarlyStopping restores: the first epoch with the lowest validation loss (NaN never improves).

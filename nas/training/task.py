@@ -39,8 +39,8 @@ def _classify(error: BaseException) -> str:
 
 def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
     """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at
-    ``learning_rate x lr_decay ** generation`` (a search logged before ``train.min_steps`` or ``train.lr_decay``
-    existed trains as it did then, without them)."""
+    ``learning_rate x lr_decay ** generation``, on ``train.schedule`` (a search logged before ``train.min_steps``,
+    ``train.lr_decay`` or ``train.schedule`` existed trains as it did then, without them)."""
     from nas.training.fit import TrainConfig
 
     return TrainConfig(
@@ -49,6 +49,7 @@ def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
         train["learning_rate"] * train.get("lr_decay", 1.0) ** generation,
         train["early_stopping_patience"],
         train.get("min_steps", 0),
+        train.get("schedule", "constant"),
     )
 
 
@@ -133,10 +134,7 @@ def run_training(
         if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
             service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
             return ModelStatus.FAILED
-        epochs = [
-            {**{k: finite_or_none(v) for k, v in h.items()}, "learning_rate": config.learning_rate}
-            for h in result.history
-        ]
+        epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
         path = Path(files.name) / "weights.npz"
         save_weights(path, result.weights)
         accuracy, error = float(result.val_accuracy), finite_or_none(error)

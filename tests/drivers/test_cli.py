@@ -17,6 +17,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.surrogate_targets=log"], "search.surrogate_targets='log' must be one of rank, raw"),
         (["--set", "search.continue_leader=maybe"], "search.continue_leader='maybe' must be true or false"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
+        (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
         (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
