@@ -55,7 +55,6 @@ def test_the_cosine_schedule_decays_the_rate_keras_uses_and_records_it() -> None
     import keras
     from sklearn.datasets import load_digits
 
-
     x, y = load_digits(return_X_y=True)
     x = (x / 16).astype("f4")
     arch = initial_mlp((64,), 10, layers=1, units=16)
