@@ -5,11 +5,13 @@ tried, the second the baseline), everything else from params.yaml. A run is `ben
 of our search; its results are the best validation accuracy among the models that ended within the budget and
 that model's test accuracy. Pairs share the seed, so the comparison is paired (Wilcoxon signed-rank,
 two-sided); the two runs of a seed go in alternating order, so the process's warm-up falls on each side alike.
-Each run is appended to the runs file as it ends.
+Each run is appended to the runs file as it ends; ``--resume`` keeps the runs already there (same setting, same
+``--set``) and runs only the missing ones, so seeds can be spread over several sittings.
 
     .venv/bin/python bench/ablation.py     # search.continue_leader true vs false, MNIST-5k, 90 s, 6 seeds: ~20 min
     .venv/bin/python bench/ablation.py --setting train.schedule --values cosine constant --out schedule
     .venv/bin/python bench/ablation.py --datasets fashion_mnist_official --budget 300 --epochs 3 --seeds 3
+    .venv/bin/python bench/ablation.py --set train.schedule=cosine --out continue_leader-cosine   # both sides cosine
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ def main() -> None:
     parser.add_argument("--setting", default="search.continue_leader", help="GROUP.KEY")
     parser.add_argument("--values", nargs=2, default=["true", "false"], metavar=("TRIED", "BASELINE"))
     parser.add_argument("--out", default="continue_leader")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="GROUP.KEY=VALUE", help="fixed for both sides"
+    )
+    parser.add_argument("--resume", action="store_true", help="keep the runs file's runs of this comparison, skip them")
     args = parser.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     key, (tried, baseline) = args.setting, args.values
@@ -54,19 +60,27 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     runs_file = RESULTS / f"{args.out}.runs.jsonl"
-    runs_file.write_text("")
     started = time.time()
     results: dict[tuple[str, int, str], dict[str, Any]] = {}
+    if args.resume and runs_file.exists():
+        for row in map(json.loads, runs_file.read_text().splitlines()):
+            if row["setting"] == key and row.get("fixed", []) == args.sets:
+                results[(row["dataset"], row["seed"], row["value"])] = row
+    else:
+        runs_file.write_text("")
     for dataset in args.datasets:
         source = str(official_fashion_mnist(tmp / dataset)) if dataset == "fashion_mnist_official" else dataset
         splits = splits_for(load(ROOT / "params.yaml", [f"data.dataset={source}"]))
         for seed in seeds:
             for value in args.values if seed % 2 == 0 else args.values[::-1]:
-                settings = [f"{key}={value}"]
+                if (dataset, seed, value) in results:
+                    continue
+                settings = [*args.sets, f"{key}={value}"]
                 r = run_ours("bayesian", dataset, source, seed, args.budget, args.epochs, splits, settings, value)
                 results[(dataset, seed, value)] = r
                 with runs_file.open("a") as f:
-                    f.write(json.dumps({"dataset": dataset, "seed": seed, "setting": key, "value": value, **r}) + "\n")
+                    row = {"dataset": dataset, "seed": seed, "setting": key, "value": value, "fixed": args.sets, **r}
+                    f.write(json.dumps(row) + "\n")
                 print(f"{dataset} seed {seed} {key}={value:<8}  models {len(r['curve']):>3}  further "
                       f"{r['further']:>2}  best val {best_at(r['curve'], args.budget)}  test {r['test_accuracy']}",
                       flush=True)  # fmt: skip
@@ -74,11 +88,12 @@ def main() -> None:
     lines = [
         f"# `{key}`: {tried} against {baseline}, in a wall-clock budget",
         "",
-        f"{written_by('ablation.py', seeds)}; {minutes:.0f} minutes in all, 2-core machine, no GPU. Bayesian "
-        f"search, {args.budget:g} s of wall clock per run, train.epochs={args.epochs}, `{key}` as below, otherwise "
-        "params.yaml. Best val: the best validation accuracy among models that ended within the budget; test: that "
-        "model's test accuracy; means over seeds, p: paired Wilcoxon signed-rank, two-sided; models: models that "
-        "ended within the budget; further: of the models proposed, those that trained the leader further.",
+        f"{written_by('ablation.py', seeds)}; {minutes:.0f} minutes (this sitting), 2-core machine, no GPU. Bayesian "
+        f"search, {args.budget:g} s of wall clock per run, train.epochs={args.epochs}, "
+        f"{''.join(f'`{s}`, ' for s in args.sets)}`{key}` as below, otherwise params.yaml. Best val: the best "
+        "validation accuracy among models that ended within the budget; test: that model's test accuracy; means "
+        "over seeds, p: paired Wilcoxon signed-rank, two-sided; models: models that ended within the budget; "
+        "further: of the models proposed, those that trained the leader further.",
         "",
         f"| data | best val, {tried} | {baseline} | p | test, {tried} | {baseline} | p | models ({tried} / {baseline}) "
         f"| further ({tried} / {baseline}) |",
