@@ -54,7 +54,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank", "continue_leader": False},
-    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "constant"},
+    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
