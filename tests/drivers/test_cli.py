@@ -48,3 +48,20 @@ def test_scientific_notation_is_a_number() -> None:
 
     config = load(Path(__file__).parents[2] / "params.yaml", ["train.learning_rate=1e-4", "search.time_budget_s=2e3"])
     assert config["train"]["learning_rate"] == 1e-4 and config["search"]["time_budget_s"] == 2000.0
+
+
+def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_says(tmp_path: Path) -> None:
+    """Every key added after settings files were written (train.schedule among them, cosine) takes, where a file
+    lacks it, the value the shipped params.yaml gives it: an old file and params.yaml configure the same search."""
+    import yaml
+
+    from nas.drivers.config import DEFAULTS, load
+
+    shipped = Path(__file__).parents[2] / "params.yaml"
+    old = yaml.safe_load(shipped.read_text())
+    for group, keys in DEFAULTS.items():
+        for key in keys:
+            del old[group][key]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert load(tmp_path / "old.yaml", []) == load(shipped, [])
+    assert load(tmp_path / "old.yaml", [])["train"]["schedule"] == "cosine"
