@@ -357,6 +357,22 @@ class Architecture:
         """Total parameters, equal to ``keras.Model.count_params()`` of the built model."""
         return self._param_count
 
+    @cached_property
+    def work(self) -> int:
+        """What a forward pass of one example costs, a proxy of training seconds: the multiply-adds of Conv2D
+        and Dense layers, plus one operation per input element of every other layer (normalisation,
+        activation, pooling, merging)."""
+        total = 0
+        for lay in self.layers:
+            inputs = [self.shapes[i] for i in lay.inputs]
+            if lay.kind == "Conv2D":
+                total += math.prod(self.shapes[lay.id]) * lay.get("kernel_size") ** 2 * inputs[0][-1]
+            elif lay.kind == "Dense":
+                total += lay.get("units") * inputs[0][-1]
+            else:
+                total += sum(math.prod(shape) for shape in inputs)
+        return total
+
     @property
     def n_layers(self) -> int:
         return len(self.layers)

@@ -74,9 +74,14 @@ class SurrogateRefitted(Event):
 
 @dataclass(frozen=True)
 class TrainingStarted(Event):
+    """A training began. ``epochs`` (v2): the epochs it planned, fewer than configured where the search's
+    wall-clock budget leaves time for fewer (its learning-rate schedule spans those); None: as configured."""
+
     model_id: str
     attempt: int = 1
+    epochs: int | None = None
     TYPE: ClassVar[str] = "TrainingStarted"
+    VERSION: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,8 @@ class TrainingCompleted(Event):
     TYPE: ClassVar[str] = "TrainingCompleted"
 
 
-FAILURE_REASONS = ("out_of_memory", "nan_loss", "timeout", "error")
+# budget: not trained, as not even one epoch of it would have ended within the search's wall-clock budget
+FAILURE_REASONS = ("out_of_memory", "nan_loss", "timeout", "error", "budget")
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,11 @@ def upcast_completed_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "weights_sha256": None}
 
 
+def upcast_started_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 trainings did not plan their epochs by the wall-clock budget: each planned the configured number."""
+    return {**payload, "epochs": None}
+
+
 def upcast_elapsed(payload: dict[str, Any]) -> dict[str, Any]:
     """Before ArchitectureProposed v3 and SearchFinished v2 the wall clock was not recorded: unknown."""
     return {**payload, "elapsed_s": None}
@@ -163,6 +174,7 @@ def upcast_elapsed(payload: dict[str, Any]) -> dict[str, Any]:
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ArchitectureProposed", 1): upcast_proposed_v1_v2,
     ("ArchitectureProposed", 2): upcast_elapsed,
+    ("TrainingStarted", 1): upcast_started_v1_v2,
     ("TrainingCompleted", 1): upcast_completed_v1_v2,
     ("SearchFinished", 1): upcast_elapsed,
 }

@@ -271,12 +271,14 @@ class SearchService:
 
         return [e for e in self._commit(build) if isinstance(e, ArchitectureProposed)]
 
-    def training_started(self, model_id: str) -> None:
+    def training_started(self, model_id: str, epochs: int | None = None) -> None:
+        """Log that ``model_id``'s training begins, planning ``epochs`` (None: as configured)."""
+
         def build(state: SearchState) -> list[Event]:
             model = state.models[model_id]
             if model.status.is_finished:
                 raise ValueError(f"model {model_id} is {model.status}; a finished training is never repeated")
-            return [TrainingStarted(state.search_id, state.last_seq + 1, model_id, model.attempts + 1)]
+            return [TrainingStarted(state.search_id, state.last_seq + 1, model_id, model.attempts + 1, epochs)]
 
         self._commit(build)
 
@@ -398,12 +400,28 @@ class SearchService:
 
     def stop_reason(self) -> str | None:
         """Why no further model may be proposed (budget spent), or None to go on. The time budget is wall clock,
-        as this service counts it (``elapsed_s``): the runner's."""
+        as this service counts it (``elapsed_s``): the runner's; it counts as spent once less of it is left than
+        one epoch of the best model took (a proposal is mostly a morphism of a good model, as costly or more), or
+        once a model was not trained because not one epoch of it fitted (failure ``budget``)."""
         s = self.state.config["search"]
         if len(self.state.models) >= s["max_models"]:
             return f"max_models={s['max_models']} reached"
-        if self.elapsed_s() >= s["time_budget_s"]:
+        left = s["time_budget_s"] - self.elapsed_s()
+        if left <= 0:
             return f"time_budget_s={s['time_budget_s']:g} of wall clock spent"
+        skipped = next((m for m in self.state.models.values() if m.failure == "budget"), None)
+        if skipped is not None:
+            return (
+                f"time_budget_s={s['time_budget_s']:g} of wall clock nearly spent: not one epoch of "
+                f"{skipped.model_id} fitted in what was left"
+            )
+        best = self.state.best
+        epoch = None if best is None else best.epoch_seconds
+        if best is not None and epoch is not None and left < epoch:
+            return (
+                f"time_budget_s={s['time_budget_s']:g} of wall clock nearly spent: {left:.1f} s left, less than "
+                f"an epoch of the best model {best.model_id} ({epoch:.1f} s)"
+            )
         return None
 
     def chain(self, model_id: str) -> tuple[Architecture, list[Morphism]]:

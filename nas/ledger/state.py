@@ -64,10 +64,16 @@ class ModelRecord:
     weights_sha256: str | None = None  # as that event recorded it (None in v1 logs)
     failure: str | None = None
     train_seconds: float = 0.0
+    epochs_trained: int = 0  # epochs its completed training ran (0 before it completed)
 
     @property
     def arch(self) -> Architecture:
         return parse_architecture(self.architecture)
+
+    @property
+    def epoch_seconds(self) -> float | None:
+        """Wall-clock seconds per epoch of its completed training, its set-up included; None before it completed."""
+        return self.train_seconds / self.epochs_trained if self.epochs_trained else None
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,7 @@ def _(event: TrainingCompleted, state: SearchState) -> SearchState:
         completed_seq=event.seq,
         weights_sha256=event.weights_sha256,
         train_seconds=event.seconds,
+        epochs_trained=len(event.epochs),
     )
     best = state.best
     better = best is None or event.val_accuracy > (best.val_accuracy or 0.0)

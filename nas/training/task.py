@@ -6,6 +6,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,26 @@ def generation(state: SearchState, model_id: str) -> int:
     return n
 
 
+def epoch_seconds(state: SearchState, model_id: str) -> float | None:
+    """The wall-clock seconds one epoch of ``model_id``'s training should take: its parent's seconds per epoch,
+    scaled by how much more (or less) work an example costs in it than in the parent (``Architecture.work``);
+    None for a model without a trained parent."""
+    model = state.models[model_id]
+    parent = state.models[model.parent_id] if model.parent_id else None
+    per_epoch = None if parent is None else parent.epoch_seconds
+    if parent is None or per_epoch is None:
+        return None
+    return per_epoch * model.arch.work / parent.arch.work
+
+
+def planned_epochs(epochs: int, per_epoch: float | None, seconds_left: float | None) -> int:
+    """How many of ``epochs`` a training plans: those that fit in ``seconds_left`` at ``per_epoch`` seconds each
+    (0 where none does), or all of them where either is unknown (None)."""
+    if per_epoch is None or seconds_left is None or per_epoch <= 0:
+        return epochs
+    return max(0, min(epochs, int(seconds_left // per_epoch)))
+
+
 def run_training(
     service: SearchService,
     model_id: str,
@@ -71,8 +92,11 @@ def run_training(
 ) -> ModelStatus:
     """Log TrainingStarted, train ``model_id`` from its parent's weights, log the outcome; returns its status.
 
-    ``deadline`` (a Unix time: when the search's wall-clock budget runs out) ends the training after the
-    epoch past which another epoch, as long as the last one, would end beyond it; the first epoch always runs.
+    ``deadline`` (a Unix time: when the search's wall-clock budget runs out) plans fewer epochs than
+    configured where, at the seconds per epoch ``epoch_seconds`` expects, fewer fit before it (the learning-rate
+    schedule spans the planned epochs, so a cosine one still ends at 0; TrainingStarted records the plan); where
+    none fits, the model is not trained but logged as failed for ``budget``. A training ends after the epoch
+    past which another epoch, as long as the last one, would end beyond the deadline; its first epoch always runs.
 
     A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
     timeout, or any other error with its text) and the search goes on. Parent weights that fail their
@@ -81,12 +105,24 @@ def run_training(
     from nas.training.builder import preservation_error
     from nas.training.fit import fit, make_deterministic
 
-    service.training_started(model_id)
+    state = service.state
+    t = state.config["train"]
+    config = train_config(t, generation(state, model_id))
+    configured = config.epochs_for(len(data.x_train))
+    seconds_left = None if deadline is None else deadline - time.time()
+    per_epoch = epoch_seconds(state, model_id)
+    plan = planned_epochs(configured, per_epoch, seconds_left)
+    if plan == 0:
+        reason = (
+            f"{seconds_left:.1f} s of the wall-clock budget left, less than one epoch of it (about {per_epoch:.1f} s)"
+        )
+        service.training_failed(model_id, "budget", reason, 0.0)
+        return ModelStatus.FAILED
+    service.training_started(model_id, None if plan == configured else plan)
     state = service.state
     model = state.models[model_id]
     files = tempfile.TemporaryDirectory()
     diagram = _diagram(model.arch, Path(files.name) / "architecture.png", model_id)
-    t = state.config["train"]
     number = int(model_id.lstrip("m"))
     start = time.perf_counter()
     try:
@@ -117,7 +153,8 @@ def run_training(
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
 
-        config = train_config(t, generation(state, model_id))
+        if plan != configured:
+            config = replace(config, epochs=plan, min_steps=0)  # exactly the planned epochs
         result = fit(
             arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
         )

@@ -186,7 +186,8 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
 @pytest.mark.slow
 def test_the_time_budget_is_wall_clock_and_the_last_training_ends_by_it() -> None:
     """search.time_budget_s counts the wall clock, not the seconds the events record: a training that would run
-    far past it (1,000 epochs) ends at an epoch before the deadline, and no model is proposed after it."""
+    far past it (1,000 epochs) ends at an epoch before the deadline, and no model is proposed after it (nor once
+    less of it is left than an epoch of the best model)."""
     budget = 20.0
     sets = ["train.epochs=1000", "train.early_stopping_patience=0", f"search.time_budget_s={budget}"]
     config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=100", *sets])
@@ -195,8 +196,9 @@ def test_the_time_budget_is_wall_clock_and_the_last_training_ends_by_it() -> Non
     state = run_search(store, "clock", config)
     wall = time.time() - start
     completed = [e for e in store.log("clock").read() if isinstance(e, TrainingCompleted)]
-    assert state.finish_reason == "time_budget_s=20 of wall clock spent"
+    assert state.finish_reason is not None and state.finish_reason.startswith("time_budget_s=20 of wall clock ")
     assert completed and all(0 < len(e.epochs) < 1000 for e in completed)
-    assert state.elapsed_s is not None and budget <= state.elapsed_s <= wall
     slowest_epoch = max(e.seconds / len(e.epochs) for e in completed)
+    # it ends once the budget is spent, or earlier by less than an epoch, when no epoch of a new model fits
+    assert state.elapsed_s is not None and budget - slowest_epoch <= state.elapsed_s <= wall
     assert wall < budget + 2 * slowest_epoch + 10  # one epoch's grace, and the search's own start and finish

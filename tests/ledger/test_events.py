@@ -69,6 +69,17 @@ def test_v1_proposals_are_upcast_to_v2() -> None:
     assert unchanged == old["payload"]
 
 
+def test_v1_training_starts_are_upcast_to_v2_with_no_plan() -> None:
+    """TrainingStarted v2 added ``epochs`` (the epochs a training planned by the wall-clock budget); a v1 training
+    planned the configured number: None."""
+    old = next(r for r in golden() if r["type"] == "TrainingStarted")
+    assert old["schema_version"] == 1 and "epochs" not in old["payload"]
+    event = from_record({k: v for k, v in old.items() if k not in ("hash", "prev_hash")})
+    assert isinstance(event, TrainingStarted) and event.epochs is None and event.attempt == 1
+    assert to_record(event)["schema_version"] == TrainingStarted.VERSION == 2
+    assert {k: v for k, v in to_record(event)["payload"].items() if k != "epochs"} == old["payload"]
+
+
 def test_editing_the_golden_log_is_detected() -> None:
     records = golden()
     records[3]["payload"]["val_accuracy"] = 0.99
@@ -106,9 +117,9 @@ def test_unknown_types_and_future_versions_are_refused() -> None:
     record = to_record(TrainingStarted("s", 1, "m1"))
     with pytest.raises(ValueError, match="unknown event type 'ModelDeleted'"):
         from_record({**record, "type": "ModelDeleted"})
-    with pytest.raises(ValueError, match=r"schema version 9; this code reads up to 1$"):
+    with pytest.raises(ValueError, match=r"schema version 9; this code reads up to 2$"):
         from_record({**record, "schema_version": 9})
-    with pytest.raises(ValueError, match="does not fit schema version 1"):
+    with pytest.raises(ValueError, match="does not fit schema version 2"):
         from_record({**record, "payload": {"model": "m1"}})
 
 

@@ -1,0 +1,123 @@
+"""Trainings planned by the wall-clock budget: real Keras on digits, a real (in-memory) event log. The parents'
+recorded durations are chosen (100 s an epoch) so the plan does not hang on how fast this machine trains."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.architectures.graph import Architecture, Layer
+from nas.architectures.initial import initial_mlp
+from nas.architectures.weights import init_weights, save_weights, standardize
+from nas.data import fingerprint
+from nas.drivers.config import load
+from nas.drivers.runner import splits_for
+from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
+from nas.ledger.memory import MemoryStore
+from nas.ledger.service import SearchService
+from nas.ledger.state import ModelStatus
+from nas.training.fit import TrainConfig, fit
+from nas.training.task import epoch_seconds, planned_epochs, run_training
+
+ROOT = Path(__file__).parents[2]
+SETTINGS = [
+    "data.dataset=digits",
+    "search.initial_width=8",
+    "search.continue_leader=true",  # m3 is the leader trained further: the same network, the same work per example
+    "train.epochs=4",
+    "train.min_steps=0",
+    "train.early_stopping_patience=0",
+    "train.schedule=cosine",
+    "train.learning_rate=0.002",
+]
+
+
+def a_search_whose_models_took_100_s_an_epoch(tmp_path: Path, budget_s: float = 1200.0) -> SearchService:
+    """A started search whose first two models trained (for real, 4 epochs each) and are recorded as having taken
+    400 s each, and whose m3 (the leader trained further) is proposed."""
+    config = load(ROOT / "params.yaml", [*SETTINGS, f"search.time_budget_s={budget_s}"])
+    splits = splits_for(config)
+    service = SearchService(MemoryStore().log("plan"))
+    service.start("plan", config, splits.input_shape, splits.num_classes, fingerprint(splits))
+    for model_id in ("m1", "m2"):  # m2 is proposed before m1's outcome counts, as when proposed while m1 trains
+        service.refit()
+        (proposed,) = service.ask(1)
+        assert proposed.model_id == model_id
+        arch = service.state.models[model_id].arch
+        weights = standardize(arch, init_weights(arch, np.random.default_rng(0)), splits.x_train)
+        config_4 = TrainConfig(4)
+        result = fit(arch, weights, splits.x_train, splits.y_train, splits.x_val, splits.y_val, config_4, seed=0)
+        service.training_started(model_id)
+        path = tmp_path / f"{model_id}.npz"
+        save_weights(path, result.weights)
+        service.training_completed(model_id, result.val_accuracy, result.history, None, 400.0, path)
+    service.refit()
+    (m3,) = service.ask(1)
+    assert m3.model_id == "m3" and m3.parent_model_id == service.state.best_model_id and m3.morphisms == []
+    return service
+
+
+def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(tmp_path: Path) -> None:
+    """With 250 s left and 100 s an epoch expected, m3 plans 2 of its 4 epochs, logs the plan, trains exactly
+    those, and its cosine rate spans them (half the rate at the second epoch's start, not 85% of it)."""
+    service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
+    assert service.state.models["m1"].epoch_seconds == 100.0 and epoch_seconds(service.state, "m3") == 100.0
+    splits = splits_for(service.state.config)
+    assert run_training(service, "m3", splits, deadline=time.time() + 250) == ModelStatus.TRAINED
+    events = service.log.read()
+    started = next(e for e in events if isinstance(e, TrainingStarted) and e.model_id == "m3")
+    completed = next(e for e in events if isinstance(e, TrainingCompleted) and e.model_id == "m3")
+    assert started.epochs == 2
+    assert [e["learning_rate"] for e in completed.epochs] == pytest.approx([0.002, 0.001])
+    # without a deadline (or with time for all of it) a training plans the configured epochs, and logs no plan
+    started_m1 = next(e for e in events if isinstance(e, TrainingStarted) and e.model_id == "m1")
+    assert started_m1.epochs is None
+
+
+def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_search_stops_proposing(tmp_path: Path) -> None:
+    """With 50 s left and 100 s an epoch expected, m3 is logged failed for ``budget`` without a training start,
+    and the search proposes nothing more: its budget counts as spent."""
+    service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
+    assert service.stop_reason() is None  # 1,200 s left
+    splits = splits_for(service.state.config)
+    assert run_training(service, "m3", splits, deadline=time.time() + 50) == ModelStatus.FAILED
+    events = service.log.read()
+    assert not any(isinstance(e, TrainingStarted) and e.model_id == "m3" for e in events)
+    (failed,) = [e for e in events if isinstance(e, TrainingFailed)]
+    left, rest = failed.error.split(" ", 1)
+    assert failed.reason == "budget" and 45 < float(left) <= 50  # 50 s, less the moments the call took
+    assert rest == "s of the wall-clock budget left, less than one epoch of it (about 100.0 s)"
+    assert service.stop_reason() == (
+        "time_budget_s=1200 of wall clock nearly spent: not one epoch of m3 fitted in what was left"
+    )
+
+
+def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(tmp_path: Path) -> None:
+    service = a_search_whose_models_took_100_s_an_epoch(tmp_path, budget_s=60.0)
+    reason = service.stop_reason()
+    assert reason is not None and reason.startswith("time_budget_s=60 of wall clock nearly spent: ")
+    best = service.state.best_model_id
+    assert reason.endswith(f"s left, less than an epoch of the best model {best} (100.0 s)")
+
+
+def test_the_plan_takes_the_epochs_that_fit() -> None:
+    assert planned_epochs(4, 100.0, 250.0) == 2
+    assert planned_epochs(4, 100.0, 1e6) == 4  # never more than configured
+    assert planned_epochs(4, 100.0, 99.0) == 0  # none fits
+    assert planned_epochs(4, None, 10.0) == 4 and planned_epochs(4, 100.0, None) == 4  # unknown: as configured
+
+
+def test_work_counts_multiply_adds_and_element_operations() -> None:
+    """Architecture.work, by hand: a Dense of 8 units on 20 features is 160 multiply-adds, a ReLU on 8 values 8."""
+    mlp = initial_mlp((20,), 4, layers=1, units=8)
+    by_hand = 0
+    for layer in mlp.layers:
+        shape_in = mlp.shapes[layer.inputs[0]]
+        by_hand += layer.get("units") * shape_in[-1] if layer.kind == "Dense" else int(np.prod(shape_in))
+    assert mlp.work == by_hand
+    conv_layer = Layer.make("c", "Conv2D", ["input"], filters=4, kernel_size=3, strides=1)
+    conv = Architecture((8, 8, 3), (conv_layer, Layer.make("g", "GlobalAveragePooling2D", ["c"])))
+    assert conv.work == 8 * 8 * 4 * 3 * 3 * 3 + 8 * 8 * 4  # the convolution, then the pooling reads 256 values
