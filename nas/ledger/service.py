@@ -39,7 +39,16 @@ from nas.ledger.log import Attachments, ChainError, ConcurrencyError, EventLog
 from nas.ledger.state import SearchState, fold
 from nas.strategy.acquisition import AnnealingConfig
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
-from nas.strategy.proposers import Batch, BayesianProposer, Proposal, Proposer, Refit, continuation, make_proposer
+from nas.strategy.proposers import (
+    Batch,
+    BayesianProposer,
+    Proposal,
+    Proposer,
+    Refit,
+    continuation,
+    leader,
+    make_proposer,
+)
 from nas.strategy.space import MorphismSpace
 
 APPEND_RETRIES = 20
@@ -119,10 +128,14 @@ class Proposing:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
         1 .. j-1-trainers: the ``trainers`` models before it may still be training (they count as
         pending), as they are when proposals are made while models train. With ``search.continue_leader`` the
-        first is the model ``continuation`` names, if any: trained further from its weights, no morphisms."""
+        first is the model ``continuation`` names, if any: trained further from its weights, no morphisms.
+        After a model that was not trained because not one epoch of it fitted in the wall-clock budget left
+        (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
         history = state.history(known_models=self.known(state))
         rng = seed_for(state.seed, len(state.models))
         further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
+        if further is None and k > 0 and state.models and list(state.models.values())[-1].failure == "budget":
+            further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)
         first = Proposal(further.model_id, (), further.point)
@@ -401,20 +414,13 @@ class SearchService:
     def stop_reason(self) -> str | None:
         """Why no further model may be proposed (budget spent), or None to go on. The time budget is wall clock,
         as this service counts it (``elapsed_s``): the runner's; it counts as spent once less of it is left than
-        one epoch of the best model took (a proposal is mostly a morphism of a good model, as costly or more), or
-        once a model was not trained because not one epoch of it fitted (failure ``budget``)."""
+        one epoch of the best model took (a proposal is mostly a morphism of a good model, as costly or more)."""
         s = self.state.config["search"]
         if len(self.state.models) >= s["max_models"]:
             return f"max_models={s['max_models']} reached"
         left = s["time_budget_s"] - self.elapsed_s()
         if left <= 0:
             return f"time_budget_s={s['time_budget_s']:g} of wall clock spent"
-        skipped = next((m for m in self.state.models.values() if m.failure == "budget"), None)
-        if skipped is not None:
-            return (
-                f"time_budget_s={s['time_budget_s']:g} of wall clock nearly spent: not one epoch of "
-                f"{skipped.model_id} fitted in what was left"
-            )
         best = self.state.best
         epoch = None if best is None else best.epoch_seconds
         if best is not None and epoch is not None and left < epoch:

@@ -191,18 +191,24 @@ def best_per_point(observations: Sequence[Observation]) -> list[Observation]:
     return list(best.values())
 
 
-def continuation(history: History) -> Observation | None:
-    """The model to train further before anything new, in a ``continuable`` space, or None: the leader (the best
-    observation of the point whose best score is highest, the first observed on ties) when its point has been
-    trained only once, or when its latest training set its best score (it still gains); never while its point is
-    pending. A lineage that stops gaining is left to the morphisms; a new leader is trained further again."""
+def leader(history: History) -> Observation | None:
+    """The best observation of the point whose best score is highest (the first observed on ties), or None when
+    nothing is observed yet or that point is pending (being trained further already)."""
     if not history.observations:
         return None
-    leader = max(best_per_point(history.observations), key=lambda o: o.score)
-    if leader.point.id in {p.id for p in history.pending}:
+    best = max(best_per_point(history.observations), key=lambda o: o.score)
+    return None if best.point.id in {p.id for p in history.pending} else best
+
+
+def continuation(history: History) -> Observation | None:
+    """The model to train further before anything new, in a ``continuable`` space, or None: the ``leader`` when
+    its point has been trained only once, or when its latest training set its best score (it still gains). A
+    lineage that stops gaining is left to the morphisms; a new leader is trained further again."""
+    best = leader(history)
+    if best is None:
         return None
-    latest = [o for o in history.observations if o.point.id == leader.point.id][-1]
-    return leader if latest is leader else None
+    latest = [o for o in history.observations if o.point.id == best.point.id][-1]
+    return best if latest is best else None
 
 
 def _one_length_scale(length_scale: Any) -> float:

@@ -17,6 +17,7 @@ from nas.drivers.config import load
 from nas.drivers.runner import splits_for
 from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
 from nas.ledger.memory import MemoryStore
+from nas.ledger.replay import verify
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
 from nas.training.fit import TrainConfig, fit
@@ -26,7 +27,6 @@ ROOT = Path(__file__).parents[2]
 SETTINGS = [
     "data.dataset=digits",
     "search.initial_width=8",
-    "search.continue_leader=true",  # m3 is the leader trained further: the same network, the same work per example
     "train.epochs=4",
     "train.min_steps=0",
     "train.early_stopping_patience=0",
@@ -37,7 +37,7 @@ SETTINGS = [
 
 def a_search_whose_models_took_100_s_an_epoch(tmp_path: Path, budget_s: float = 1200.0) -> SearchService:
     """A started search whose first two models trained (for real, 4 epochs each) and are recorded as having taken
-    400 s each, and whose m3 (the leader trained further) is proposed."""
+    400 s each, and whose m3 (a morphism of one of them) is proposed."""
     config = load(ROOT / "params.yaml", [*SETTINGS, f"search.time_budget_s={budget_s}"])
     splits = splits_for(config)
     service = SearchService(MemoryStore().log("plan"))
@@ -56,17 +56,22 @@ def a_search_whose_models_took_100_s_an_epoch(tmp_path: Path, budget_s: float = 
         service.training_completed(model_id, result.val_accuracy, result.history, None, 400.0, path)
     service.refit()
     (m3,) = service.ask(1)
-    assert m3.model_id == "m3" and m3.parent_model_id == service.state.best_model_id and m3.morphisms == []
+    assert m3.model_id == "m3" and m3.parent_model_id is not None and m3.morphisms
     return service
 
 
 def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(tmp_path: Path) -> None:
-    """With 250 s left and 100 s an epoch expected, m3 plans 2 of its 4 epochs, logs the plan, trains exactly
-    those, and its cosine rate spans them (half the rate at the second epoch's start, not 85% of it)."""
+    """With time left for 2.5 epochs of m3 as expected (100 s an epoch of its parent, scaled by the work per
+    example), m3 plans 2 of its 4 epochs, logs the plan, trains exactly those, and its cosine rate spans them
+    (half the rate at the second epoch's start, not 85% of it)."""
     service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
-    assert service.state.models["m1"].epoch_seconds == 100.0 and epoch_seconds(service.state, "m3") == 100.0
-    splits = splits_for(service.state.config)
-    assert run_training(service, "m3", splits, deadline=time.time() + 250) == ModelStatus.TRAINED
+    state = service.state
+    parent = state.models[state.models["m3"].parent_id]
+    assert parent.epoch_seconds == 100.0
+    per_epoch = epoch_seconds(state, "m3")
+    assert per_epoch == pytest.approx(100.0 * state.models["m3"].arch.work / parent.arch.work)
+    splits = splits_for(state.config)
+    assert run_training(service, "m3", splits, deadline=time.time() + 2.5 * per_epoch) == ModelStatus.TRAINED
     events = service.log.read()
     started = next(e for e in events if isinstance(e, TrainingStarted) and e.model_id == "m3")
     completed = next(e for e in events if isinstance(e, TrainingCompleted) and e.model_id == "m3")
@@ -77,22 +82,26 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(tmp_
     assert started_m1.epochs is None
 
 
-def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_search_stops_proposing(tmp_path: Path) -> None:
-    """With 50 s left and 100 s an epoch expected, m3 is logged failed for ``budget`` without a training start,
-    and the search proposes nothing more: its budget counts as spent."""
+def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_is_trained_further(tmp_path: Path) -> None:
+    """With time left for half an epoch of m3 as expected, it is logged failed for ``budget`` without a training;
+    the next proposal is the leader trained further (its epochs cost what they cost before), and replay
+    reproduces it."""
     service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
-    assert service.stop_reason() is None  # 1,200 s left
     splits = splits_for(service.state.config)
-    assert run_training(service, "m3", splits, deadline=time.time() + 50) == ModelStatus.FAILED
+    per_epoch = epoch_seconds(service.state, "m3")
+    assert per_epoch is not None
+    assert run_training(service, "m3", splits, deadline=time.time() + per_epoch / 2) == ModelStatus.FAILED
     events = service.log.read()
     assert not any(isinstance(e, TrainingStarted) and e.model_id == "m3" for e in events)
     (failed,) = [e for e in events if isinstance(e, TrainingFailed)]
     left, rest = failed.error.split(" ", 1)
-    assert failed.reason == "budget" and 45 < float(left) <= 50  # 50 s, less the moments the call took
-    assert rest == "s of the wall-clock budget left, less than one epoch of it (about 100.0 s)"
-    assert service.stop_reason() == (
-        "time_budget_s=1200 of wall clock nearly spent: not one epoch of m3 fitted in what was left"
-    )
+    assert failed.reason == "budget" and per_epoch / 2 - 5 < float(left) <= per_epoch / 2 + 0.05  # to 0.1 s
+    assert rest == f"s of the wall-clock budget left, less than one epoch of it (about {per_epoch:.1f} s)"
+    assert service.stop_reason() is None  # the search's own budget (1,200 s) has time for an epoch of the leader
+    service.refit()
+    (m4,) = service.ask(1)
+    assert (m4.parent_model_id, m4.morphisms) == (service.state.best_model_id, [])
+    assert verify(service.log.read()) is None
 
 
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(tmp_path: Path) -> None:
