@@ -89,7 +89,9 @@ def event_tags(sealed: Mapping[str, Any], parent_run_id: str, search_id: str) ->
 def event_metrics(sealed: Mapping[str, Any]) -> dict[str, dict[int, float]]:
     """Metric name -> {step (epoch): value} of a training's run; empty for other events."""
     out: dict[str, dict[int, float]] = {}
-    for step, epoch in enumerate(sealed["payload"].get("epochs") or []):
+    if sealed["type"] != "TrainingCompleted":
+        return out  # TrainingStarted's ``epochs`` is the number it planned, not a history
+    for step, epoch in enumerate(sealed["payload"]["epochs"]):
         for key, value in epoch.items():
             if value is not None:
                 out.setdefault(key, {})[step] = float(value)

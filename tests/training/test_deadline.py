@@ -1,4 +1,4 @@
-"""Trainings planned by the wall-clock budget: real Keras on digits, a real (in-memory) event log. The parents'
+"""Trainings planned by the wall-clock budget: real Keras on digits, a real MLflow store (SQLite). The parents'
 recorded durations are chosen (100 s an epoch) so the plan does not hang on how fast this machine trains."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from nas.data import fingerprint
 from nas.drivers.config import load
 from nas.drivers.runner import splits_for
 from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
-from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import verify
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
+from nas.tracking import open_store
 from nas.training.fit import TrainConfig, fit
 from nas.training.task import epoch_seconds, planned_epochs, run_training
 
@@ -35,12 +35,14 @@ SETTINGS = [
 ]
 
 
-def a_search_whose_models_took_100_s_an_epoch(tmp_path: Path, budget_s: float = 1200.0) -> SearchService:
+def a_search_whose_models_took_100_s_an_epoch(uri: str, tmp_path: Path, budget_s: float = 1200.0) -> SearchService:
     """A started search whose first two models trained (for real, 4 epochs each) and are recorded as having taken
     400 s each, and whose m3 (a morphism of one of them) is proposed."""
     config = load(ROOT / "params.yaml", [*SETTINGS, f"search.time_budget_s={budget_s}"])
     splits = splits_for(config)
-    service = SearchService(MemoryStore().log("plan"))
+    store = open_store(uri)
+    store.create("plan")
+    service = SearchService(store.log("plan"))
     service.start("plan", config, splits.input_shape, splits.num_classes, fingerprint(splits))
     for model_id in ("m1", "m2"):  # m2 is proposed before m1's outcome counts, as when proposed while m1 trains
         service.refit()
@@ -60,11 +62,11 @@ def a_search_whose_models_took_100_s_an_epoch(tmp_path: Path, budget_s: float = 
     return service
 
 
-def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(tmp_path: Path) -> None:
+def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlflow_uri: str, tmp_path: Path) -> None:
     """With time left for 2.5 epochs of m3 as expected (100 s an epoch of its parent, scaled by the work per
     example), m3 plans 2 of its 4 epochs, logs the plan, trains exactly those, and its cosine rate spans them
     (half the rate at the second epoch's start, not 85% of it)."""
-    service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
+    service = a_search_whose_models_took_100_s_an_epoch(mlflow_uri, tmp_path)
     state = service.state
     parent = state.models[state.models["m3"].parent_id]
     assert parent.epoch_seconds == 100.0
@@ -80,13 +82,16 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(tmp_
     # without a deadline (or with time for all of it) a training plans the configured epochs, and logs no plan
     started_m1 = next(e for e in events if isinstance(e, TrainingStarted) and e.model_id == "m1")
     assert started_m1.epochs is None
+    assert open_store(mlflow_uri).audit("plan").ok  # the plan is a param, not metrics
 
 
-def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_is_trained_further(tmp_path: Path) -> None:
+def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained_further(
+    mlflow_uri: str, tmp_path: Path
+) -> None:
     """With time left for half an epoch of m3 as expected, it is logged failed for ``budget`` without a training;
     the next proposal is the leader trained further (its epochs cost what they cost before), and replay
     reproduces it."""
-    service = a_search_whose_models_took_100_s_an_epoch(tmp_path)
+    service = a_search_whose_models_took_100_s_an_epoch(mlflow_uri, tmp_path)
     splits = splits_for(service.state.config)
     per_epoch = epoch_seconds(service.state, "m3")
     assert per_epoch is not None
@@ -102,10 +107,11 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_is_trai
     (m4,) = service.ask(1)
     assert (m4.parent_model_id, m4.morphisms) == (service.state.best_model_id, [])
     assert verify(service.log.read()) is None
+    assert open_store(mlflow_uri).audit("plan").ok
 
 
-def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(tmp_path: Path) -> None:
-    service = a_search_whose_models_took_100_s_an_epoch(tmp_path, budget_s=60.0)
+def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
+    service = a_search_whose_models_took_100_s_an_epoch(mlflow_uri, tmp_path, budget_s=60.0)
     reason = service.stop_reason()
     assert reason is not None and reason.startswith("time_budget_s=60 of wall clock nearly spent: ")
     best = service.state.best_model_id
