@@ -62,7 +62,7 @@ def generation(state: SearchState, model_id: str) -> int:
     return n
 
 
-def epoch_seconds(state: SearchState, model_id: str) -> float | None:
+def expected_epoch_seconds(state: SearchState, model_id: str) -> float | None:
     """The wall-clock seconds one epoch of ``model_id``'s training should take: its parent's seconds per epoch,
     scaled by how much more (or less) work an example costs in it than in the parent (``Architecture.work``);
     None for a model without a trained parent."""
@@ -93,7 +93,7 @@ def run_training(
     """Log TrainingStarted, train ``model_id`` from its parent's weights, log the outcome; returns its status.
 
     ``deadline`` (a Unix time: when the search's wall-clock budget runs out) plans fewer epochs than
-    configured where, at the seconds per epoch ``epoch_seconds`` expects, fewer fit before it (the learning-rate
+    configured where, at the seconds per epoch ``expected_epoch_seconds`` gives, fewer fit before it (the learning-rate
     schedule spans the planned epochs, so a cosine one still ends at 0; TrainingStarted records the plan); where
     none fits, the model is not trained but logged as failed for ``budget``. A training ends after the epoch
     past which another epoch, as long as the last one, would end beyond the deadline; its first epoch always runs.
@@ -110,7 +110,7 @@ def run_training(
     config = train_config(t, generation(state, model_id))
     configured = config.epochs_for(len(data.x_train))
     seconds_left = None if deadline is None else deadline - time.time()
-    per_epoch = epoch_seconds(state, model_id)
+    per_epoch = expected_epoch_seconds(state, model_id)
     plan = planned_epochs(configured, per_epoch, seconds_left)
     if plan == 0:
         reason = (

@@ -21,7 +21,7 @@ from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
 from nas.tracking import open_store
 from nas.training.fit import TrainConfig, fit
-from nas.training.task import epoch_seconds, planned_epochs, run_training
+from nas.training.task import expected_epoch_seconds, planned_epochs, run_training
 
 ROOT = Path(__file__).parents[2]
 SETTINGS = [
@@ -70,7 +70,7 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlfl
     state = service.state
     parent = state.models[state.models["m3"].parent_id]
     assert parent.epoch_seconds == 100.0
-    per_epoch = epoch_seconds(state, "m3")
+    per_epoch = expected_epoch_seconds(state, "m3")
     assert per_epoch == pytest.approx(100.0 * state.models["m3"].arch.work / parent.arch.work)
     splits = splits_for(state.config)
     assert run_training(service, "m3", splits, deadline=time.time() + 2.5 * per_epoch) == ModelStatus.TRAINED
@@ -93,7 +93,7 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     reproduces it."""
     service = a_search_whose_models_took_100_s_an_epoch(mlflow_uri, tmp_path)
     splits = splits_for(service.state.config)
-    per_epoch = epoch_seconds(service.state, "m3")
+    per_epoch = expected_epoch_seconds(service.state, "m3")
     assert per_epoch is not None
     assert run_training(service, "m3", splits, deadline=time.time() + per_epoch / 2) == ModelStatus.FAILED
     events = service.log.read()
