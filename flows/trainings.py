@@ -155,13 +155,14 @@ def _train_in_slot(
         if model.status.is_finished:
             return model.status  # a retried task after the outcome was logged: never train twice
         data = data_of(service.state.config)
-        epochs = train_config(service.state.config["train"]).epochs_for(len(data.x_train))
+        configured = train_config(service.state.config["train"]).epochs_for(len(data.x_train))
 
         def epoch(i: int, logs: dict[str, float]) -> None:
+            planned = service.state.models[model_id].planned_epochs  # TrainingStarted's plan, logged before epoch 1
             logger.info(
                 "%s epoch %s loss %.4f val_accuracy %.4f",
                 model_id,
-                bar(i + 1, epochs, 10),
+                bar(i + 1, planned or configured, 10),
                 logs.get("loss", float("nan")),
                 logs.get("val_accuracy", float("nan")),
             )

@@ -65,10 +65,17 @@ class ModelRecord:
     failure: str | None = None
     train_seconds: float = 0.0
     epochs_trained: int = 0  # epochs its completed training ran (0 before it completed)
+    planned_epochs: int | None = None  # the epochs its TrainingStarted planned (None: as configured)
 
     @property
     def arch(self) -> Architecture:
         return parse_architecture(self.architecture)
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether it was never trained because none of its epochs fitted in the wall-clock budget left (a
+        TrainingFailed for ``budget``, logged instead of a TrainingStarted)."""
+        return self.status == ModelStatus.FAILED and self.failure == "budget"
 
     @property
     def epoch_seconds(self) -> float | None:
@@ -224,7 +231,9 @@ def _(event: SurrogateRefitted, state: SearchState) -> SearchState:
 @apply.register
 def _(event: TrainingStarted, state: SearchState) -> SearchState:
     model = _model(state, event)
-    return _with_model(state, replace(model, status=ModelStatus.TRAINING, attempts=event.attempt))
+    return _with_model(
+        state, replace(model, status=ModelStatus.TRAINING, attempts=event.attempt, planned_epochs=event.epochs)
+    )
 
 
 @apply.register

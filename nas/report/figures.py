@@ -47,7 +47,8 @@ def plot_best_so_far(
 
 def plot_tree(state: SearchState, path: Path) -> None:
     """The search tree: each model under the model it was morphed from, coloured by validation accuracy;
-    failed trainings are red crosses, models not yet trained are hollow."""
+    failed trainings are red crosses, models not yet trained are hollow, models never trained for lack of time
+    (a failure for ``budget``) are small grey crosses."""
     depth: dict[str, int] = {}
     for m in state.models.values():  # parents come before children in the log
         depth[m.model_id] = 0 if m.parent_id is None else depth.get(m.parent_id, 0) + 1
@@ -76,14 +77,18 @@ def plot_tree(state: SearchState, path: Path) -> None:
         fig.colorbar(dots, ax=ax, label="validation accuracy", shrink=0.8)
     for m in state.models.values():
         x, y = pos[m.model_id]
-        if m.status == ModelStatus.FAILED:
+        if m.out_of_time:
+            ax.scatter([x], [y], marker="x", color="grey", s=90, zorder=2)
+        elif m.status == ModelStatus.FAILED:
             ax.scatter([x], [y], marker="X", color="red", s=200, zorder=2)
         elif m.status != ModelStatus.TRAINED:
             ax.scatter([x], [y], facecolors="white", edgecolors="black", s=260, zorder=2)
         best = state.best is not None and state.best.model_id == m.model_id
         ax.annotate(m.model_id + (" *" if best else ""), (x, y), xytext=(0, 13), textcoords="offset points",
                     ha="center", fontsize=8, fontweight="bold" if best else "normal")  # fmt: skip
-    ax.set_title("search tree: parent above child; * best, red X failed, hollow not trained yet", fontsize=9)
+    ax.set_title(
+        "search tree: parent above child; * best, red X failed, hollow not trained yet, grey x no time left", fontsize=9
+    )
     ax.axis("off")
     ax.margins(0.15, 0.25)
     fig.tight_layout()

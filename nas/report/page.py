@@ -23,13 +23,14 @@ PNGS = ("best_so_far.png", "search_tree.png", "best_architecture.png")
 
 def progress_rows(events: Sequence[Event]) -> list[dict[str, Any]]:
     """One row per ended training, in log order: models ended so far, search seconds spent so far,
-    the model, its validation accuracy (empty if it failed) and the best validation accuracy so far."""
+    the model, its validation accuracy (empty if it failed) and the best validation accuracy so far. A model not
+    trained for lack of time (a failure for ``budget``) ended no training, so it has no row."""
     rows: list[dict[str, Any]] = []
     state = SearchState()
     best: float | None = None
     for event in events:
         state = fold([event], state)
-        if isinstance(event, TrainingCompleted | TrainingFailed):
+        if isinstance(event, TrainingCompleted) or (isinstance(event, TrainingFailed) and event.reason != "budget"):
             accuracy = event.val_accuracy if isinstance(event, TrainingCompleted) else None
             if accuracy is not None and (best is None or accuracy > best):
                 best = accuracy
@@ -61,7 +62,9 @@ def table(state: SearchState) -> list[dict[str, Any]]:
             "parent": m.parent_id or "-",
             "morphisms": "trained further" if m.parent_id and not m.morphisms else morphism_summary(m.morphisms),
             "params": m.param_count if m.param_count is not None else m.arch.param_count,
-            "status": m.status + (f" ({m.failure})" if m.failure else ""),
+            "status": "not trained (budget: no time left)"
+            if m.out_of_time
+            else m.status + (f" ({m.failure})" if m.failure else ""),
             "val_accuracy": m.val_accuracy,
             "seconds": round(m.train_seconds, 1),
         }
@@ -121,6 +124,10 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
         else "no model trained yet"
     )
     wall = "" if state.elapsed_s is None else f" in {state.elapsed_s:.0f} s of wall clock"
+    skipped = sum(m.out_of_time for m in state.models.values())
+    failed = f"{state.count(ModelStatus.FAILED) - skipped} failed" + (
+        f", {skipped} not trained for lack of time" if skipped else ""
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nas report: {html.escape(state.search_id)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}img{{max-width:100%}}
@@ -128,7 +135,7 @@ table{{border-collapse:collapse;font-size:0.85em}}td,th{{border:1px solid #ccc;p
 </head><body>
 <h1>Search {html.escape(state.search_id)}</h1>
 <p>Status: {status}. Strategy {html.escape(str(s.get("strategy", "?")))}, {state.count(ModelStatus.TRAINED)} trained,
-{state.count(ModelStatus.FAILED)} failed, {state.spent_seconds:.0f} s of compute{wall}; {best_line}.</p>
+{failed}, {state.spent_seconds:.0f} s of compute{wall}; {best_line}.</p>
 <h2>Progress</h2>{_img(out / "best_so_far.png", "best so far")}
 <h2>Search tree</h2>{_img(out / "search_tree.png", "search tree")}
 <h2>Best architecture</h2>{arch_section}

@@ -19,6 +19,7 @@ from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
 from nas.ledger.replay import verify
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
+from nas.report.page import progress_rows, render, table
 from nas.tracking import open_store
 from nas.training.fit import TrainConfig, fit
 from nas.training.task import expected_epoch_seconds, planned_epochs, run_training
@@ -82,6 +83,7 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlfl
     # without a deadline (or with time for all of it) a training plans the configured epochs, and logs no plan
     started_m1 = next(e for e in events if isinstance(e, TrainingStarted) and e.model_id == "m1")
     assert started_m1.epochs is None
+    assert (service.state.models["m3"].planned_epochs, service.state.models["m1"].planned_epochs) == (2, None)
     assert open_store(mlflow_uri).audit("plan").ok  # the plan is a param, not metrics
 
 
@@ -108,6 +110,13 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     assert (m4.parent_model_id, m4.morphisms) == (service.state.best_model_id, [])
     assert verify(service.log.read()) is None
     assert open_store(mlflow_uri).audit("plan").ok
+    # the report says m3 was not trained for lack of time: no red failure, no point on the progress plot
+    events = service.log.read()
+    assert [r["model_id"] for r in progress_rows(events)] == ["m1", "m2"]
+    (row,) = [r for r in table(service.state) if r["model"] == "m3"]
+    assert row["status"] == "not trained (budget: no time left)"
+    page = render(events, tmp_path / "report").read_text()
+    assert "2 trained,\n0 failed, 1 not trained for lack of time," in page
 
 
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
