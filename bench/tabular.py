@@ -11,6 +11,7 @@ as flat vectors (1,797 x 64, 10 classes).
 
     .venv/bin/python bench/tabular.py                      # 3 tables x 3 seeds x 300 s (~50 min)
     .venv/bin/python bench/tabular.py --budget 60 --seeds 1
+    .venv/bin/python bench/tabular.py --budget 600 --tables digits_flat --out tabular-digits_flat-600
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="wall-clock seconds per search")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=TABLES)
+    parser.add_argument("--out", default="tabular", help="results/<out>.md and .json (keeps another run's page)")
     args = parser.parse_args()
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,9 +153,9 @@ def main() -> None:
                 runs[table]["nas bayesian"].append(run_search(path, seed, args.budget))
                 print(table, seed, {m: runs[table][m][-1]["test_accuracy"] for m in METHODS}, flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tabular.json").write_text(json.dumps({"budget_s": args.budget, "runs": runs}, indent=1) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"budget_s": args.budget, "runs": runs}, indent=1) + "\n")
     text = report(runs, args.budget, args.seeds)
-    (RESULTS / "tabular.md").write_text(text)
+    (RESULTS / f"{args.out}.md").write_text(text)
     print(text)
 
 
