@@ -303,7 +303,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[*OURS, *PEERS], choices=[*OURS, *PEERS, CONTROL])
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed + 1, ...")
     parser.add_argument("--resume", action="store_true", help="keep the runs file's runs and skip them")
-    parser.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE", help="our searches' setting")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="GROUP.KEY=VALUE",
+        help="a setting of our searches and of the control's network",
+    )
     parser.add_argument("--out", default=str(RESULTS / "search_efficiency"))
     parser.add_argument("--from-runs", metavar="JSONL", help="only rewrite the results from a .runs.jsonl")
     args = parser.parse_args()
@@ -328,7 +334,8 @@ def main() -> None:
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     started = time.time()
     sources = {d: str(official_fashion_mnist(tmp / d)) if d == "fashion_mnist_official" else d for d in args.datasets}
-    configs = {d: load(ROOT / "params.yaml", [f"data.dataset={sources[d]}"]) for d in args.datasets}
+    # --set reaches the control too: its network is the initial network of our searches with those settings
+    configs = {d: load(ROOT / "params.yaml", [f"data.dataset={sources[d]}", *args.set]) for d in args.datasets}
     data = {d: splits_for(c) for d, c in configs.items()}  # every dataset loads before any run starts
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
