@@ -134,7 +134,7 @@ class Proposing:
         history = state.history(known_models=self.known(state))
         rng = seed_for(state.seed, len(state.models))
         further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
-        if further is None and k > 0 and state.models and list(state.models.values())[-1].failure == "budget":
+        if further is None and k > 0 and state.models and list(state.models.values())[-1].out_of_time:
             further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)
