@@ -67,13 +67,16 @@ def _run(name: str, config: Mapping[str, Any] | None, local: bool) -> int:
         nas_search(name=name, settings=dict(config) if config is not None else None)
         state = SearchService(store.log(name)).state
     info = summary(state)
+    counts = f"{info['failed']} failed" + (
+        f", {info['not_trained']} not trained for lack of time" if info["not_trained"] else ""
+    )
     if info["best_model"]:
         print(
             f"search {name}: best model {info['best_model']} (architecture {info['best_architecture'][:12]}) "
-            f"val_accuracy {info['best_val_accuracy']:.4f}; {info['trained']} trained, {info['failed']} failed"
+            f"val_accuracy {info['best_val_accuracy']:.4f}; {info['trained']} trained, {counts}"
         )
     else:
-        print(f"search {name}: no model trained ({info['failed']} failed)")
+        print(f"search {name}: no model trained ({counts})")
     _head_line(store, name, "nas search" if config is not None else "nas resume")
     print(f"browse it: {store.reports(name).location()}")
     return 0

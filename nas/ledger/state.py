@@ -129,6 +129,11 @@ class SearchState:
         return sum(m.status == status for m in self.models.values())
 
     @property
+    def out_of_time(self) -> int:
+        """Models never trained because no epoch of theirs fitted in the time left (counted in FAILED as well)."""
+        return sum(m.out_of_time for m in self.models.values())
+
+    @property
     def ended(self) -> int:
         """Models with an outcome, trained or failed."""
         return sum(m.status.is_finished for m in self.models.values())

@@ -124,7 +124,7 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
         else "no model trained yet"
     )
     wall = "" if state.elapsed_s is None else f" in {state.elapsed_s:.0f} s of wall clock"
-    skipped = sum(m.out_of_time for m in state.models.values())
+    skipped = state.out_of_time
     failed = f"{state.count(ModelStatus.FAILED) - skipped} failed" + (
         f", {skipped} not trained for lack of time" if skipped else ""
     )

@@ -3,6 +3,7 @@ recorded durations are chosen (100 s an epoch) so the plan does not hang on how 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from nas.architectures.graph import Architecture, Layer
 from nas.architectures.initial import initial_mlp
 from nas.architectures.weights import init_weights, save_weights, standardize
 from nas.data import fingerprint
+from nas.drivers.cli import main
 from nas.drivers.config import load
 from nas.drivers.runner import splits_for
 from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
@@ -88,7 +90,7 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlfl
 
 
 def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained_further(
-    mlflow_uri: str, tmp_path: Path
+    mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With time left for half an epoch of m3 as expected, it is logged failed for ``budget`` without a training;
     the next proposal is the leader trained further (its epochs cost what they cost before), and replay
@@ -117,6 +119,10 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     assert row["status"] == "not trained (budget: no time left)"
     page = render(events, tmp_path / "report").read_text()
     assert "2 trained,\n0 failed, 1 not trained for lack of time," in page
+    # and so do `nas replay` and the closing line of `nas search` (both read replay.summary)
+    assert main(["replay", "plan", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["trained"], info["failed"], info["not_trained"]) == (2, 0, 1)
 
 
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
