@@ -265,6 +265,14 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: float, target: floa
     return rows
 
 
+def median_curve(curves: Sequence[Curve], grid: Sequence[float]) -> list[float]:
+    """The median over seeds of the best-so-far validation accuracy at each time of ``grid``; NaN (not drawn)
+    until every seed has a model ended. Non-decreasing: a median over only the seeds with a model so far could
+    fall when a late seed's first model joins it."""
+    at_times = zip(*[[best_at(c, t) for t in grid] for c in curves], strict=True)
+    return [np.nan if None in at else float(statistics.median(at)) for at in at_times]
+
+
 def plot(all_runs: dict[str, dict[str, list[dict[str, Any]]]], budgets: dict[str, float], path: Path) -> None:
     import matplotlib
 
@@ -276,12 +284,12 @@ def plot(all_runs: dict[str, dict[str, list[dict[str, Any]]]], budgets: dict[str
         budget = budgets[dataset]
         grid = np.linspace(0, budget, 200)
         for method, results in runs.items():
-            curves = [[best_at(r["curve"], t) for t in grid] for r in results]
-            med = [
-                statistics.median([v for c in curves if (v := c[i]) is not None] or [np.nan]) for i in range(len(grid))
-            ]
             ax.step(
-                grid, med, where="post", label=method, ls="-" if method in OURS else ":" if method == CONTROL else "--"
+                grid,
+                median_curve([r["curve"] for r in results], grid.tolist()),
+                where="post",
+                label=method,
+                ls="-" if method in OURS else ":" if method == CONTROL else "--",
             )
         ax.set_title(f"{dataset}: median best-so-far over seeds")
         ax.set_xlabel("seconds")

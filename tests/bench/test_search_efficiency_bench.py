@@ -66,3 +66,12 @@ def test_the_control_trains_the_initial_network_until_the_budget(bench: ModuleTy
     assert [key for _, _, key in result["curve"]] == [f"epoch {i + 1}" for i in range(len(seconds))]
     assert result["test_accuracy"] is not None and result["test_accuracy"] > 0.5
     assert result["parameters"] > 0
+
+
+def test_the_median_curve_starts_when_every_seed_has_a_model_and_never_falls(bench: ModuleType) -> None:
+    """Seeds whose first models end at 10 s (0.90), 20 s (0.92) and 30 s (0.50, a late and poor start): over only
+    the seeds with a model so far the median would be 0.91 at 20 s and 0.90 at 30 s, a fall."""
+    curves = [[(10.0, 0.90, "m1"), (40.0, 0.95, "m2")], [(20.0, 0.92, "m1")], [(30.0, 0.50, "m1")]]
+    medians = bench.median_curve(curves, [5.0, 25.0, 30.0, 45.0])
+    assert np.isnan(medians[0]) and np.isnan(medians[1])
+    assert medians[2:] == [0.90, 0.92]
