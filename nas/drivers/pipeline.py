@@ -94,7 +94,8 @@ def write_search_outputs(
     info = {
         "best_val_accuracy": best.val_accuracy,
         "models_trained": state.count(ModelStatus.TRAINED),
-        "models_failed": state.count(ModelStatus.FAILED),
+        "models_failed": state.count(ModelStatus.FAILED) - state.out_of_time,
+        "models_not_trained": state.out_of_time,  # none of their epochs fitted in the wall-clock budget left
         "search_seconds": round(state.spent_seconds, 1),  # compute: proposals and trainings, summed
         "elapsed_s": None if state.elapsed_s is None else round(state.elapsed_s, 1),  # wall clock
     }
@@ -251,7 +252,8 @@ def stage_search(params: Path, local: bool = False) -> None:
     )
     print(
         f"search {name}: best val_accuracy {info['best_val_accuracy']:.4f}, {info['models_trained']} trained, "
-        f"{info['models_failed']} failed -> models/best.keras, metrics/search.json"
+        f"{info['models_failed']} failed, {info['models_not_trained']} not trained for lack of time "
+        "-> models/best.keras, metrics/search.json"
     )
 
 

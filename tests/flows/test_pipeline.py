@@ -83,6 +83,7 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
         assert (repo / out).is_file(), out
     search, test, best = (_json(repo / p) for p in ("metrics/search.json", "metrics/test.json", "models/best.json"))
     assert search["models_trained"] + search["models_failed"] == 3 and search["best_val_accuracy"] > 0
+    assert search["models_not_trained"] == 0  # the budget (params.yaml's) leaves time for every model
     assert search["search_seconds"] > 0 and search["elapsed_s"] > 0  # compute and wall clock
     assert len((repo / "plots/best_so_far.csv").read_text().splitlines()) == 1 + 3
     client = MlflowClient(uri)

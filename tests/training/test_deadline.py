@@ -12,10 +12,11 @@ import pytest
 
 from nas.architectures.graph import Architecture, Layer
 from nas.architectures.initial import initial_mlp
-from nas.architectures.weights import init_weights, save_weights, standardize
+from nas.architectures.weights import init_weights, load_weights, save_weights, standardize
 from nas.data import fingerprint
 from nas.drivers.cli import main
 from nas.drivers.config import load
+from nas.drivers.pipeline import write_search_outputs
 from nas.drivers.runner import splits_for
 from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
 from nas.ledger.replay import verify
@@ -123,6 +124,18 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     assert main(["replay", "plan", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert (info["trained"], info["failed"], info["not_trained"]) == (2, 0, 1)
+    # and so does the DVC search stage's metrics file
+    metrics = write_search_outputs(
+        service.state,
+        events,
+        lambda model_id: load_weights(service.weights_file(model_id)),
+        service.log.head(),
+        models=tmp_path / "models",
+        metrics=tmp_path / "metrics",
+        plots=tmp_path / "plots",
+    )
+    assert (metrics["models_trained"], metrics["models_failed"], metrics["models_not_trained"]) == (2, 0, 1)
+    assert json.loads((tmp_path / "metrics" / "search.json").read_text())["models_not_trained"] == 1
 
 
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
