@@ -32,6 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "max_params": (int, *_POSITIVE),
         "max_layers": (int, *_POSITIVE),
         "beta": (float, lambda v: v >= 0, "a non-negative number"),
+        "max_steps": (int, lambda v: v >= 0, "a non-negative integer (0: no cap)"),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "continue_leader": (bool, *_ANY),
@@ -53,7 +54,13 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 }
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "search": {"initial_units": 256, "initial_dense_layers": 2, "surrogate_targets": "rank", "continue_leader": False},
+    "search": {
+        "initial_units": 256,
+        "initial_dense_layers": 2,
+        "surrogate_targets": "rank",
+        "continue_leader": False,
+        "max_steps": 0,
+    },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.

@@ -103,7 +103,7 @@ class Proposing:
             self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
         return BayesianProposer(
             space,
-            AnnealingConfig(beta=s["beta"]),
+            AnnealingConfig(beta=s["beta"], max_steps=s.get("max_steps", 0)),  # no cap in a search logged before it
             anchor_seed=state.seed,
             _embedding=self._embedding,
             hyperparameters=hyperparameters,

@@ -5,7 +5,9 @@ As in Auto-Keras: a priority queue starts with the trained models; the most prom
 expanded into random neighbours; a neighbour joins the queue when its acquisition beats its
 parent's, or else with probability exp((acq - parent_acq) / t); the temperature t starts at t0 and
 is multiplied by ``decay`` after every expansion until it falls below ``t_min``. The best
-neighbour ever seen is the proposal, and it carries the chain of steps from its trained root.
+neighbour ever seen is the proposal, and it carries the chain of steps from its trained root. With
+``max_steps`` set, a neighbour that many steps from its root may be proposed but is not expanded further:
+the proposal is at most ``max_steps`` morphisms from a trained model.
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ class AnnealingConfig:
     t_min: float = 1e-4
     keep: int = 8  # neighbours kept per expansion
     tries: int = 16  # attempts to find them
+    max_steps: int = 0  # the longest chain of steps a proposal may carry from its trained root; 0: no cap
 
     def __post_init__(self) -> None:
         if not (self.t0 > self.t_min > 0 and 0 < self.decay < 1):
             raise ValueError(f"annealing needs t0 > t_min > 0 and 0 < decay < 1, got {self}")
         if self.keep < 1 or self.tries < self.keep:
             raise ValueError(f"annealing needs 1 <= keep <= tries, got keep={self.keep}, tries={self.tries}")
+        if self.max_steps < 0:
+            raise ValueError(f"annealing needs max_steps >= 0 (0: no cap), got {self.max_steps}")
 
 
 def ucb(mean: np.ndarray, std: np.ndarray, beta: float = BETA) -> np.ndarray:
@@ -84,7 +89,7 @@ def optimize_acquisition(
 
     ``score(points)`` returns the surrogate's (mean, std). Points whose id is in ``excluded``
     (trained, pending, or already proposed) are never proposed, but the search may pass through
-    them to reach new points.
+    them to reach new points. With ``config.max_steps`` the proposal is at most that many steps from its root.
     """
     seen = {point.id for _, point in roots}  # expanded or queued once at most
     counter = 0  # tie-breaker, so the heap never compares points
@@ -112,6 +117,8 @@ def optimize_acquisition(
                 cand = Candidate(node.root_id, (*node.steps, step), child, acq, float(m), float(s))
                 if child.id not in excluded and (best is None or acq > best.acquisition):
                     best = cand
+                if config.max_steps and len(cand.steps) >= config.max_steps:
+                    continue  # a leaf: the chain may not grow longer
                 if acq >= node.acquisition or rng.random() < math.exp((acq - node.acquisition) / t):
                     heapq.heappush(heap, (-acq, counter, cand))
                     counter += 1

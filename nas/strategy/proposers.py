@@ -362,7 +362,7 @@ class BayesianProposer:
                 found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
-                    RandomProposer(self.space)
+                    RandomProposer(self.space, max_chain=self.annealing.max_steps or RandomProposer.max_chain)
                     .propose(
                         History(history.observations, (*history.pending, *(p.point for p in out)), frozenset(taken)),
                         1,

@@ -114,8 +114,9 @@ def test_each_generation_trains_at_the_decayed_learning_rate_and_says_so() -> No
 
 @pytest.mark.slow
 def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None:
-    """Logs from before ``search.continue_leader`` have no such key and never trained a model further: replay
-    must read them so. A log made without it verifies with the key removed, and not as a continuing search."""
+    """Logs from before ``search.continue_leader`` (or ``search.max_steps``) have no such key and never trained a
+    model further (nor capped a chain): replay must read them so. A log made without them verifies with the keys
+    removed, and not as a continuing search."""
     store = MemoryStore()
     run_search(store, "old", load(ROOT / "params.yaml", SMALL))  # the default: false
     events = store.log("old").read()
@@ -126,11 +127,25 @@ def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None
     def with_search(search: dict) -> list:
         return [replace(started, config={**started.config, "search": search}), *events[1:]]
 
-    old = {k: v for k, v in started.config["search"].items() if k != "continue_leader"}
+    # nor search.max_steps: such a log chained proposals without a cap (the default, 0)
+    old = {k: v for k, v in started.config["search"].items() if k not in ("continue_leader", "max_steps")}
     assert verify(with_search(old)) is None
     divergence = verify(with_search({**old, "continue_leader": True}))
     m3 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m3")
     assert divergence is not None and divergence.seq == m3.seq
+
+
+@pytest.mark.slow
+def test_with_max_steps_every_bayesian_proposal_is_one_morphism_from_a_trained_model() -> None:
+    """search.max_steps=1: each proposal after the first is one morphism from its trained parent, as logged (the
+    budget is ample, so no model is the leader trained again); replay reproduces every proposal."""
+    store = MemoryStore()
+    run_search(store, "short", load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.max_steps=1"]))
+    events = store.log("short").read()
+    proposed = [e for e in events if isinstance(e, ArchitectureProposed)]
+    assert len(proposed) == 5 and proposed[0].parent_model_id is None
+    assert all(len(e.morphisms) == 1 for e in proposed[1:])
+    assert verify(events) is None
 
 
 @pytest.mark.slow

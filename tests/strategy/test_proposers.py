@@ -127,11 +127,40 @@ def test_acquisition_search_never_returns_excluded_points() -> None:
     assert len(result.best.steps) >= 2  # it had to chain through an excluded neighbour
 
 
+@pytest.mark.parametrize("cap", [1, 2])
+def test_a_capped_acquisition_search_proposes_chains_no_longer_than_the_cap(cap: int) -> None:
+    """The surrogate here rewards size, so the uncapped search chains morphisms as far as it can; with
+    ``max_steps`` every proposal is 1 to ``max_steps`` morphisms from its trained root, and the chain replays."""
+    space = morphism_space()
+    roots = [("m1", space.initial())]
+
+    def bigger_is_better(points):
+        return np.array([np.log(p.param_count) for p in points]), np.ones(len(points))
+
+    def search(config: AnnealingConfig, seed: int):
+        return optimize_acquisition(
+            space, roots, bigger_is_better, {roots[0][1].id}, np.random.default_rng(seed), config
+        )
+
+    uncapped = [search(FAST, seed).best for seed in range(4)]
+    assert max(len(b.steps) for b in uncapped if b is not None) > cap  # the cap binds
+    for seed in range(4):
+        best = search(AnnealingConfig(t_min=0.05, max_steps=cap), seed).best
+        assert best is not None and 1 <= len(best.steps) <= cap
+        assert apply_chain(roots[0][1], None, best.steps)[0] == best.point
+    history = grow("random", space, 4, seed=5)
+    proposer = BayesianProposer(space, AnnealingConfig(t_min=0.05, max_steps=cap), n_anchors=8)
+    batch = proposer.propose(history, 3, np.random.default_rng(0))
+    assert len(batch.proposals) == 3 and all(1 <= len(p.steps) <= cap for p in batch.proposals)
+
+
 def test_unknown_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'greedy'; choose one of bayesian, random, evolution"):
         make_proposer("greedy", morphism_space())
     with pytest.raises(ValueError, match="t0 > t_min"):
         AnnealingConfig(t_min=2.0)
+    with pytest.raises(ValueError, match="max_steps >= 0"):
+        AnnealingConfig(max_steps=-1)
 
 
 def nb201_history(table: Table, n: int, seed: int) -> History:
