@@ -94,7 +94,7 @@ def write_search_outputs(
     info = {
         "best_val_accuracy": best.val_accuracy,
         "models_trained": state.count(ModelStatus.TRAINED),
-        "models_failed": state.count(ModelStatus.FAILED) - state.out_of_time,
+        "models_failed": state.failed_trainings,
         "models_not_trained": state.out_of_time,  # none of their epochs fitted in the wall-clock budget left
         "search_seconds": round(state.spent_seconds, 1),  # compute: proposals and trainings, summed
         "elapsed_s": None if state.elapsed_s is None else round(state.elapsed_s, 1),  # wall clock

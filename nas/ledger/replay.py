@@ -21,7 +21,7 @@ def summary(state: SearchState) -> dict[str, Any]:
         "finish_reason": state.finish_reason,
         "strategy": state.config.get("search", {}).get("strategy"),
         "trained": state.count(ModelStatus.TRAINED),
-        "failed": state.count(ModelStatus.FAILED) - state.out_of_time,  # failed trainings
+        "failed": state.failed_trainings,
         "not_trained": state.out_of_time,  # none of their epochs fitted in the wall-clock budget left
         "pending": len(state.unfinished),
         "best_model": best.model_id if best else None,

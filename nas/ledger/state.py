@@ -134,6 +134,11 @@ class SearchState:
         return sum(m.out_of_time for m in self.models.values())
 
     @property
+    def failed_trainings(self) -> int:
+        """Models whose training failed: FAILED ones less those never trained for lack of time (``out_of_time``)."""
+        return self.count(ModelStatus.FAILED) - self.out_of_time
+
+    @property
     def ended(self) -> int:
         """Models with an outcome, trained or failed."""
         return sum(m.status.is_finished for m in self.models.values())
