@@ -196,7 +196,9 @@ def _ls(args: argparse.Namespace) -> int:
             print(f"{r.name:<40} BROKEN     {r.problem}")
             continue
         acc = f"{r.best_val_accuracy:.4f}" if r.best_val_accuracy is not None else "-"
-        print(f"{r.name:<40} {r.status:<10} {r.strategy:<9} trained {r.trained:>3}  failed {r.failed:>2}  best {acc}")
+        counts = f"trained {r.trained:>3}  failed {r.failed:>2}  best {acc}"
+        lacked = f"  ({r.not_trained} not trained for lack of time)" if r.not_trained else ""
+        print(f"{r.name:<40} {r.status:<10} {r.strategy:<9} {counts}{lacked}")
     return 0
 
 

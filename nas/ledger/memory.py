@@ -157,6 +157,7 @@ class MemoryStore(SearchStore):
                 out.append(SearchListing(name, events=self._logs[name].last_seq(), problem=problem))
                 continue
             best = v.get("best_val_accuracy", "")
+            not_trained = int(v.get("not_trained", 0))  # counted in failed too
             out.append(
                 SearchListing(
                     name,
@@ -165,7 +166,8 @@ class MemoryStore(SearchStore):
                     dataset=v.get("dataset", ""),
                     data_fingerprint=v.get("data_fingerprint", ""),
                     trained=int(v.get("trained", 0)),
-                    failed=int(v.get("failed", 0)),
+                    failed=int(v.get("failed", 0)) - not_trained,
+                    not_trained=not_trained,
                     best_val_accuracy=float(best) if best else None,
                     events=int(v.get("events", 0)),
                 )

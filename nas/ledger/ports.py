@@ -122,7 +122,9 @@ class Repairable(ABC):
 class SearchListing:
     """One search as ``searches()`` lists it, from its summary (its events are not read).
 
-    ``problem`` says why a search cannot be summarised (it has no SearchStarted, its store entry is broken).
+    ``failed`` counts failed trainings, ``not_trained`` the models never trained because no epoch of theirs fitted
+    in the time left. ``problem`` says why a search cannot be summarised (it has no SearchStarted, its store entry
+    is broken).
     """
 
     name: str
@@ -132,6 +134,7 @@ class SearchListing:
     data_fingerprint: str = ""
     trained: int = 0
     failed: int = 0
+    not_trained: int = 0
     best_val_accuracy: float | None = None
     events: int = 0
     problem: str | None = None

@@ -34,7 +34,9 @@ def summary(state: SearchState) -> dict[str, Any]:
 
 
 def summary_values(state: SearchState) -> dict[str, str]:
-    """The summary a store lists a search by (``SearchStore.searches``), as strings; the audit checks it."""
+    """The summary a store lists a search by (``SearchStore.searches``), as strings; the audit checks it.
+    ``failed`` counts every model logged failed, ``not_trained`` those of them never trained for lack of time
+    (a search summarised before that key existed has none: the audit skips a key a parent run does not show)."""
     best = state.best
     return {
         "status": "finished" if state.finished else "unfinished",
@@ -43,6 +45,7 @@ def summary_values(state: SearchState) -> dict[str, str]:
         "data_fingerprint": state.dataset_fingerprint,
         "trained": str(state.count(ModelStatus.TRAINED)),
         "failed": str(state.count(ModelStatus.FAILED)),
+        "not_trained": str(state.out_of_time),
         "best_model": best.model_id if best else "",
         "best_val_accuracy": repr(best.val_accuracy) if best and best.val_accuracy is not None else "",
         "events": str(state.last_seq),

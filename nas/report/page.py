@@ -125,9 +125,7 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
     )
     wall = "" if state.elapsed_s is None else f" in {state.elapsed_s:.0f} s of wall clock"
     skipped = state.out_of_time
-    failed = f"{state.failed_trainings} failed" + (
-        f", {skipped} not trained for lack of time" if skipped else ""
-    )
+    failed = f"{state.failed_trainings} failed" + (f", {skipped} not trained for lack of time" if skipped else "")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nas report: {html.escape(state.search_id)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}img{{max-width:100%}}

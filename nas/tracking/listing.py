@@ -53,6 +53,7 @@ def summarise(tags: Mapping[str, str], run_name: str, events: int) -> SearchList
         return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
     try:
         best = tags.get("nas.best_val_accuracy", "")
+        not_trained = int(tags.get("nas.not_trained", "0"))  # counted in nas.failed too
         return SearchListing(
             name,
             status=tags["nas.status"],
@@ -60,7 +61,8 @@ def summarise(tags: Mapping[str, str], run_name: str, events: int) -> SearchList
             dataset=tags.get("nas.dataset", ""),
             data_fingerprint=tags.get("nas.data_fingerprint", ""),
             trained=int(tags.get("nas.trained", "0")),
-            failed=int(tags.get("nas.failed", "0")),
+            failed=int(tags.get("nas.failed", "0")) - not_trained,
+            not_trained=not_trained,
             best_val_accuracy=float(best) if best else None,
             events=events,
         )

@@ -56,7 +56,11 @@ class MlflowReportSink(ReportSink):
         """The parent run's description in the UI: what the search is and where it stands."""
         name = self.runs.search_id
         what = f"Neural architecture search {name}: {values.get('strategy')} on {values.get('dataset')}"
-        where = f"{values.get('status')}, {values.get('trained')} models trained, {values.get('failed')} failed"
+        lacked = int(values.get("not_trained", "0"))  # counted in failed too
+        failed = int(values.get("failed", "0")) - lacked
+        where = f"{values.get('status')}, {values.get('trained')} models trained, {failed} failed"
+        if lacked:
+            where += f", {lacked} not trained for lack of time"
         best = values.get("best_model")
         if best:
             where += f"; best {best} at validation accuracy {float(values['best_val_accuracy']):.4f}"

@@ -173,12 +173,13 @@ class StoreContract:
     def test_the_summary_lists_a_search_without_its_events_and_marks_broken_ones(self) -> None:
         store, name = self.leased()
         sink = store.reports(name)
-        values = {"status": "unfinished", "strategy": "random", "trained": "2", "failed": "1"}
+        values = {"status": "unfinished", "strategy": "random", "trained": "2", "failed": "2", "not_trained": "1"}
         sink.summary({**values, "best_val_accuracy": "0.5", "events": "1"}, {"best_val_accuracy": {1: 0.4, 2: 0.5}})
         sink.summary({**values, "best_val_accuracy": "0.5", "events": "1"}, {"best_val_accuracy": {1: 0.4, 2: 0.5}})
         store.create(f"{name}-empty")
         listed = {s.name: s for s in store.searches()}
         assert listed[name].trained == 2 and listed[name].best_val_accuracy == 0.5 and listed[name].problem is None
+        assert (listed[name].failed, listed[name].not_trained) == (1, 1)  # a model without time is no failed training
         assert "no SearchStarted" in (listed[f"{name}-empty"].problem or "")
 
 

@@ -19,7 +19,7 @@ from nas.drivers.config import load
 from nas.drivers.pipeline import write_search_outputs
 from nas.drivers.runner import splits_for
 from nas.ledger.events import TrainingCompleted, TrainingFailed, TrainingStarted
-from nas.ledger.replay import verify
+from nas.ledger.replay import best_so_far, summary_values, verify
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
 from nas.report.page import progress_rows, render, table
@@ -136,6 +136,16 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     )
     assert (metrics["models_trained"], metrics["models_failed"], metrics["models_not_trained"]) == (2, 0, 1)
     assert json.loads((tmp_path / "metrics" / "search.json").read_text())["models_not_trained"] == 1
+    # and so do `nas ls` and the MLflow parent run's summary (its description too), which the audit still accepts
+    store = open_store(mlflow_uri)
+    store.reports("plan").summary(summary_values(service.state), {"best_val_accuracy": best_so_far(events)})
+    (listed,) = [s for s in store.searches() if s.name == "plan"]
+    assert (listed.trained, listed.failed, listed.not_trained) == (2, 0, 1)
+    assert store.audit("plan").ok
+    capsys.readouterr()
+    assert main(["ls"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("plan ")]
+    assert "trained   2  failed  0  best " in line and line.endswith("  (1 not trained for lack of time)")
 
 
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
