@@ -217,10 +217,15 @@ def test_register_the_best_model_by_clicking_in_the_mlflow_ui(
             aliases = page.get_by_role("dialog")
             aliases.get_by_role("combobox").fill("champion")
             aliases.get_by_role("combobox").press("Enter")
+            chosen = aliases.get_by_text("champion").filter(visible=True).first  # the "@ champion" tag in the box
+            expect(chosen).to_be_visible()  # chosen, not still being typed, before Save
             aliases.get_by_role("button", name="Save aliases").click()
             expect(aliases).to_be_hidden(timeout=30_000)
             expect(page.get_by_role("status", name="champion")).to_be_visible()
             page.screenshot(path=screenshots / "mlflow-4-version-champion.png")
+        except Exception:
+            page.screenshot(path=screenshots / "mlflow-failed.png")  # what the page showed when it went wrong
+            raise
         finally:
             page.close()
 
