@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from nb201 import written_by
 from nb201_identify import paired_p
-from search_efficiency import RESULTS, ROOT, best_at, official_fashion_mnist, run_ours
+from search_efficiency import RESULTS, ROOT, best_at, code_commit, commits_line, official_fashion_mnist, run_ours
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     runs_file = RESULTS / f"{args.out}.runs.jsonl"
-    started = time.time()
+    started, commit = time.time(), code_commit()
     results: dict[tuple[str, int, str], dict[str, Any]] = {}
     if args.resume and runs_file.exists():
         for row in map(json.loads, runs_file.read_text().splitlines()):
@@ -77,9 +77,10 @@ def main() -> None:
                     continue
                 settings = [*args.sets, f"{key}={value}"]
                 r = run_ours("bayesian", dataset, source, seed, args.budget, args.epochs, splits, settings, value)
-                results[(dataset, seed, value)] = r
+                row = {"dataset": dataset, "seed": seed, "setting": key, "value": value, "fixed": args.sets}
+                row.update(commit=commit, **r)
+                results[(dataset, seed, value)] = row
                 with runs_file.open("a") as f:
-                    row = {"dataset": dataset, "seed": seed, "setting": key, "value": value, "fixed": args.sets, **r}
                     f.write(json.dumps(row) + "\n")
                 print(f"{dataset} seed {seed} {key}={value:<8}  models {len(r['curve']):>3}  further "
                       f"{r['further']:>2}  best val {best_at(r['curve'], args.budget)}  test {r['test_accuracy']}",
@@ -94,6 +95,13 @@ def main() -> None:
         "validation accuracy among models that ended within the budget; test: that model's test accuracy; means "
         "over seeds, p: paired Wilcoxon signed-rank, two-sided; models: models that ended within the budget; "
         "further: of the models proposed, those that trained the leader further.",
+        "",
+        "Code (the commit each run recorded): "
+        + "; ".join(
+            f"`{v}` side {commits_line([results[(d, s, v)] for d in args.datasets for s in seeds])}"
+            for v in args.values
+        )
+        + ".",
         "",
         f"| data | best val, {tried} | {baseline} | p | test, {tried} | {baseline} | p | models ({tried} / {baseline}) "
         f"| further ({tried} / {baseline}) |",

@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -50,6 +51,28 @@ TARGETS = {"mnist5k": 0.95, "fashion_mnist": 0.88, "fashion_mnist_official": 0.8
 FRACTIONS = (0.25, 0.5, 1.0)
 
 Curve = list[tuple[float, float, str]]  # (seconds since start, validation accuracy, model) of each model that ended
+
+
+def code_commit() -> str:
+    """The commit of the code a run ran (short), ``-dirty`` when tracked files differ from it, ``unknown`` outside
+    a git checkout: each run records it, so a page gathered in several sittings says what each side ran."""
+    try:
+
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def commits_line(runs: Sequence[dict[str, Any]]) -> str:
+    """Which commits the ``runs`` ran, with how many runs each (``unrecorded`` for runs from before it was kept)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("commit", "unrecorded")] = counts.get(r.get("commit", "unrecorded"), 0) + 1
+    return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items())
 
 
 def run_ours(
@@ -340,7 +363,7 @@ def main() -> None:
     from nas.drivers.runner import splits_for
 
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    started = time.time()
+    started, commit = time.time(), code_commit()
     sources = {d: str(official_fashion_mnist(tmp / d)) if d == "fashion_mnist_official" else d for d in args.datasets}
     # --set reaches the control too: its network is the initial network of our searches with those settings
     configs = {d: load(ROOT / "params.yaml", [f"data.dataset={sources[d]}", *args.set]) for d in args.datasets}
@@ -372,9 +395,10 @@ def main() -> None:
                     result = run_control(seed, budget, splits, config)
                 else:
                     result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config)
-                runs[method].append(result)
+                run = {"dataset": dataset, "seed": seed, "method": method, "settings": args.set, "commit": commit}
+                run.update(result)
+                runs[method].append(run)
                 with runs_file.open("a") as f:
-                    run = {"dataset": dataset, "seed": seed, "method": method, "settings": args.set, **result}
                     f.write(json.dumps(run) + "\n")
                 best = best_at(result["curve"], budget)
                 print(f"{dataset} seed {seed} {method:<12} models {1 if method == CONTROL else len(result['curve']):>3}  best val "
@@ -406,6 +430,10 @@ def write_results(
         + ", ".join(f"{d} {b:g} s, {epochs[d]} epoch(s)" for d, b in budgets.items() if d in all_runs)
         + ". Cells: median over seeds [min, max]; `models` counts models that ended within the budget; "
         "`s to X`: seconds until a model reached validation accuracy X.",
+        "",
+        "Code: "
+        + commits_line([r for runs in all_runs.values() for method in runs.values() for r in method])
+        + " (a commit each run recorded).",
         "",
     ]
     for dataset, rows in tables.items():
