@@ -142,6 +142,7 @@ def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str
         batch_size=t["batch_size"],
         learning_rate=t["learning_rate"],
         early_stopping_patience=CONTROL_PATIENCE,
+        augment=t.get("augment", "none"),  # as our searches' trainings, where --set gives it
     )
     curve: Curve = []
     start = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from nas.strategy.targets import TARGETS
-from nas.training import SCHEDULES
+from nas.training import AUGMENTS, SCHEDULES
 
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
@@ -47,6 +47,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "learning_rate": (float, *_POSITIVE),
         "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)"),
         "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+        "augment": (str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}"),
         "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
         "min_steps": (int, lambda v: v >= 0, "a non-negative integer"),
         "timeout_s": (float, *_POSITIVE),
@@ -61,7 +62,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "continue_leader": False,
         "max_steps": 0,
     },
-    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine"},
+    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {

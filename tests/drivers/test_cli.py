@@ -19,6 +19,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.max_steps=-1"], "search.max_steps=-1 must be a non-negative integer (0: no cap)"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
+        (["--set", "train.augment=rotate"], "train.augment='rotate' must be one of none, flip, shift, flip_shift"),
         (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
