@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,7 @@ def code_commit() -> str:
 
 def commits_line(runs: Sequence[dict[str, Any]]) -> str:
     """Which commits the ``runs`` ran, with how many runs each (``unrecorded`` for runs from before it was kept)."""
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r.get("commit", "unrecorded")] = counts.get(r.get("commit", "unrecorded"), 0) + 1
+    counts = Counter(r.get("commit", "unrecorded") for r in runs)
     return ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items())
 
 

@@ -156,22 +156,7 @@ class MemoryStore(SearchStore):
                 problem = None if self._logs[name].last_seq() else "no SearchStarted: an empty or broken search"
                 out.append(SearchListing(name, events=self._logs[name].last_seq(), problem=problem))
                 continue
-            best = v.get("best_val_accuracy", "")
-            not_trained = int(v.get("not_trained", 0))  # counted in failed too
-            out.append(
-                SearchListing(
-                    name,
-                    status=v.get("status", "unknown"),
-                    strategy=v.get("strategy", ""),
-                    dataset=v.get("dataset", ""),
-                    data_fingerprint=v.get("data_fingerprint", ""),
-                    trained=int(v.get("trained", 0)),
-                    failed=int(v.get("failed", 0)) - not_trained,
-                    not_trained=not_trained,
-                    best_val_accuracy=float(best) if best else None,
-                    events=int(v.get("events", 0)),
-                )
-            )
+            out.append(SearchListing.from_summary(name, v, int(v.get("events", 0))))
         return out
 
     def audit(self, search_id: str, *, deep: bool = True, anchors: Sequence[Head] = ()) -> AuditReport:

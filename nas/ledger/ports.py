@@ -139,6 +139,26 @@ class SearchListing:
     events: int = 0
     problem: str | None = None
 
+    @classmethod
+    def from_summary(cls, name: str, values: Mapping[str, Any], events: int) -> SearchListing:
+        """The search as its summary values (``replay.summary_values``, here or as stored strings) describe it:
+        ``failed`` there counts the models not trained for lack of time too, here it does not. ValueError if a
+        count or the accuracy is not a number."""
+        best = values.get("best_val_accuracy", "")
+        not_trained = int(values.get("not_trained", 0))
+        return cls(
+            name,
+            status=str(values.get("status", "unknown")),
+            strategy=str(values.get("strategy", "")),
+            dataset=str(values.get("dataset", "")),
+            data_fingerprint=str(values.get("data_fingerprint", "")),
+            trained=int(values.get("trained", 0)),
+            failed=int(values.get("failed", 0)) - not_trained,
+            not_trained=not_trained,
+            best_val_accuracy=float(best) if best not in ("", None) else None,
+            events=events,
+        )
+
 
 class SearchStore(ABC):
     """The searches of one store, by name."""

@@ -52,20 +52,7 @@ def summarise(tags: Mapping[str, str], run_name: str, events: int) -> SearchList
     if "nas.status" not in tags:
         return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
     try:
-        best = tags.get("nas.best_val_accuracy", "")
-        not_trained = int(tags.get("nas.not_trained", "0"))  # counted in nas.failed too
-        return SearchListing(
-            name,
-            status=tags["nas.status"],
-            strategy=tags.get("nas.strategy", ""),
-            dataset=tags.get("nas.dataset", ""),
-            data_fingerprint=tags.get("nas.data_fingerprint", ""),
-            trained=int(tags.get("nas.trained", "0")),
-            failed=int(tags.get("nas.failed", "0")) - not_trained,
-            not_trained=not_trained,
-            best_val_accuracy=float(best) if best else None,
-            events=events,
-        )
+        return SearchListing.from_summary(name, {k[4:]: v for k, v in tags.items() if k.startswith("nas.")}, events)
     except ValueError as e:
         return SearchListing(name, events=events, problem=f"its summary tags are not readable ({e}): run nas audit")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.data import Splits
-from nas.ledger.ports import ReportSink
+from nas.ledger.ports import ReportSink, SearchListing
 from nas.ledger.state import ModelRecord
 from nas.tracking.runs import SearchRuns, run_path
 
@@ -56,11 +56,10 @@ class MlflowReportSink(ReportSink):
         """The parent run's description in the UI: what the search is and where it stands."""
         name = self.runs.search_id
         what = f"Neural architecture search {name}: {values.get('strategy')} on {values.get('dataset')}"
-        lacked = int(values.get("not_trained", "0"))  # counted in failed too
-        failed = int(values.get("failed", "0")) - lacked
-        where = f"{values.get('status')}, {values.get('trained')} models trained, {failed} failed"
-        if lacked:
-            where += f", {lacked} not trained for lack of time"
+        listed = SearchListing.from_summary(name, values, 0)
+        where = f"{listed.status}, {listed.trained} models trained, {listed.failed} failed"
+        if listed.not_trained:
+            where += f", {listed.not_trained} not trained for lack of time"
         best = values.get("best_model")
         if best:
             where += f"; best {best} at validation accuracy {float(values['best_val_accuracy']):.4f}"

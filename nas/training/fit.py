@@ -98,9 +98,9 @@ def augment(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         dy, dx = max(1, round(height / 10)), max(1, round(width / 10))
         padded = np.pad(out, ((0, 0), (dy, dy), (dx, dx), (0, 0)))
         top, left = rng.integers(0, 2 * dy + 1, n), rng.integers(0, 2 * dx + 1, n)
-        out = np.stack(
-            [padded[j, t : t + height, s : s + width] for j, (t, s) in enumerate(zip(top, left, strict=True))]
-        )
+        rows = (top[:, None] + np.arange(height))[:, :, None]  # (N, H, 1)
+        cols = (left[:, None] + np.arange(width))[:, None, :]  # (N, 1, W)
+        out = padded[np.arange(n)[:, None, None], rows, cols]
     return out
 
 

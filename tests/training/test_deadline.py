@@ -138,7 +138,10 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     assert json.loads((tmp_path / "metrics" / "search.json").read_text())["models_not_trained"] == 1
     # and so do `nas ls` and the MLflow parent run's summary (its description too), which the audit still accepts
     store = open_store(mlflow_uri)
-    store.reports("plan").summary(summary_values(service.state), {"best_val_accuracy": best_so_far(events)})
+    sink = store.reports("plan")
+    sink.summary(summary_values(service.state), {"best_val_accuracy": best_so_far(events)})
+    description = sink.runs.parent().data.tags["mlflow.note.content"]
+    assert "2 models trained, 0 failed, 1 not trained for lack of time; best " in description
     (listed,) = [s for s in store.searches() if s.name == "plan"]
     assert (listed.trained, listed.failed, listed.not_trained) == (2, 0, 1)
     assert store.audit("plan").ok
