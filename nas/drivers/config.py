@@ -63,12 +63,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": 0,
     },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none"},
+    "final": {"schedule": "cosine"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     "final": {
         "epochs": (int, lambda v: v >= 0, "a non-negative integer (0 keeps the searched weights)"),
         "learning_rate": (float, *_POSITIVE),
+        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
     },
     "register": {
         "model_name": (str, lambda v: bool(v.strip()), "a non-empty name"),

@@ -141,6 +141,24 @@ def read_best(models: Path = MODELS) -> tuple[dict[str, Any], Architecture]:
     return info, Architecture.from_dict(info["architecture"])
 
 
+def final_fit(
+    arch: Architecture, weights: Weights, splits: Splits, final: Mapping[str, Any], batch_size: int, seed: int
+) -> Weights:
+    """The searched model ``weights`` fine-tuned on train + validation for ``final['epochs']`` epochs (none: the
+    same weights), from ``final['learning_rate']`` on ``final['schedule']`` (``cosine`` decays it to 0 over the
+    fine-tune, as the search's trainings do), with no early stopping: nothing is held out to stop on, and never
+    the test set. The same seed gives the same weights on CPU."""
+    from nas.training.fit import TrainConfig, fit, make_deterministic
+
+    if final["epochs"] == 0:
+        return weights
+    make_deterministic(seed)
+    x = np.concatenate([splits.x_train, splits.x_val])
+    y = np.concatenate([splits.y_train, splits.y_val])
+    config = TrainConfig(final["epochs"], batch_size, final["learning_rate"], 0, schedule=final["schedule"])
+    return fit(arch, weights, x, y, None, None, config, seed=seed).weights
+
+
 def evaluate(
     final: Mapping[str, Any],
     batch_size: int,
@@ -153,14 +171,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """The final fit and the one look at the test set.
 
-    Fine-tunes the searched model on train + validation for ``final['epochs']`` epochs at
-    ``final['learning_rate']`` (no early stopping: nothing is held out to stop on, and never the
-    test set), writes ``models/final.keras``, ``metrics/test.json`` (the final model's test accuracy
-    and loss, and the searched model's for comparison), and the confusion matrix as
-    ``plots/confusion.csv`` and ``.png`` (classes by name where the data named them).
+    Fine-tunes the searched model as ``final_fit`` does, writes ``models/final.keras``, ``metrics/test.json``
+    (the final model's test accuracy and loss, and the searched model's for comparison), and the confusion
+    matrix as ``plots/confusion.csv`` and ``.png`` (classes by name where the data named them).
     """
     from nas.training.builder import build_model, load_keras, save_keras
-    from nas.training.fit import TrainConfig, fit, make_deterministic
 
     splits = prepared_data(prepared)
     _, arch = read_best(models)
@@ -174,12 +189,7 @@ def evaluate(
         return float(np.mean(predicted == splits.y_test)), float(-np.mean(np.log(picked))), predicted
 
     searched_accuracy, _, _ = scores(weights)
-    if final["epochs"] > 0:
-        make_deterministic(seed)
-        x = np.concatenate([splits.x_train, splits.x_val])
-        y = np.concatenate([splits.y_train, splits.y_val])
-        config = TrainConfig(final["epochs"], batch_size, final["learning_rate"], early_stopping_patience=0)
-        weights = fit(arch, weights, x, y, None, None, config, seed=seed).weights
+    weights = final_fit(arch, weights, splits, final, batch_size, seed)
     save_keras(arch, weights, models / "final.keras")
     accuracy, loss, predicted = scores(weights)
     result = {
@@ -187,6 +197,7 @@ def evaluate(
         "test_loss": loss,
         "searched_model_test_accuracy": searched_accuracy,
         "final_epochs": final["epochs"],
+        "final_schedule": final["schedule"],
         "test_examples": len(splits.y_test),
     }
     write_json(metrics / "test.json", result)
@@ -265,7 +276,8 @@ def stage_evaluate(params: Path, local: bool = False) -> None:
     result = evaluate(load_pipeline(params)["final"], config["train"]["batch_size"], config["search"]["seed"])
     print(
         f"test accuracy {result['test_accuracy']:.4f} after {result['final_epochs']} final epoch(s) on train + "
-        f"validation (searched model: {result['searched_model_test_accuracy']:.4f}) -> metrics/test.json"
+        f"validation, {result['final_schedule']} rate (searched model: {result['searched_model_test_accuracy']:.4f})"
+        " -> metrics/test.json"
     )
 
 

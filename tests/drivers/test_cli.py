@@ -20,6 +20,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
         (["--set", "train.augment=rotate"], "train.augment='rotate' must be one of none, flip, shift, flip_shift"),
+        (["--set", "final.schedule=linear"], "final.schedule='linear' must be one of constant, cosine"),
         (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
@@ -53,11 +54,12 @@ def test_scientific_notation_is_a_number() -> None:
 
 
 def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_says(tmp_path: Path) -> None:
-    """Every key added after settings files were written (train.schedule among them, cosine) takes, where a file
-    lacks it, the value the shipped params.yaml gives it: an old file and params.yaml configure the same search."""
+    """Every key added after settings files were written (train.schedule and final.schedule among them) takes,
+    where a file lacks it, the value the shipped params.yaml gives it: an old file and params.yaml configure the same
+    search and the same stages after it."""
     import yaml
 
-    from nas.drivers.config import DEFAULTS, load
+    from nas.drivers.config import DEFAULTS, load, load_pipeline
 
     shipped = Path(__file__).parents[2] / "params.yaml"
     old = yaml.safe_load(shipped.read_text())
@@ -67,3 +69,5 @@ def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_say
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
     assert load(tmp_path / "old.yaml", []) == load(shipped, [])
     assert load(tmp_path / "old.yaml", [])["train"]["schedule"] == "cosine"
+    assert load_pipeline(tmp_path / "old.yaml") == load_pipeline(shipped)  # and the same DVC stages after it
+    assert load_pipeline(tmp_path / "old.yaml")["final"]["schedule"] == "cosine"

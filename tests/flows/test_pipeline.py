@@ -85,6 +85,7 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     assert search["models_trained"] + search["models_failed"] == 3 and search["best_val_accuracy"] > 0
     assert search["models_not_trained"] == 0  # the budget (params.yaml's) leaves time for every model
     assert search["search_seconds"] > 0 and search["elapsed_s"] > 0  # compute and wall clock
+    assert (test["final_epochs"], test["final_schedule"]) == (1, "cosine")  # params.yaml's final fit
     assert len((repo / "plots/best_so_far.csv").read_text().splitlines()) == 1 + 3
     client = MlflowClient(uri)
     runs = len(client.search_runs([client.get_experiment_by_name("nas").experiment_id]))
@@ -189,6 +190,27 @@ def test_bad_data_stops_prepare_with_one_sentence_and_writes_nothing(
     assert "run the" in capsys.readouterr().err
 
 
+def test_the_final_fit_repeats_with_its_seed_and_follows_its_schedule() -> None:
+    """``final_fit`` on real digits: the same seed gives the same weights; a cosine and a constant rate give
+    different ones (the cosine's last steps are near 0); no epochs keep the searched weights."""
+    from nas.architectures.initial import initial_architecture
+    from nas.architectures.weights import init_weights
+    from nas.data import load_splits
+    from nas.drivers.pipeline import final_fit
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(np.array_equal(x, y) for k in a for x, y in zip(a[k], b[k], strict=True))
+
+    splits = load_splits("digits")
+    arch = initial_architecture(splits.input_shape, splits.num_classes, depth=1, width=4, dense_layers=1, units=16)
+    searched = init_weights(arch, np.random.default_rng(0))
+    cosine = {"epochs": 1, "learning_rate": 0.01, "schedule": "cosine"}
+    first, again = (final_fit(arch, searched, splits, cosine, 32, seed=3) for _ in range(2))
+    constant = final_fit(arch, searched, splits, {**cosine, "schedule": "constant"}, 32, seed=3)
+    assert same(first, again) and not same(first, constant) and not same(first, searched)
+    assert final_fit(arch, searched, splits, {**cosine, "epochs": 0}, 32, seed=3) is searched
+
+
 def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp_path: Path) -> None:
     """The evaluate stage on data whose labels are names: plots/confusion.csv reads "actual,predicted" by name."""
     from nas.architectures.initial import initial_architecture
@@ -207,7 +229,7 @@ def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp
     save_keras(arch, read_weights(build_model(arch), arch), tmp_path / "models" / "best.keras")
     (tmp_path / "models" / "best.json").write_text(json.dumps({"architecture": arch.to_dict()}))
     folders = {k: tmp_path / k for k in ("prepared", "models", "metrics", "plots")}
-    result = evaluate({"epochs": 0, "learning_rate": 0.001}, 16, 0, **folders)
+    result = evaluate({"epochs": 0, "learning_rate": 0.001, "schedule": "cosine"}, 16, 0, **folders)
     rows = (tmp_path / "plots" / "confusion.csv").read_text().splitlines()
     assert rows[0] == "actual,predicted" and len(rows) == 1 + result["test_examples"]
     actual = [row.split(",")[0] for row in rows[1:]]
