@@ -189,9 +189,9 @@ def evaluate(
         return float(np.mean(predicted == splits.y_test)), float(-np.mean(np.log(picked))), predicted
 
     searched_accuracy, _, _ = scores(weights)
-    weights = final_fit(arch, weights, splits, final, batch_size, seed)
-    save_keras(arch, weights, models / "final.keras")
-    accuracy, loss, predicted = scores(weights)
+    fitted = final_fit(arch, weights, splits, final, batch_size, seed)
+    save_keras(arch, fitted, models / "final.keras")
+    accuracy, loss, predicted = scores(fitted)
     result = {
         "test_accuracy": accuracy,
         "test_loss": loss,
