@@ -44,6 +44,7 @@ def one_search(uri: str, name: str, final: dict[str, Any], seeds: range) -> dict
     best = state.models[state.best_model_id]
     arch, searched = best.arch, load_weights(service.weights_file(best.model_id))
     splits = splits_for(state.config)
+    batch_size = state.config["train"]["batch_size"]  # as the evaluate stage fits
 
     def test_accuracy(weights: Any) -> float:
         return float(np.mean(np.argmax(predict(arch, weights, splits.x_test), axis=1) == splits.y_test))
@@ -61,7 +62,6 @@ def one_search(uri: str, name: str, final: dict[str, Any], seeds: range) -> dict
         scores, seconds = [], []
         for seed in seeds:
             start = time.perf_counter()
-            batch_size = state.config["train"]["batch_size"]  # as the evaluate stage fits
             weights = final_fit(arch, searched, splits, {**final, "schedule": schedule}, batch_size, seed)
             seconds.append(time.perf_counter() - start)
             scores.append(test_accuracy(weights))

@@ -52,7 +52,8 @@ def summarise(tags: Mapping[str, str], run_name: str, events: int) -> SearchList
     if "nas.status" not in tags:
         return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
     try:
-        return SearchListing.from_summary(name, {k[4:]: v for k, v in tags.items() if k.startswith("nas.")}, events)
+        values = {k.removeprefix("nas."): v for k, v in tags.items() if k.startswith("nas.")}
+        return SearchListing.from_summary(name, values, events)
     except ValueError as e:
         return SearchListing(name, events=events, problem=f"its summary tags are not readable ({e}): run nas audit")
 
