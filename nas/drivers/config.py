@@ -48,6 +48,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)"),
         "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
         "augment": (str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}"),
+        "weight_decay": (float, lambda v: v >= 0, "a non-negative number (0: none)"),
         "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
         "min_steps": (int, lambda v: v >= 0, "a non-negative integer"),
         "timeout_s": (float, *_POSITIVE),
@@ -62,7 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "continue_leader": False,
         "max_steps": 0,
     },
-    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none"},
+    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
     "final": {"schedule": "cosine"},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.

@@ -1,4 +1,4 @@
-"""Fitting an architecture with Keras (Adam, early stopping, our own batch order). Imports Keras."""
+"""Fitting an architecture with Keras (Adam or AdamW, early stopping, our own batch order). Imports Keras."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class TrainConfig:
     min_steps: int = 0  # more epochs than ``epochs`` where an epoch is short, to take at least this many steps
     schedule: str = "constant"  # or "cosine": from learning_rate down to 0 over the training's steps
     augment: str = "none"  # or "flip", "shift", "flip_shift": what each training batch of images goes through
+    weight_decay: float = 0.0  # AdamW's decoupled decay: each step shrinks every weight by weight_decay x its rate
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "early_stopping_patience", "min_steps"):
@@ -52,6 +53,8 @@ class TrainConfig:
             raise ValueError(f"train.schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:
             raise ValueError(f"train.augment={self.augment!r} must be one of {', '.join(AUGMENTS)}")
+        if isinstance(self.weight_decay, bool) or not self.weight_decay >= 0:
+            raise ValueError(f"train.weight_decay={self.weight_decay!r} must be a non-negative number (0: none)")
 
     def epochs_for(self, examples: int) -> int:
         """Epochs to train on ``examples`` training examples: ``epochs``, or more on data so small that an epoch
@@ -150,7 +153,8 @@ def fit(
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping, for
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam (AdamW where
+    ``config.weight_decay`` > 0) and early stopping, for
     ``config.epochs_for(len(x_train))`` epochs at most.
 
     With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
@@ -171,8 +175,13 @@ def fit(
     rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
+    optimizer = (
+        keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+        if config.weight_decay
+        else keras.optimizers.Adam(rate)
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(rate),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

@@ -40,9 +40,9 @@ def _classify(error: BaseException) -> str:
 
 def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
     """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at
-    ``learning_rate x lr_decay ** generation``, on ``train.schedule``, with ``train.augment`` (a search logged
-    before ``train.min_steps``, ``train.lr_decay``, ``train.schedule`` or ``train.augment`` existed trains as it
-    did then, without them)."""
+    ``learning_rate x lr_decay ** generation``, on ``train.schedule``, with ``train.augment`` and
+    ``train.weight_decay`` (a search logged before ``train.min_steps``, ``train.lr_decay``, ``train.schedule``,
+    ``train.augment`` or ``train.weight_decay`` existed trains as it did then, without them)."""
     from nas.training.fit import TrainConfig
 
     return TrainConfig(
@@ -53,6 +53,7 @@ def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
         train.get("min_steps", 0),
         train.get("schedule", "constant"),
         train.get("augment", "none"),
+        train.get("weight_decay", 0.0),
     )
 
 

@@ -88,7 +88,7 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     np.savez(work / "cells.npz", x=table.data.astype(np.float32), y=names)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     del params["train"]["min_steps"], params["search"]["initial_units"], params["search"]["initial_dense_layers"]
-    del params["search"]["max_steps"], params["train"]["augment"]
+    del params["search"]["max_steps"], params["train"]["augment"], params["train"]["weight_decay"]
     params["search"].update(max_models=2, strategy="random")
     params["data"]["dataset"] = "cells.npz"
     (work / "old.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -20,6 +20,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
         (["--set", "train.augment=rotate"], "train.augment='rotate' must be one of none, flip, shift, flip_shift"),
+        (["--set", "train.weight_decay=-0.1"], "train.weight_decay=-0.1 must be a non-negative number (0: none)"),
         (["--set", "final.schedule=linear"], "final.schedule='linear' must be one of constant, cosine"),
         (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),

@@ -88,6 +88,8 @@ def test_a_search_trains_on_its_schedule_and_an_older_one_on_a_constant_rate() -
     assert train_config(train).schedule == "constant"  # logged before train.schedule existed
     assert train_config({**train, "augment": "shift"}).augment == "shift"
     assert train_config(train).augment == "none"  # logged before train.augment existed
+    assert train_config({**train, "weight_decay": 0.05}).weight_decay == 0.05
+    assert train_config(train).weight_decay == 0.0  # logged before train.weight_decay existed
 
 
 def test_augment_mirrors_and_shifts_each_image_from_its_generator_alone() -> None:
@@ -145,3 +147,32 @@ def test_an_augmented_training_repeats_exactly_and_differs_from_a_plain_one(smal
         for kind in ("none", "flip_shift")
     ]  # fmt: skip
     assert flat[0] == flat[1]
+
+
+def test_weight_decay_shrinks_the_weights_repeats_exactly_and_zero_is_plain_adam() -> None:
+    """Real Keras on scikit-learn's 8x8 digits, from the same weights and seed: ``weight_decay`` > 0 trains with
+    AdamW and ends with smaller weights than plain Adam, the same both times; an explicit 0 is Adam bit for bit;
+    a negative value is refused with the setting's name."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16).astype("f4")
+    arch = initial_mlp((64,), 10, layers=1, units=32)
+    start = init_weights(arch, np.random.default_rng(0))
+    make_deterministic(0)
+
+    def trained(weight_decay: float | None) -> tuple[float, list[dict[str, float]]]:
+        extra = {} if weight_decay is None else {"weight_decay": weight_decay}
+        config = TrainConfig(epochs=4, batch_size=50, learning_rate=0.01, early_stopping_patience=0, **extra)
+        result = fit(arch, start, x[:1400], y[:1400], x[1400:], y[1400:], config, seed=3)
+        norm = sum(float(np.sum(np.square(a))) for arrays in result.weights.values() for a in arrays)
+        return norm, result.history
+
+    plain, decayed, again, zero = trained(None), trained(2.0), trained(2.0), trained(0.0)
+    assert decayed == again
+    assert zero == plain
+    assert decayed[0] < 0.8 * plain[0]  # 4 x 28 steps at up to 0.01 x 2.0 shrink each weight by at most 2% a step
+    assert decayed[1][-1]["val_accuracy"] > 0.75  # it still learns the digits (chance: 0.1)
+    for bad in (-0.1, True):
+        with pytest.raises(ValueError, match=r"train.weight_decay=.* must be a non-negative number \(0: none\)"):
+            TrainConfig(weight_decay=bad)
