@@ -87,13 +87,15 @@ def run_ours(
 ) -> dict[str, Any]:
     """One search of this project on ``source`` (its ``data.dataset``), timed from outside, with ``settings``
     (``group.key=value``) over params.yaml, named after its strategy, dataset, seed and ``tag``; returns its curve,
-    its best model's test accuracy and how many of its models were trained further (search.continue_leader)."""
+    its best model's test accuracy, that of the mean of its ``final.ensemble`` best models (the searched model
+    the DVC pipeline fine-tunes and registers; models that ended after the budget left out) and how many of its
+    models were trained further (search.continue_leader)."""
     from nas.architectures.weights import load_weights
-    from nas.drivers.config import load
+    from nas.drivers.config import load, load_pipeline
     from nas.drivers.runner import run_search
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
-    from nas.training.builder import predict
+    from nas.training.builder import predict_ensemble
 
     sets = [
         f"data.dataset={source}",
@@ -105,6 +107,7 @@ def run_ours(
         *settings,
     ]
     config = load(ROOT / "params.yaml", sets)
+    ensemble = load_pipeline(ROOT / "params.yaml", settings)["final"]["ensemble"]
     name = f"{strategy}-{dataset}-{seed}{'-' + tag if tag else ''}"
     curve: Curve = []
     start = time.monotonic()
@@ -115,14 +118,25 @@ def run_ours(
 
     state = run_search(open_store(), name, config, splits, on_outcome=on_outcome)
     seconds = time.monotonic() - start
-    test = None
-    if (best := best_within(curve, budget)) is not None:
-        service = SearchService(open_store().log(name))
-        weights = load_weights(service.weights_file(best))
-        arch = state.models[best].arch
-        test = float(np.mean(predict(arch, weights, splits.x_test).argmax(1) == splits.y_test))
+    service = SearchService(open_store().log(name))
+    members = [
+        (i, state.models[i].arch, load_weights(service.weights_file(i))) for i in leaders(curve, budget, ensemble)
+    ]
     further = sum(m.parent_id is not None and not m.morphisms for m in state.models.values())
-    return {"curve": curve, "test_accuracy": test, "seconds": seconds, "further": further}
+    test, together = (predict_ensemble(m, splits.x_test) if members else None for m in (members[:1], members))
+    return {
+        "curve": curve,
+        "test_accuracy": accuracy(test, splits.y_test),
+        "ensemble_test_accuracy": accuracy(together, splits.y_test),
+        "ensemble": [i for i, _, _ in members],
+        "seconds": seconds,
+        "further": further,
+    }
+
+
+def accuracy(probabilities: np.ndarray | None, labels: np.ndarray) -> float | None:
+    """The share of ``labels`` the class ``probabilities`` rank first; None for no prediction (no model)."""
+    return None if probabilities is None else float(np.mean(probabilities.argmax(1) == labels))
 
 
 def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str, Any]:
@@ -200,10 +214,15 @@ def _kt_model(hp: Any, input_shape: tuple[int, ...], classes: int, learning_rate
     return model
 
 
-def run_keras_tuner(kind: str, seed: int, budget: float, epochs: int, splits: Any, config: dict) -> dict[str, Any]:
-    """One KerasTuner search with the same budget rule: no new trial once the budget is spent."""
+def run_keras_tuner(
+    kind: str, seed: int, budget: float, epochs: int, splits: Any, config: dict, settings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """One KerasTuner search with the same budget rule: no new trial once the budget is spent; its best trial's
+    test accuracy, and that of the mean of its ``final.ensemble`` best trials (as for our searches)."""
     import keras
     import keras_tuner as kt
+
+    from nas.drivers.config import load_pipeline
 
     keras.utils.set_random_seed(seed)
     curve: Curve = []
@@ -241,11 +260,15 @@ def run_keras_tuner(kind: str, seed: int, budget: float, epochs: int, splits: An
         verbose=0,
     )
     seconds = time.monotonic() - start
-    test = None
-    if (best := best_within(curve, budget)) is not None:
-        model = tuner.load_model(tuner.oracle.get_trial(best))
-        test = float(np.mean(np.asarray(model.predict(splits.x_test, verbose=0)).argmax(1) == splits.y_test))
-    return {"curve": curve, "test_accuracy": test, "seconds": seconds}
+    ensemble = load_pipeline(ROOT / "params.yaml", settings)["final"]["ensemble"]
+    models = [tuner.load_model(tuner.oracle.get_trial(t)) for t in leaders(curve, budget, ensemble)]
+    probabilities = [np.asarray(m.predict(splits.x_test, verbose=0)) for m in models]
+    return {
+        "curve": curve,
+        "test_accuracy": accuracy(probabilities[0] if models else None, splits.y_test),
+        "ensemble_test_accuracy": accuracy(np.mean(probabilities, 0) if models else None, splits.y_test),
+        "seconds": seconds,
+    }
 
 
 def best_at(curve: Curve, t: float) -> float | None:
@@ -256,8 +279,14 @@ def best_at(curve: Curve, t: float) -> float | None:
 
 def best_within(curve: Curve, budget: float) -> str | None:
     """The model with the best validation accuracy among those that ended within the budget (the first of ties)."""
-    within = [(a, -s, key) for s, a, key in curve if s <= budget]
-    return max(within)[2] if within else None
+    return next(iter(leaders(curve, budget, 1)), None)
+
+
+def leaders(curve: Curve, budget: float, k: int) -> list[str]:
+    """The ``k`` models with the best validation accuracy among those that ended within the budget, best first
+    (of ties the one that ended first), as ``SearchState.leaders`` ranks a search's models."""
+    within = sorted((-a, s, key) for s, a, key in curve if s <= budget)
+    return [key for _, _, key in within[:k]]
 
 
 def time_to(curve: Curve, target: float, budget: float) -> float | None:
@@ -281,6 +310,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: float, target: floa
         for f in FRACTIONS:
             row[f"best val @{int(f * 100)}%"] = _median([best_at(r["curve"], f * budget) for r in results])
         row["test acc"] = _median([r["test_accuracy"] for r in results])
+        row["test acc, ensemble"] = _median([r.get("ensemble_test_accuracy") for r in results])
         trained = [1.0 if method == CONTROL else float(sum(s <= budget for s, _, _ in r["curve"])) for r in results]
         row["models"] = _median(trained, ".0f")  # the control's curve has a point per epoch of its one model
         times = [time_to(r["curve"], target, budget) for r in results]
@@ -395,7 +425,7 @@ def main() -> None:
                 elif method == CONTROL:
                     result = run_control(seed, budget, splits, config)
                 else:
-                    result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config)
+                    result = run_keras_tuner(method, seed, budget, epochs[dataset], splits, config, args.set)
                 run = {"dataset": dataset, "seed": seed, "method": method, "settings": args.set, "commit": commit}
                 run.update(result)
                 runs[method].append(run)

@@ -64,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": 0,
     },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
-    "final": {"schedule": "cosine"},
+    "final": {"schedule": "cosine", "ensemble": 3},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
 PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
@@ -72,6 +72,7 @@ PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "epochs": (int, lambda v: v >= 0, "a non-negative integer (0 keeps the searched weights)"),
         "learning_rate": (float, *_POSITIVE),
         "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+        "ensemble": (int, lambda v: v > 0, "a positive integer (1: the best model alone)"),
     },
     "register": {
         "model_name": (str, lambda v: bool(v.strip()), "a non-empty name"),

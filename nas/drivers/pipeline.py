@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,10 +23,13 @@ from nas.data import Splits, load_prepared, save_prepared
 from nas.ledger.events import Event, canonical_json
 from nas.ledger.log import Head
 from nas.ledger.ports import SearchStore
-from nas.ledger.state import ModelStatus, SearchState
+from nas.ledger.state import ModelRecord, ModelStatus, SearchState
 from nas.report.figures import plot_best_so_far
 from nas.report.page import progress_rows
 from nas.tracking.store import MlflowStore
+
+if TYPE_CHECKING:
+    from nas.training.builder import Member
 
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
@@ -64,14 +67,16 @@ def write_search_outputs(
     weights_of: Callable[[str], Weights],
     head: Head,
     *,
+    ensemble: int = 1,
     models: Path = MODELS,
     metrics: Path = METRICS,
     plots: Path = PLOTS,
 ) -> dict[str, Any]:
-    """Write the search stage's outputs: ``models/best.keras`` and ``models/best.json`` (the best model),
-    ``metrics/search.json``, ``plots/best_so_far.csv`` and ``.png``. ``weights_of(model_id)`` reads a
-    trained model's weights. ValueError if the search trained no model."""
-    from nas.training.builder import save_keras
+    """Write the search stage's outputs: ``models/best.keras`` (the searched model: the best one, or with
+    ``ensemble`` = k the mean of the k best by validation, see ``build_ensemble``), ``models/best.json`` (the
+    best model, and every member), ``metrics/search.json``, ``plots/best_so_far.csv`` and ``.png``.
+    ``weights_of(model_id)`` reads a trained model's weights. ValueError if the search trained no model."""
+    from nas.training.builder import save_ensemble
 
     best = state.best
     if best is None or best.completed_seq is None:
@@ -79,17 +84,21 @@ def write_search_outputs(
             f"search {state.search_id!r} trained no model ({state.count(ModelStatus.FAILED)} failed); "
             "see `nas replay` for why, then raise the limits in params.yaml"
         )
-    save_keras(best.arch, weights_of(best.model_id), models / "best.keras")
+    members = state.leaders(ensemble)
+    save_ensemble([(m.model_id, m.arch, weights_of(m.model_id)) for m in members], models / "best.keras")
+
+    def described(m: ModelRecord) -> dict[str, Any]:
+        return {
+            "model_id": m.model_id,
+            "architecture_id": m.architecture_id,
+            "param_count": m.arch.param_count,
+            "val_accuracy": m.val_accuracy,
+            "architecture": json.loads(m.architecture),
+        }
+
     write_json(
         models / "best.json",
-        {
-            "search": state.search_id,
-            "model_id": best.model_id,
-            "architecture_id": best.architecture_id,
-            "param_count": best.arch.param_count,
-            "val_accuracy": best.val_accuracy,
-            "architecture": json.loads(best.architecture),
-        },
+        {"search": state.search_id, **described(best), "members": [described(m) for m in members]},
     )
     info = {
         "best_val_accuracy": best.val_accuracy,
@@ -98,6 +107,7 @@ def write_search_outputs(
         "models_not_trained": state.out_of_time,  # none of their epochs fitted in the wall-clock budget left
         "search_seconds": round(state.spent_seconds, 1),  # compute: proposals and trainings, summed
         "elapsed_s": None if state.elapsed_s is None else round(state.elapsed_s, 1),  # wall clock
+        "members": [m.model_id for m in members],  # of the searched model (best.keras)
     }
     # The head anchors the log in Git: `nas audit NAME --anchor metrics/search.json` checks it is still there.
     write_json(metrics / "search.json", {**info, "search": state.search_id, "head": str(head)})
@@ -131,14 +141,22 @@ def _confusion_png(matrix: np.ndarray, names: Sequence[str], path: Path) -> None
     plt.close(fig)
 
 
-def read_best(models: Path = MODELS) -> tuple[dict[str, Any], Architecture]:
-    """``models/best.json`` and the architecture it holds; ValueError if the search stage has not run."""
+def described_members(model_ids: Sequence[str]) -> str:
+    """How messages name a searched or final model: its one model's id, or "the mean of m8, m11, m9"."""
+    return model_ids[0] if len(model_ids) == 1 else f"the mean of {', '.join(model_ids)}"
+
+
+def read_best(models: Path = MODELS) -> tuple[dict[str, Any], list[tuple[str, Architecture]]]:
+    """``models/best.json`` and the members of the searched model it names, (model id, architecture) best first
+    (one for a file written before ensembles); ValueError if the search stage has not run."""
     path = models / "best.json"
     try:
         info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        lone = {"model_id": info.get("model_id", "best"), "architecture": info["architecture"]}
+        members = info.get("members") or [lone]
+        return info, [(m["model_id"], Architecture.from_dict(m["architecture"])) for m in members]
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is missing or unreadable ({e}); run the search stage first (dvc repro search)") from e
-    return info, Architecture.from_dict(info["architecture"])
 
 
 def final_fit(
@@ -171,26 +189,29 @@ def evaluate(
 ) -> dict[str, Any]:
     """The final fit and the one look at the test set.
 
-    Fine-tunes the searched model as ``final_fit`` does, writes ``models/final.keras``, ``metrics/test.json``
-    (the final model's test accuracy and loss, and the searched model's for comparison), and the confusion
-    matrix as ``plots/confusion.csv`` and ``.png`` (classes by name where the data named them).
+    Fine-tunes each member of the searched model as ``final_fit`` does, writes ``models/final.keras`` (their
+    ensemble, or the one model), ``metrics/test.json`` (the final model's test accuracy and loss, the searched
+    model's for comparison, and the members), and the confusion matrix as ``plots/confusion.csv`` and ``.png``
+    (classes by name where the data named them).
     """
-    from nas.training.builder import build_model, load_keras, save_keras
+    from nas.training.builder import build_ensemble, load_ensemble, save_ensemble
 
     splits = prepared_data(prepared)
-    _, arch = read_best(models)
-    weights = load_keras(models / "best.keras", arch)
+    _, members = read_best(models)
+    weights = load_ensemble(models / "best.keras", members)
+    searched = [(i, arch, w) for (i, arch), w in zip(members, weights, strict=True)]
 
-    def scores(w: Weights) -> tuple[float, float, np.ndarray]:
+    def scores(ensemble: Sequence[Member]) -> tuple[float, float, np.ndarray]:
         # Keras' predict, as the registered model (mlflow.pyfunc) will predict.
-        probs = np.asarray(build_model(arch, w).predict(splits.x_test, batch_size=256, verbose=0), dtype=np.float64)
+        model = build_ensemble(ensemble)
+        probs = np.asarray(model.predict(splits.x_test, batch_size=256, verbose=0), dtype=np.float64)
         picked = np.clip(probs[np.arange(len(probs)), splits.y_test], 1e-12, 1.0)
         predicted = probs.argmax(axis=1)
         return float(np.mean(predicted == splits.y_test)), float(-np.mean(np.log(picked))), predicted
 
-    searched_accuracy, _, _ = scores(weights)
-    fitted = final_fit(arch, weights, splits, final, batch_size, seed)
-    save_keras(arch, fitted, models / "final.keras")
+    searched_accuracy, _, _ = scores(searched)
+    fitted = [(i, arch, final_fit(arch, w, splits, final, batch_size, seed)) for i, arch, w in searched]
+    save_ensemble(fitted, models / "final.keras")
     accuracy, loss, predicted = scores(fitted)
     result = {
         "test_accuracy": accuracy,
@@ -199,6 +220,7 @@ def evaluate(
         "final_epochs": final["epochs"],
         "final_schedule": final["schedule"],
         "test_examples": len(splits.y_test),
+        "members": [i for i, _, _ in fitted],
     }
     write_json(metrics / "test.json", result)
     k = splits.num_classes
@@ -239,13 +261,14 @@ def stage_search(params: Path, local: bool = False) -> None:
     from nas.architectures.weights import load_weights
     from nas.data import fingerprint
     from nas.drivers.cli import _run
-    from nas.drivers.config import load
+    from nas.drivers.config import load, load_pipeline
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
     from nas.tracking.registry import link_data, pipeline_tags
 
     splits = prepared_data()
     config = load(params, [f"data.dataset={PREPARED.as_posix()}"])
+    ensemble = load_pipeline(params)["final"]["ensemble"]
     name = search_name(config, fingerprint(splits))
     store = open_store()
     service = SearchService(store.log(name)) if store.exists(name) else None
@@ -259,25 +282,31 @@ def stage_search(params: Path, local: bool = False) -> None:
     log = store.log(name)
     service = SearchService(log)
     info = write_search_outputs(
-        service.state, log.read(), lambda model_id: load_weights(service.weights_file(model_id)), log.head()
+        service.state,
+        log.read(),
+        lambda model_id: load_weights(service.weights_file(model_id)),
+        log.head(),
+        ensemble=ensemble,
     )
+    what = described_members(info["members"])
     print(
         f"search {name}: best val_accuracy {info['best_val_accuracy']:.4f}, {info['models_trained']} trained, "
         f"{info['models_failed']} failed, {info['models_not_trained']} not trained for lack of time "
-        "-> models/best.keras, metrics/search.json"
+        f"-> models/best.keras ({what}), metrics/search.json"
     )
 
 
 def stage_evaluate(params: Path, local: bool = False) -> None:
-    """Stage ``evaluate``: fine-tune the best model on train + validation, test it once."""
+    """Stage ``evaluate``: fine-tune the searched model (each member) on train + validation, test it once."""
     from nas.drivers.config import load, load_pipeline
 
     config = load(params)
     result = evaluate(load_pipeline(params)["final"], config["train"]["batch_size"], config["search"]["seed"])
+    what = described_members(result["members"])
     print(
-        f"test accuracy {result['test_accuracy']:.4f} after {result['final_epochs']} final epoch(s) on train + "
-        f"validation, {result['final_schedule']} rate (searched model: {result['searched_model_test_accuracy']:.4f})"
-        " -> metrics/test.json"
+        f"test accuracy {result['test_accuracy']:.4f} ({what}) after {result['final_epochs']} final epoch(s) on "
+        f"train + validation, {result['final_schedule']} rate (searched model: "
+        f"{result['searched_model_test_accuracy']:.4f}) -> metrics/test.json"
     )
 
 
@@ -295,27 +324,30 @@ def stage_register(params: Path, local: bool = False) -> None:
     from nas.drivers.config import load_pipeline
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
-    from nas.tracking.registry import ALIAS, find_logged_model, log_keras_model, register, weights_digest
-    from nas.training.builder import build_model, load_keras
+    from nas.tracking.registry import ALIAS, ensemble_digest, find_logged_model, log_keras_model, register
+    from nas.training.builder import build_ensemble, load_ensemble
 
     name = load_pipeline(params)["register"]["model_name"]
-    info, arch = read_best()
-    weights = load_keras(MODELS / "final.keras", arch)
+    info, members = read_best()
+    final = [(i, arch, w) for (i, arch), w in zip(members, load_ensemble(MODELS / "final.keras", members), strict=True)]
+    ids = [i for i, _, _ in final]
+    what = described_members(ids)
     splits = prepared_data()
     test = json.loads((METRICS / "test.json").read_text())
     store = open_store()
     runs = _mlflow_runs(store, info["search"])
     service = SearchService(store.log(info["search"]))
-    digest = weights_digest(weights)
+    digest = ensemble_digest([w for _, _, w in final])
     tags = {
         "nas.search_id": info["search"],
         "nas.model_id": info["model_id"],
+        "nas.members": ",".join(ids),
         "nas.weights_sha256": digest,
         "nas.kind": "final",
-        "mlflow.note.content": f"{info['model_id']} of search {info['search']} fine-tuned on train + validation",
+        "mlflow.note.content": f"{what} of search {info['search']}, fine-tuned on train + validation",
     }
     logged = find_logged_model(runs, digest) or log_keras_model(
-        runs, f"{info['search']}-final", build_model(arch, weights), splits.x_test[:5], tags,
+        runs, f"{info['search']}-final", build_ensemble(final), splits.x_test[:5], tags,
         {"test_accuracy": float(test["test_accuracy"])}, splits.classes,
     )  # fmt: skip
     version, created = register(
@@ -326,7 +358,8 @@ def stage_register(params: Path, local: bool = False) -> None:
         digest,
         name,
         ALIAS,
-        description=f"{info['model_id']} of search {info['search']}; test accuracy {test['test_accuracy']:.4f}",
+        description=f"{what} of search {info['search']}; test accuracy {test['test_accuracy']:.4f}",
+        members=ids,
     )
     record = {
         "name": name,
@@ -335,11 +368,12 @@ def stage_register(params: Path, local: bool = False) -> None:
         "uri": f"models:/{name}@{ALIAS}",
         "search": info["search"],
         "model_id": info["model_id"],
+        "members": ids,
         "test_accuracy": test["test_accuracy"],
     }
     write_json(MODELS / "registered.json", record)
-    what = "registered as" if created else "already registered as"
-    print(f"{info['model_id']} of search {info['search']} {what} {name} version {version}, alias {ALIAS}")
+    verb = "registered as" if created else "already registered as"
+    print(f"{what} of search {info['search']} {verb} {name} version {version}, alias {ALIAS}")
     print(f'load it: mlflow.pyfunc.load_model("models:/{name}@{ALIAS}")')
 
 

@@ -152,6 +152,14 @@ class SearchState:
     def best(self) -> ModelRecord | None:
         return self.models[self.best_model_id] if self.best_model_id else None
 
+    def leaders(self, k: int) -> list[ModelRecord]:
+        """The ``k`` best trained models by validation accuracy (fewer if fewer were trained), best first; of
+        equal accuracies the one trained first ranks higher, so ``leaders(1)`` is ``[best]``."""
+        ranked = sorted(
+            enumerate(self.trained_order), key=lambda p: (-float(self.models[p[1]].val_accuracy or 0.0), p[0])
+        )
+        return [self.models[model_id] for _, model_id in ranked[:k]]
+
     def history(self, known_models: int | None = None) -> History:
         """What the proposers may read: trained models in completion order, pending ones, every id seen.
 

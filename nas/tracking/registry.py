@@ -47,6 +47,14 @@ def weights_digest(weights: Weights) -> str:
     return digest.hexdigest()
 
 
+def ensemble_digest(members: Sequence[Weights]) -> str:
+    """The identity of an ensemble's weights: ``weights_digest`` of a lone model, else sha256 over the members'
+    digests in order."""
+    if len(members) == 1:
+        return weights_digest(members[0])
+    return hashlib.sha256("\n".join(weights_digest(w) for w in members).encode()).hexdigest()
+
+
 def git_commit(cwd: Path = Path(".")) -> str | None:
     """The checked-out Git commit of ``cwd``, or None outside a Git repository."""
     try:
@@ -231,10 +239,12 @@ def register(
     registered_name: str,
     alias: str | None = ALIAS,
     description: str = "",
+    members: Sequence[str] = (),
 ) -> tuple[str, bool]:
     """Make LoggedModel ``logged_model_id`` (weights ``digest``) a version of ``registered_name``, linked to the
-    parent run, with ``alias``; log ModelRegistered. Returns (version, created); the same weights again
-    find their version (so an interrupted registration completes) instead of adding one."""
+    parent run, with ``alias``; log ModelRegistered. ``members``: the models an ensemble averages (tag
+    ``nas.members``; ``model_id`` is its best). Returns (version, created); the same weights again find their
+    version (so an interrupted registration completes) instead of adding one."""
     from mlflow.exceptions import MlflowException
 
     client = runs.client
@@ -256,6 +266,8 @@ def register(
             "nas.architecture_id": service.state.models[model_id].architecture_id,
             "nas.weights_sha256": digest,
         }
+        if members:
+            tags["nas.members"] = ",".join(members)
         with _global_tracking_uri(client.tracking_uri):
             version = str(
                 client.create_model_version(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -45,7 +46,9 @@ def _keras_layer(layer: Layer, seed: int | None) -> keras.layers.Layer:
     raise ValueError(f"layer {layer.id!r} has kind {layer.kind!r}, which the Keras builder cannot build")
 
 
-def build_model(arch: Architecture, weights: Weights | None = None, *, seed: int | None = None) -> keras.Model:
+def build_model(
+    arch: Architecture, weights: Weights | None = None, *, seed: int | None = None, name: str | None = None
+) -> keras.Model:
     """A functional Keras model of ``arch`` whose layers are named by layer id.
 
     With ``weights`` the model carries them exactly (ValueError if any shape disagrees); without,
@@ -60,7 +63,7 @@ def build_model(arch: Architecture, weights: Weights | None = None, *, seed: int
         inputs = [tensors[i] for i in lay.inputs]
         layer_seed = None if seed is None else seed + len(tensors)
         tensors[lay.id] = _keras_layer(lay, layer_seed)(inputs if len(inputs) > 1 else inputs[0])
-    model = keras.Model(tensors[INPUT], tensors[arch.output], name=f"arch_{arch.id[:12]}")
+    model = keras.Model(tensors[INPUT], tensors[arch.output], name=name or f"arch_{arch.id[:12]}")
     if weights is not None:
         for layer_id, arrays in weights.items():
             layer = model.get_layer(layer_id)
@@ -100,6 +103,59 @@ def load_keras(path: str | Path, arch: Architecture) -> dict[str, tuple[np.ndarr
     except (OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable Keras model ({e}); run the stage that writes it again") from e
     return read_weights(model, arch)
+
+
+# An ensemble's members: (model id, architecture, weights), best first.
+Member = tuple[str, Architecture, Weights]
+
+
+def member_name(model_id: str) -> str:
+    """The name of model ``model_id``'s sub-model inside an ensemble."""
+    return f"member_{model_id}"
+
+
+def build_ensemble(members: Sequence[Member]) -> keras.Model:
+    """One Keras model whose output is the mean of the members' class probabilities (each member a sub-model
+    named ``member_<model id>``, with its weights). A single member is built as ``build_model`` builds it, so
+    an ensemble of one is the plain model. ValueError if there is no member or the inputs differ."""
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    shapes = {arch.input_shape for _, arch, _ in members}
+    if len(shapes) > 1:
+        raise ValueError(f"the members of an ensemble must take the same input; they take {sorted(shapes)}")
+    if len(members) == 1:
+        return build_model(members[0][1], members[0][2])
+    x = keras.Input(shape=members[0][1].input_shape, name=INPUT)
+    outputs = [build_model(arch, weights, name=member_name(model_id))(x) for model_id, arch, weights in members]
+    return keras.Model(x, keras.layers.Average(name="mean_probabilities")(outputs), name="ensemble")
+
+
+def save_ensemble(members: Sequence[Member], path: str | Path) -> keras.Model:
+    """Write ``build_ensemble(members)`` as a Keras ``.keras`` file (loadable with ``keras.saving.load_model``)."""
+    model = build_ensemble(members)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def load_ensemble(path: str | Path, members: Sequence[tuple[str, Architecture]]) -> list[Weights]:
+    """The weights of each of ``members`` (model id, architecture) in the ``.keras`` file at ``path``, which
+    must hold ``build_ensemble`` of them (a plain model for one member)."""
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable Keras model ({e}); run the stage that writes it again") from e
+    if len(members) == 1:
+        return [read_weights(model, members[0][1])]
+    try:
+        return [read_weights(model.get_layer(member_name(model_id)), arch) for model_id, arch in members]
+    except ValueError as e:
+        raise ValueError(f"{path} does not hold the ensemble its models file names ({e})") from e
+
+
+def predict_ensemble(members: Sequence[Member], x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Inference-mode class probabilities of the ensemble of ``members``: the mean of theirs."""
+    return np.mean([predict(arch, weights, x, batch_size) for _, arch, weights in members], axis=0)
 
 
 def predict(arch: Architecture, weights: Weights, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -91,3 +91,31 @@ def test_a_page_says_which_commit_each_run_ran(bench: ModuleType, tmp_path: Path
     bench.from_runs(runs_file, {"digits": 10.0}, {"digits": 1})
     page = (tmp_path / "page.md").read_text()
     assert f"Code: {commit} (1 run), abc1234 (1 run), unrecorded (1 run) (a commit each run recorded)." in page
+
+
+def test_a_search_reports_its_best_model_and_the_ensemble_of_its_best_within_the_budget(
+    bench: ModuleType, mlflow_uri: str
+) -> None:
+    """``run_ours`` on real digits with ``final.ensemble=2``: the ensemble is the two best models by validation
+    among those that ended within the budget, and its test accuracy is that of their mean probabilities."""
+    from nas.architectures.weights import load_weights
+    from nas.ledger.service import SearchService
+    from nas.tracking import open_store
+    from nas.training.builder import predict
+
+    config = load(ROOT / "params.yaml", ["data.dataset=digits"])
+    splits = splits_for(config)
+    settings = ["search.max_models=3", "search.initial_width=8", "train.min_steps=0", "final.ensemble=2"]
+    result = bench.run_ours("random", "digits", "digits", 0, 600.0, 1, splits, settings)
+    assert len(result["curve"]) == 3 and result["ensemble"] == bench.leaders(result["curve"], 600.0, 2)
+    ranked = sorted(result["curve"], key=lambda p: (-p[1], p[0]))
+    assert result["ensemble"] == [ranked[0][2], ranked[1][2]]
+    service = SearchService(open_store().log("random-digits-0"))
+    probabilities = [
+        predict(service.state.models[i].arch, load_weights(service.weights_file(i)), splits.x_test)
+        for i in result["ensemble"]
+    ]
+    accuracy = [float(np.mean(p.argmax(1) == splits.y_test)) for p in (probabilities[0], np.mean(probabilities, 0))]
+    assert [result["test_accuracy"], result["ensemble_test_accuracy"]] == accuracy
+    early = bench.leaders(result["curve"], ranked[0][0] - 1e-6, 2)  # a budget that ended just before the best did
+    assert ranked[0][2] not in early and len(early) == min(2, sum(p[0] < ranked[0][0] for p in result["curve"]))

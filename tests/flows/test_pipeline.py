@@ -86,6 +86,10 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     assert search["models_not_trained"] == 0  # the budget (params.yaml's) leaves time for every model
     assert search["search_seconds"] > 0 and search["elapsed_s"] > 0  # compute and wall clock
     assert (test["final_epochs"], test["final_schedule"]) == (1, "cosine")  # params.yaml's final fit
+    # params.yaml's final.ensemble (3): the searched and the final model are the mean of the 3 best (all here)
+    members = [m["model_id"] for m in best["members"]]
+    assert members == search["members"] == test["members"] and members[0] == best["model_id"]
+    assert len(members) == min(3, search["models_trained"])
     assert len((repo / "plots/best_so_far.csv").read_text().splitlines()) == 1 + 3
     client = MlflowClient(uri)
     runs = len(client.search_runs([client.get_experiment_by_name("nas").experiment_id]))
@@ -104,6 +108,7 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     versions = client.search_model_versions("name = 'nas-classifier'")
     assert [str(v.version) for v in versions] == ["1"] and versions[0].run_id == _parent_run_id(client, best["search"])
     assert versions[0].tags["nas.model_id"] == best["model_id"]
+    assert versions[0].tags["nas.members"] == ",".join(members)
     assert str(client.get_model_version_by_alias("nas-classifier", "champion").version) == "1"
     assert ("ModelRegistered", 1) == _count_registered(uri, best["search"])
 
@@ -236,3 +241,44 @@ def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp
     assert actual == [splits.classes[i] for i in splits.y_test] and set(actual) == {"ant", "bee", "cat"}
     assert all(row.split(",")[1] in splits.classes for row in rows[1:])
     assert (tmp_path / "plots" / "confusion.png").stat().st_size > 0
+
+
+def test_evaluate_fine_tunes_each_member_of_an_ensemble_and_tests_their_mean(tmp_path: Path) -> None:
+    """A searched model of two members (as the search stage writes it with final.ensemble=2): the evaluate stage
+    fine-tunes each member alone, exactly as ``final_fit`` would, writes their ensemble, and the accuracy in
+    metrics/test.json is that of the mean of their probabilities, which models/final.keras predicts as well."""
+    import keras
+
+    from nas.architectures.initial import initial_architecture
+    from nas.data import load_splits, save_prepared
+    from nas.drivers.pipeline import evaluate, final_fit
+    from nas.training.builder import build_model, load_ensemble, predict_ensemble, read_weights, save_ensemble
+
+    splits = load_splits("digits")
+    save_prepared(splits, tmp_path / "prepared")
+    keras.utils.set_random_seed(0)
+    members = []
+    for model_id, units in (("m5", 16), ("m2", 8)):
+        arch = initial_architecture(splits.input_shape, splits.num_classes, dense_layers=1, units=units)
+        members.append((model_id, arch, read_weights(build_model(arch), arch)))
+    save_ensemble(members, tmp_path / "models" / "best.keras")
+    described = [{"model_id": i, "architecture": arch.to_dict()} for i, arch, _ in members]
+    best = {"search": "s", "model_id": "m5", "architecture": members[0][1].to_dict(), "members": described}
+    (tmp_path / "models" / "best.json").write_text(json.dumps(best))
+    folders = {k: tmp_path / k for k in ("prepared", "models", "metrics", "plots")}
+    final = {"epochs": 1, "learning_rate": 0.001, "schedule": "cosine"}
+    result = evaluate(final, 32, 4, **folders)
+
+    assert result["members"] == ["m5", "m2"] and _json(tmp_path / "metrics" / "test.json") == result
+    fitted = load_ensemble(tmp_path / "models" / "final.keras", [(i, arch) for i, arch, _ in members])
+    for (_, arch, searched), weights in zip(members, fitted, strict=True):
+        alone = final_fit(arch, searched, splits, final, 32, seed=4)
+        assert all(np.array_equal(a, b) for k in alone for a, b in zip(alone[k], weights[k], strict=True))
+    together = [(i, arch, w) for (i, arch, _), w in zip(members, fitted, strict=True)]
+    by_hand = float(np.mean(predict_ensemble(together, splits.x_test).argmax(1) == splits.y_test))
+    assert result["test_accuracy"] == pytest.approx(by_hand, abs=1.5 / len(splits.y_test))  # a tie may break apart
+    loaded = keras.saving.load_model(tmp_path / "models" / "final.keras", compile=False)
+    predicted = np.asarray(loaded.predict(splits.x_test, verbose=0)).argmax(1)
+    assert float(np.mean(predicted == splits.y_test)) == result["test_accuracy"]
+    searched = float(np.mean(predict_ensemble(members, splits.x_test).argmax(1) == splits.y_test))
+    assert result["searched_model_test_accuracy"] == pytest.approx(searched, abs=1.5 / len(splits.y_test))

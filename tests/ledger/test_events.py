@@ -143,6 +143,25 @@ def test_a_started_training_with_no_end_is_unfinished() -> None:
     assert history.observations == () and len(history.pending) == 1
 
 
+def test_the_leaders_rank_trained_models_by_validation_accuracy_ties_to_the_earlier() -> None:
+    """``leaders(k)``: the members of the searched model the DVC stages ensemble. Trainings ending m2 (0.7),
+    m1 (0.9), m4 (0.7), m3 (0.8), m5 failed: best first, a tie to the one trained first, failures never."""
+    start = verify_chain(golden())[0]
+    assert isinstance(start, SearchStarted)
+    arch = start.initial_architecture
+    events: list[Event] = [start]
+    for i in range(1, 6):
+        events.append(ArchitectureProposed("golden", len(events) + 1, f"m{i}", None, [], f"{i}" * 64, arch, "random"))
+    for model_id, acc in (("m2", 0.7), ("m1", 0.9), ("m4", 0.7), ("m3", 0.8)):
+        events.append(TrainingCompleted("golden", len(events) + 1, model_id, "a" * 64, acc, 10))
+    events.append(TrainingFailed("golden", len(events) + 1, "m5", "nan_loss"))
+    state = fold(events)
+    assert [m.model_id for m in state.leaders(3)] == ["m1", "m3", "m2"]
+    assert [m.model_id for m in state.leaders(10)] == ["m1", "m3", "m2", "m4"]  # as many as were trained
+    assert state.leaders(1) == [state.best]
+    assert fold(events[:6]).leaders(3) == []  # nothing trained yet
+
+
 def test_best_model_is_the_highest_validation_accuracy() -> None:
     start = verify_chain(golden())[0]
     assert isinstance(start, SearchStarted)

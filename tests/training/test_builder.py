@@ -11,7 +11,17 @@ from nas.architectures.graph import INPUT, Architecture, Layer
 from nas.architectures.initial import initial_mlp
 from nas.architectures.morphisms import plan_skip
 from nas.architectures.weights import init_weights, standardize
-from nas.training.builder import build_model, load_keras, predict, read_weights, save_keras
+from nas.training.builder import (
+    build_ensemble,
+    build_model,
+    load_ensemble,
+    load_keras,
+    predict,
+    predict_ensemble,
+    read_weights,
+    save_ensemble,
+    save_keras,
+)
 from tests.conftest import trained_like_weights
 
 
@@ -107,3 +117,33 @@ def test_the_normalization_layer_standardises_raw_features_and_survives_a_keras_
         for a, b in zip(arrays, back[layer_id], strict=True):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(predict(arch, back, x), predict(arch, weights, x), atol=1e-6)
+
+
+def test_an_ensemble_averages_its_members_and_survives_a_keras_file(small_cnn: Architecture, tmp_path: Path) -> None:
+    """Two members of one architecture and a deeper one: the saved ensemble predicts the mean of the members'
+    probabilities, gives back each member's exact weights by model id, and an ensemble of one is the model."""
+    rng = np.random.default_rng(3)
+    deeper, _ = plan_skip(small_cnn, rng, "concat_skip", src="conv2d_3", dst="conv2d_11").apply(small_cnn)
+    members = [
+        ("m4", small_cnn, trained_like_weights(small_cnn, rng)),
+        ("m2", deeper, trained_like_weights(deeper, rng)),
+        ("m7", small_cnn, trained_like_weights(small_cnn, rng)),
+    ]
+    x = rng.normal(size=(20, *small_cnn.input_shape)).astype("float32")
+    by_hand = np.mean([predict(arch, w, x) for _, arch, w in members], axis=0)
+    save_ensemble(members, tmp_path / "e.keras")
+    import keras
+
+    loaded = keras.saving.load_model(tmp_path / "e.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), by_hand, atol=1e-6)
+    np.testing.assert_allclose(predict_ensemble(members, x), by_hand, atol=1e-7)
+    back = load_ensemble(tmp_path / "e.keras", [(i, arch) for i, arch, _ in members])
+    for (_, _, weights), read in zip(members, back, strict=True):
+        assert read.keys() == weights.keys()
+        assert all(np.array_equal(a, b) for k in weights for a, b in zip(weights[k], read[k], strict=True))
+    one = build_ensemble(members[:1])
+    assert one.name == build_model(small_cnn).name and len(one.layers) == len(build_model(small_cnn).layers)
+    with pytest.raises(ValueError, match="does not hold the ensemble"):
+        load_ensemble(tmp_path / "e.keras", [("m4", small_cnn), ("m9", small_cnn)])
+    with pytest.raises(ValueError, match="at least one member"):
+        build_ensemble([])
