@@ -220,13 +220,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _register(args: argparse.Namespace) -> int:
-    """Register a search's best model in the MLflow Model Registry (idempotent)."""
+    """Register a search's best model, or the mean of its best few, in the MLflow Model Registry (idempotent)."""
     from nas.drivers.pipeline import register_best
 
-    version, created, name = register_best(_store(), args.name, args.model_name, args.alias)
+    version, created, name, ids = register_best(_store(), args.name, args.model_name, args.alias, args.ensemble)
     what = "registered as" if created else "already registered as"
     alias = f", alias {args.alias}" if args.alias else ""
-    print(f"the best model of search {args.name} is {what} {name} version {version}{alias}")
+    model = "the best model" if len(ids) == 1 else f"the mean of its {len(ids)} best models ({', '.join(ids)})"
+    print(f"{model} of search {args.name} is {what} {name} version {version}{alias}")
     print(f'load it: mlflow.pyfunc.load_model("models:/{name}{"@" + args.alias if args.alias else "/" + version}")')
     return 0
 
@@ -291,6 +292,13 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("name")
     register.add_argument("--model-name", help="registered model name (default: the search's name)")
     register.add_argument("--alias", default="champion", help="alias to point at the version ('' for none)")
+    register.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="K",
+        help="register the mean of the K best models' class probabilities (default 1: the best model alone)",
+    )
     register.set_defaults(run=_register)
     stage = sub.add_parser("stage", help="run one stage of the DVC pipeline (see dvc.yaml; dvc repro runs them all)")
     stage.add_argument("stage", choices=["prepare", "search", "evaluate", "register"])

@@ -377,15 +377,20 @@ def stage_register(params: Path, local: bool = False) -> None:
     print(f'load it: mlflow.pyfunc.load_model("models:/{name}@{ALIAS}")')
 
 
-def register_best(store: SearchStore, search: str, model_name: str | None, alias: str | None) -> tuple[str, bool, str]:
-    """Register the best model of ``search`` (as the search logged it) under ``model_name`` (default: the
-    search's name) with ``alias``; returns (version, created, registered name). Idempotent."""
+def register_best(
+    store: SearchStore, search: str, model_name: str | None, alias: str | None, ensemble: int = 1
+) -> tuple[str, bool, str, list[str]]:
+    """Register the best model of ``search`` (as the search logged it; with ``ensemble`` = k the mean of its k
+    best, as ``build_ensemble`` builds it) under ``model_name`` (default: the search's name) with ``alias``;
+    returns (version, created, registered name, the members). Idempotent."""
     from nas.architectures.weights import load_weights
     from nas.data import load_splits
     from nas.ledger.service import SearchService
-    from nas.tracking.registry import log_best_model, register
-    from nas.training.builder import build_model
+    from nas.tracking.registry import ensemble_digest, find_logged_model, log_best_model, log_keras_model, register
+    from nas.training.builder import build_ensemble, build_model
 
+    if ensemble < 1:
+        raise ValueError(f"--ensemble {ensemble} must be a positive integer (1: the best model alone)")
     runs = _mlflow_runs(store, search)
     service = SearchService(store.log(search))
     best = service.state.best
@@ -393,11 +398,31 @@ def register_best(store: SearchStore, search: str, model_name: str | None, alias
         raise ValueError(f"search {search!r} has no trained model with recorded weights to register")
     d = service.state.config["data"]
     splits = load_splits(d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"])
-    model = build_model(best.arch, load_weights(service.weights_file(best.model_id)))
-    logged = log_best_model(runs, best, model, splits.x_val[:5], splits.classes)
+    leaders = service.state.leaders(ensemble)
+    members = [(m.model_id, m.arch, load_weights(service.weights_file(m.model_id))) for m in leaders]
+    ids = [i for i, _, _ in members]
+    if len(members) == 1:
+        logged = log_best_model(runs, best, build_model(best.arch, members[0][2]), splits.x_val[:5], splits.classes)
+        digest = best.weights_sha256
+        description = f"{best.model_id} of search {search}: validation accuracy {best.val_accuracy:.4f}"
+    else:
+        digest = ensemble_digest([w for _, _, w in members])
+        description = f"{described_members(ids)} of search {search}, as searched"
+        tags = {
+            "nas.search_id": search,
+            "nas.model_id": best.model_id,
+            "nas.members": ",".join(ids),
+            "nas.weights_sha256": digest,
+            "nas.kind": "ensemble",
+            "mlflow.note.content": description,
+        }
+        logged = find_logged_model(runs, digest) or log_keras_model(
+            runs, f"{search}-mean-of-{len(ids)}", build_ensemble(members), splits.x_val[:5], tags,
+            {"val_accuracy": float(best.val_accuracy or 0)}, splits.classes,
+        )  # fmt: skip
     name = model_name or search
     version, created = register(
-        runs, service, best.model_id, logged, best.weights_sha256, name, alias or None,
-        description=f"{best.model_id} of search {search}: validation accuracy {best.val_accuracy:.4f}",
+        runs, service, best.model_id, logged, digest, name, alias or None, description=description,
+        members=ids if len(ids) > 1 else (),
     )  # fmt: skip
-    return version, created, name
+    return version, created, name, ids

@@ -88,23 +88,6 @@ def read_weights(model: keras.Model, arch: Architecture) -> dict[str, tuple[np.n
     return out
 
 
-def save_keras(arch: Architecture, weights: Weights, path: str | Path) -> keras.Model:
-    """Write ``arch`` with ``weights`` as a Keras ``.keras`` file (loadable with ``keras.saving.load_model``)."""
-    model = build_model(arch, weights)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return model
-
-
-def load_keras(path: str | Path, arch: Architecture) -> dict[str, tuple[np.ndarray, ...]]:
-    """The weights of the ``.keras`` file at ``path``, which must hold a model built from ``arch``."""
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable Keras model ({e}); run the stage that writes it again") from e
-    return read_weights(model, arch)
-
-
 # An ensemble's members: (model id, architecture, weights), best first.
 Member = tuple[str, Architecture, Weights]
 

@@ -221,7 +221,7 @@ def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp
     from nas.architectures.initial import initial_architecture
     from nas.data import load_splits, save_prepared
     from nas.drivers.pipeline import evaluate
-    from nas.training.builder import build_model, read_weights, save_keras
+    from nas.training.builder import build_model, read_weights, save_ensemble
 
     rng = np.random.default_rng(0)
     labels = np.arange(90) % 3
@@ -231,7 +231,7 @@ def test_evaluate_names_the_classes_of_a_named_table_in_its_confusion_matrix(tmp
     splits = load_splits(str(tmp_path / "named.npz"))
     save_prepared(splits, tmp_path / "prepared")
     arch = initial_architecture(splits.input_shape, splits.num_classes, dense_layers=1, units=8)
-    save_keras(arch, read_weights(build_model(arch), arch), tmp_path / "models" / "best.keras")
+    save_ensemble([("m1", arch, read_weights(build_model(arch), arch))], tmp_path / "models" / "best.keras")
     (tmp_path / "models" / "best.json").write_text(json.dumps({"architecture": arch.to_dict()}))
     folders = {k: tmp_path / k for k in ("prepared", "models", "metrics", "plots")}
     result = evaluate({"epochs": 0, "learning_rate": 0.001, "schedule": "cosine"}, 16, 0, **folders)

@@ -152,6 +152,40 @@ def test_nas_register_puts_the_best_model_in_the_registry_once(store: tuple[Path
     assert main(["audit", "b"]) == 0
 
 
+def test_nas_register_ensemble_registers_the_mean_of_the_best_models(store: tuple[Path, str], capsys) -> None:
+    """`nas register b --ensemble 2`: a version whose model, loaded through MLflow, predicts the mean of the two
+    best models' probabilities, tagged with its members; again, it finds that version; 0 is refused."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from nas.architectures.weights import load_weights
+    from nas.data import load_splits
+    from nas.training.builder import predict
+
+    _, uri = store
+    log = open_store(uri).log("b")
+    state = fold(log.read())
+    ids = [m.model_id for m in state.leaders(2)]
+    assert main(["register", "b", "--model-name", "digits-mean", "--ensemble", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"the mean of its 2 best models ({', '.join(ids)}) of search b is registered as digits-mean version 1" in out
+    assert main(["register", "b", "--model-name", "digits-mean", "--ensemble", "2"]) == 0
+    assert "already registered as digits-mean version 1" in capsys.readouterr().out
+    version = MlflowClient(uri).get_model_version_by_alias("digits-mean", "champion")
+    assert version.tags["nas.members"] == ",".join(ids) and version.tags["nas.model_id"] == ids[0]
+    d = state.config["data"]
+    splits = load_splits(d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"])
+    service = SearchService(log)
+    by_hand = np.mean(
+        [predict(state.models[i].arch, load_weights(service.weights_file(i)), splits.x_test) for i in ids], axis=0
+    )
+    mlflow.set_tracking_uri(uri)
+    loaded = np.asarray(mlflow.pyfunc.load_model("models:/digits-mean@champion").predict(splits.x_test))
+    np.testing.assert_allclose(loaded, by_hand, atol=1e-5)
+    assert main(["register", "b", "--model-name", "digits-mean", "--ensemble", "0"]) == 2
+    assert "--ensemble 0 must be a positive integer" in capsys.readouterr().err
+
+
 def _close_assistant(page: Any) -> None:
     """Close MLflow's assistant panel, if it is open, so the screenshots show the page."""
     panel = page.get_by_text("Ask questions about your experiments")

@@ -15,12 +15,10 @@ from nas.training.builder import (
     build_ensemble,
     build_model,
     load_ensemble,
-    load_keras,
     predict,
     predict_ensemble,
     read_weights,
     save_ensemble,
-    save_keras,
 )
 from tests.conftest import trained_like_weights
 
@@ -111,8 +109,8 @@ def test_the_normalization_layer_standardises_raw_features_and_survives_a_keras_
     np.testing.assert_allclose(z[:, :2].mean(axis=0), 0, atol=1e-3)
     np.testing.assert_allclose(z[:, :2].std(axis=0), 1, atol=1e-3)
     assert np.all(z[:, 2] == 0) and np.all(np.isfinite(np.asarray(inner(x + 5))))
-    save_keras(arch, weights, tmp_path / "m.keras")
-    back = load_keras(tmp_path / "m.keras", arch)
+    save_ensemble([("m1", arch, weights)], tmp_path / "m.keras")  # an ensemble of one: the plain model
+    (back,) = load_ensemble(tmp_path / "m.keras", [("m1", arch)])
     for layer_id, arrays in weights.items():
         for a, b in zip(arrays, back[layer_id], strict=True):
             np.testing.assert_array_equal(a, b)
