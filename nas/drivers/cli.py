@@ -221,13 +221,12 @@ def _report(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     """Register a search's best model, or the mean of its best few, in the MLflow Model Registry (idempotent)."""
-    from nas.drivers.pipeline import register_best
+    from nas.drivers.pipeline import described_members, register_best
 
     version, created, name, ids = register_best(_store(), args.name, args.model_name, args.alias, args.ensemble)
     what = "registered as" if created else "already registered as"
     alias = f", alias {args.alias}" if args.alias else ""
-    model = "the best model" if len(ids) == 1 else f"the mean of its {len(ids)} best models ({', '.join(ids)})"
-    print(f"{model} of search {args.name} is {what} {name} version {version}{alias}")
+    print(f"{described_members(ids)} of search {args.name} is {what} {name} version {version}{alias}")
     print(f'load it: mlflow.pyfunc.load_model("models:/{name}{"@" + args.alias if args.alias else "/" + version}")')
     return 0
 

@@ -324,32 +324,29 @@ def stage_register(params: Path, local: bool = False) -> None:
     from nas.drivers.config import load_pipeline
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
-    from nas.tracking.registry import ALIAS, ensemble_digest, find_logged_model, log_keras_model, register
-    from nas.training.builder import build_ensemble, load_ensemble
+    from nas.tracking.registry import ALIAS, log_ensemble, register
+    from nas.training.builder import load_ensemble
 
     name = load_pipeline(params)["register"]["model_name"]
     info, members = read_best()
     final = [(i, arch, w) for (i, arch), w in zip(members, load_ensemble(MODELS / "final.keras", members), strict=True)]
     ids = [i for i, _, _ in final]
     what = described_members(ids)
+    note = f"{what} of search {info['search']}, fine-tuned on train + validation"
     splits = prepared_data()
     test = json.loads((METRICS / "test.json").read_text())
     store = open_store()
     runs = _mlflow_runs(store, info["search"])
     service = SearchService(store.log(info["search"]))
-    digest = ensemble_digest([w for _, _, w in final])
-    tags = {
-        "nas.search_id": info["search"],
-        "nas.model_id": info["model_id"],
-        "nas.members": ",".join(ids),
-        "nas.weights_sha256": digest,
-        "nas.kind": "final",
-        "mlflow.note.content": f"{what} of search {info['search']}, fine-tuned on train + validation",
-    }
-    logged = find_logged_model(runs, digest) or log_keras_model(
-        runs, f"{info['search']}-final", build_ensemble(final), splits.x_test[:5], tags,
-        {"test_accuracy": float(test["test_accuracy"])}, splits.classes,
-    )  # fmt: skip
+    logged, digest = log_ensemble(
+        runs,
+        f"{info['search']}-final",
+        final,
+        splits.x_test[:5],
+        {"nas.kind": "final", "mlflow.note.content": note},
+        {"test_accuracy": float(test["test_accuracy"])},
+        splits.classes,
+    )
     version, created = register(
         runs,
         service,
@@ -386,8 +383,8 @@ def register_best(
     from nas.architectures.weights import load_weights
     from nas.data import load_splits
     from nas.ledger.service import SearchService
-    from nas.tracking.registry import ensemble_digest, find_logged_model, log_best_model, log_keras_model, register
-    from nas.training.builder import build_ensemble, build_model
+    from nas.tracking.registry import log_best_model, log_ensemble, register
+    from nas.training.builder import build_model
 
     if ensemble < 1:
         raise ValueError(f"--ensemble {ensemble} must be a positive integer (1: the best model alone)")
@@ -406,20 +403,16 @@ def register_best(
         digest = best.weights_sha256
         description = f"{best.model_id} of search {search}: validation accuracy {best.val_accuracy:.4f}"
     else:
-        digest = ensemble_digest([w for _, _, w in members])
         description = f"{described_members(ids)} of search {search}, as searched"
-        tags = {
-            "nas.search_id": search,
-            "nas.model_id": best.model_id,
-            "nas.members": ",".join(ids),
-            "nas.weights_sha256": digest,
-            "nas.kind": "ensemble",
-            "mlflow.note.content": description,
-        }
-        logged = find_logged_model(runs, digest) or log_keras_model(
-            runs, f"{search}-mean-of-{len(ids)}", build_ensemble(members), splits.x_val[:5], tags,
-            {"val_accuracy": float(best.val_accuracy or 0)}, splits.classes,
-        )  # fmt: skip
+        logged, digest = log_ensemble(
+            runs,
+            f"{search}-mean-of-{len(ids)}",
+            members,
+            splits.x_val[:5],
+            {"nas.kind": "ensemble", "mlflow.note.content": description},
+            {"val_accuracy": float(best.val_accuracy or 0)},
+            splits.classes,
+        )
     name = model_name or search
     version, created = register(
         runs, service, best.model_id, logged, digest, name, alias or None, description=description,

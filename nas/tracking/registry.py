@@ -3,6 +3,8 @@
 - ``log_best_model`` logs a Keras model (signature, input example) as a LoggedModel whose source is the
   search's parent run, tagged with the model, the training run that made it and the sha256 of its
   weights; the UI's "Register model" works on it. Logging the same weights again finds it instead.
+- ``log_ensemble`` does the same for the mean of a search's best few (or a fine-tuned final model), tagged
+  with its members.
 - ``register`` makes a LoggedModel a version of a registered model, points an alias at it and logs
   ``ModelRegistered``; registering the same weights again finds the version (its tag ``nas.weights_sha256``).
 - ``link_data`` tags the parent run with the Git commit and the data it read, and logs the training data
@@ -22,7 +24,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -32,6 +34,9 @@ from nas.data import Splits
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelRecord
 from nas.tracking.runs import SearchRuns
+
+if TYPE_CHECKING:  # keras loads only where a model is built
+    from nas.training.builder import Member
 
 ALIAS = "champion"
 
@@ -228,6 +233,36 @@ def log_best_model(
         {"val_accuracy": float(model.val_accuracy or 0)},
         classes,
     )
+
+
+def log_ensemble(
+    runs: SearchRuns,
+    name: str,
+    members: Sequence[Member],
+    example: np.ndarray,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    classes: Sequence[str] = (),
+) -> tuple[str, str]:
+    """The LoggedModel of the mean of ``members`` ((model id, architecture, weights), best first; one member is
+    the plain model), as ``nas.training.builder.build_ensemble`` builds it: logged now with ``tags`` (plus
+    ``nas.search_id``, ``nas.model_id`` of the best, ``nas.members`` and ``nas.weights_sha256``) and ``metrics``
+    unless these weights already were. Returns (its id, the weights' ``ensemble_digest``)."""
+    from nas.training.builder import build_ensemble
+
+    ids = [model_id for model_id, _, _ in members]
+    digest = ensemble_digest([weights for _, _, weights in members])
+    found = find_logged_model(runs, digest)
+    if found is not None:
+        return found, digest
+    tags = {
+        "nas.search_id": runs.search_id,
+        "nas.model_id": ids[0],
+        "nas.members": ",".join(ids),
+        "nas.weights_sha256": digest,
+        **tags,
+    }
+    return log_keras_model(runs, name, build_ensemble(list(members)), example, tags, metrics, classes), digest
 
 
 def register(
