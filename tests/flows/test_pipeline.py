@@ -94,8 +94,9 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     client = MlflowClient(uri)
     runs = len(client.search_runs([client.get_experiment_by_name("nas").experiment_id]))
 
-    again = _run(repo, env, "dvc", "repro")
-    assert "Data and pipelines are up to date" in again and "Running stage" not in again
+    again = _run(repo, env, "dvc", "repro")  # prepare reads the data again, the same bytes: nothing else runs
+    assert "Running stage 'prepare'" in again
+    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'prepare':"]
     assert len(client.search_runs([client.get_experiment_by_name("nas").experiment_id])) == runs
 
     # The champion predicts the test set with the accuracy the evaluate stage wrote; registering again adds nothing.
@@ -119,7 +120,7 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     (repo / "models" / "best.keras").unlink()
     _run(repo, env, "dvc", "pull")
     assert (repo / "models" / "best.keras").is_file()
-    assert "Data and pipelines are up to date" in _run(repo, env, "dvc", "status")
+    assert _run(repo, env, "dvc", "status").split() == ["prepare:", "always", "changed"]
 
     # Forced, on a fresh MLflow store (nothing to reuse): the same search, model and figures again.
     fresh = _env(f"sqlite:///{tmp_path / 'fresh.db'}")
@@ -133,11 +134,11 @@ def test_dvc_pipeline_runs_skips_reruns_registers_and_reproduces(tmp_path: Path)
     }
     assert _json(repo / "metrics/test.json") == test
 
-    # An experiment with one search param changed reruns the search and what follows, not prepare.
+    # An experiment with one search param changed reruns the search and what follows (prepare: the same data).
     _run(repo, env, "git", "add", "-A")
     _run(repo, env, "git", "commit", "-qm", "first run")
     out = _run(repo, env, "dvc", "exp", "run", "-S", "search.max_models=2")
-    assert "Stage 'prepare' didn't change, skipping" in out and "Running stage 'search'" in out
+    assert "Running stage 'search'" in out and "fingerprint" in out
     assert (
         _json(repo / "metrics/search.json")["models_trained"] + _json(repo / "metrics/search.json")["models_failed"]
         == 2
@@ -170,6 +171,35 @@ def _count_registered(uri: str, search: str) -> tuple[str, int]:
 
     events = open_store(uri).log(search).read()
     return ("ModelRegistered", sum(isinstance(e, ModelRegistered) for e in events))
+
+
+def _prepared_md5(repo: Path) -> str:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return next(o["md5"] for o in lock["stages"]["prepare"]["outs"] if o["path"] == "data/prepared")
+
+
+def test_dvc_repro_sees_the_users_data_change_in_place(tmp_path: Path) -> None:
+    """A user's table outside the repository, named by params.yaml: `dvc repro` reads it on every run; the same
+    bytes leave data/prepared (what the search stage depends on) as it was, new values under the same name
+    change it, so the search reruns."""
+    data = tmp_path / "elsewhere" / "table.npz"
+    data.parent.mkdir()
+    x, y = np.random.default_rng(0).normal(size=(90, 5)), np.arange(90) % 3
+    np.savez(data, x=x, y=y)
+    repo = _repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["dataset"] = str(data)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    _run(repo, env, "dvc", "repro", "prepare")
+    md5, fingerprint = _prepared_md5(repo), _json(repo / "data/prepared/fingerprint.json")["fingerprint"]
+    assert "Running stage 'prepare'" in _run(repo, env, "dvc", "repro", "prepare")  # read again ...
+    assert _prepared_md5(repo) == md5  # ... and found the same
+    x[0, 0] += 1.0
+    np.savez(data, x=x, y=y)  # edited in place: the same name, one new value
+    _run(repo, env, "dvc", "repro", "prepare")
+    assert _prepared_md5(repo) != md5
+    assert _json(repo / "data/prepared/fingerprint.json")["fingerprint"] != fingerprint
 
 
 def test_bad_data_stops_prepare_with_one_sentence_and_writes_nothing(
