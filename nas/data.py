@@ -1,12 +1,13 @@
 """Datasets: built-in ones read offline from installed packages, and the user's own.
 
 ``data.dataset`` names a built-in dataset (``mnist5k``, ``digits``, ``fashion_mnist``), a ``.npz``
-file with arrays ``x`` and ``y``, a folder of images with one sub-folder per class, or a folder
-already split by ``save_prepared`` (the DVC ``prepare`` stage's output). Images come
-as float32 in [0, 1] with shape (N, H, W, C), flat features as (N, D); labels as int64 from 0.
-Labels given as names (strings in a ``.npz``, sub-folders of an image folder) are numbered in sorted
-order, as scikit-learn's ``LabelEncoder`` does, and the names are kept (``Splits.classes``) so a
-trained model's outputs can be read back as names.
+file with arrays ``x`` and ``y``, a ``.csv`` table (numeric features, the label last), a folder of
+images with one sub-folder per class, or a folder already split by ``save_prepared`` (the DVC
+``prepare`` stage's output). Images come as float32 in [0, 1] with shape (N, H, W, C), flat features
+as (N, D); labels as int64 from 0. Labels given as names (strings in a ``.npz`` or ``.csv``,
+sub-folders of an image folder) are numbered in sorted order, as scikit-learn's ``LabelEncoder``
+does, and the names are kept (``Splits.classes``) so a trained model's outputs can be read back as
+names.
 Bad data is refused with one sentence before a search logs anything. Splits are stratified and
 fixed by a seed; the search never reads the test split.
 """
@@ -131,6 +132,52 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A user's table as comma-separated rows: numeric features, then the label in the last column (integers
+    0 to K-1 or class names). A first row with a feature field that is not a number is a header and is skipped.
+    ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if any(field.strip() for field in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} cannot be read as a CSV file ({e})") from e
+    header: list[str] = []
+    if lines and not all(_is_number(field) for field in lines[0][1][:-1]):
+        header = [field.strip() for field in lines.pop(0)[1]]
+    if not lines:
+        raise ValueError(f"{path} holds no rows of data")
+    width = len(header) or len(lines[0][1])
+    if width < 2:
+        raise ValueError(f"{path} has one column; it needs feature columns, then the label in the last one")
+    for n, row in lines:
+        if len(row) != width:
+            raise ValueError(f"{path} line {n} has {len(row)} fields where the first row has {width}")
+        for j, field in enumerate(row[:-1]):
+            if not _is_number(field):
+                column = f"column {header[j]!r}" if header else f"column {j + 1}"
+                problem = (
+                    "is empty; fill in or impute missing values"
+                    if not field.strip()
+                    else (f"is {field.strip()!r}, not a number; encode text features as numbers")
+                )
+                raise ValueError(f"{path} line {n}, {column} {problem} first")
+    x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
+    labels = [row[-1].strip() for _, row in lines]
+    if all(label.lstrip("-").isdigit() for label in labels):
+        return x, np.array([int(label) for label in labels], dtype=np.int64)
+    return x, np.array(labels)
+
+
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Images in ``path/<class name>/*`` and their class names (the sub-folders'); all of one size and mode."""
     from PIL import Image, UnidentifiedImageError
@@ -162,20 +209,20 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """All examples of a built-in dataset, a .npz file or an image folder; ValueError for anything else."""
+    """All examples of a built-in dataset, a .npz or .csv file or an image folder; ValueError for anything else."""
     loaders = {"mnist5k": load_mnist5k, "digits": load_digits, "fashion_mnist": load_fashion_mnist}
     if name in loaders:
         return loaders[name]()
     path = Path(name)
-    if path.suffix == ".npz":
+    if path.suffix.lower() in (".npz", ".csv"):
         if not path.is_file():
             raise ValueError(f"dataset file {name!r} does not exist")
-        return load_npz(path)
+        return load_npz(path) if path.suffix.lower() == ".npz" else load_csv(path)
     if path.is_dir():
         return load_image_folder(path)
     raise ValueError(
-        f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, "
-        "or a folder with one sub-folder of images per class"
+        f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, a .csv table "
+        "(numeric features, the label last) or a folder with one sub-folder of images per class"
     )
 
 

@@ -1,4 +1,4 @@
-"""Datasets: built-in, Fashion-MNIST's IDX files, user .npz and image folders; bad data is refused
+"""Datasets: built-in, Fashion-MNIST's IDX files, user .npz, .csv and image folders; bad data is refused
 with one sentence before anything is logged."""
 
 from __future__ import annotations
@@ -113,6 +113,13 @@ def test_bad_arrays_are_refused(x: np.ndarray, y: np.ndarray, message: str) -> N
         split("bad", x, y)
 
 
+def _write(name: str, content: str | bytes):
+    """A maker of file ``name`` holding ``content``."""
+    if isinstance(content, bytes):
+        return lambda p: (p / name).write_bytes(content)
+    return lambda p: (p / name).write_text(content)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -124,7 +131,14 @@ def test_bad_arrays_are_refused(x: np.ndarray, y: np.ndarray, message: str) -> N
             "class 2 has 2 examples; each class needs at least 3",
         ),
         (lambda p: np.savez(p / "d.npz", features=np.zeros((30, 4))), "needs one named 'x'"),
-        (lambda p: (p / "d.npz").write_bytes(b"not a zip"), "cannot be read as a .npz file"),
+        (_write("d.npz", b"not a zip"), "cannot be read as a .npz file"),
+        (_write("d.csv", "a,b,label\n1,2,x\n3,,y\n"), "d.csv line 3, column 'b' is empty; fill in or impute"),
+        (_write("d.csv", "1,2,0\n1,red,1\n"), "d.csv line 2, column 2 is 'red', not a number; encode text"),
+        (_write("d.csv", "1,2,0\n\n1,2\n"), "d.csv line 3 has 2 fields where the first row has 3"),
+        (_write("d.csv", "a,b,label\n"), "d.csv holds no rows of data"),
+        (_write("d.csv", "0\n1\n"), "d.csv has one column; it needs feature columns, then the label"),
+        (_write("d.csv", b"\xff\xfe\x00x"), "d.csv cannot be read as a CSV file"),
+        (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "the integers 0 to K-1"),
     ],
 )
 def test_bad_data_through_the_command_line_logs_nothing(
@@ -135,10 +149,30 @@ def test_bad_data_through_the_command_line_logs_nothing(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     make(tmp_path)
-    assert main(["search", "--set", f"data.dataset={tmp_path / 'd.npz'}", "--local"]) == 2
+    (data,) = [f for f in tmp_path.iterdir() if f.name.startswith("d.")]
+    assert main(["search", "--set", f"data.dataset={data}", "--local"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert mlflow_has_no_runs(uri)
+
+
+def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
+    """A .csv as a spreadsheet exports it: a header (a byte-order mark, quoted names, a blank line at the end)
+    and labels by name; or no header and numbered labels. Features are read as numbers, labels as given."""
+    rows = [(i * 0.5, -i, ["setosa", "versicolor", "virginica"][i % 3]) for i in range(30)]
+    text = '\ufeff"sepal, length",width,species\n' + "".join(f"{a},{b},{c}\n" for a, b, c in rows) + "\n"
+    (tmp_path / "named.csv").write_text(text, encoding="utf-8")
+    x, y = load(str(tmp_path / "named.csv"))
+    assert x.dtype == np.float32 and x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0]
+    assert y.tolist() == [c for _, _, c in rows]
+    splits = load_splits(str(tmp_path / "named.csv"))
+    assert splits.classes == ("setosa", "versicolor", "virginica") and splits.input_shape == (2,)
+    (tmp_path / "plain.csv").write_text("".join(f"{a},{b},{i % 3}\n" for i, (a, b, _) in enumerate(rows)))
+    x, y = load(str(tmp_path / "plain.csv"))
+    assert x.shape == (30, 2) and y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
+    assert load_splits(str(tmp_path / "plain.csv")).classes == ()
+    with pytest.raises(ValueError, match="does not exist"):
+        load(str(tmp_path / "missing.csv"))
 
 
 def test_prepared_folder_round_trips_byte_for_byte(tmp_path) -> None:

@@ -3,6 +3,7 @@ file and their own data, against the Prefect API and an MLflow store of their ow
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -73,9 +74,9 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     tmp_path: Path,
 ) -> None:
     """A user's own table (scikit-learn's breast cancer: 30 features from 0.001 to 4,000, unscaled, labels given
-    by name) as an .npz and a settings file written before train.min_steps and search.initial_units existed: the
-    search standardises inside the model, and the registered model, loaded back through MLflow, classifies raw
-    rows, its outputs named in its metadata."""
+    by name) as a .csv with a header, and a settings file written before train.min_steps and
+    search.initial_units existed: the search standardises inside the model, and the registered model, loaded
+    back through MLflow, classifies raw rows, its outputs named in its metadata."""
     import mlflow
     from sklearn.datasets import load_breast_cancer
 
@@ -85,12 +86,15 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     work.mkdir()
     table = load_breast_cancer()
     names = table.target_names[table.target]  # "malignant" (0 in scikit-learn) and "benign" (1)
-    np.savez(work / "cells.npz", x=table.data.astype(np.float32), y=names)
+    with (work / "cells.csv").open("w", newline="") as f:  # as a spreadsheet exports it: a header, names last
+        writer = csv.writer(f)
+        writer.writerow([*table.feature_names, "diagnosis"])
+        writer.writerows([*row, name] for row, name in zip(table.data.tolist(), names, strict=True))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     del params["train"]["min_steps"], params["search"]["initial_units"], params["search"]["initial_dense_layers"]
     del params["search"]["max_steps"], params["train"]["augment"], params["train"]["weight_decay"]
     params["search"].update(max_models=2, strategy="random")
-    params["data"]["dataset"] = "cells.npz"
+    params["data"]["dataset"] = "cells.csv"
     (work / "old.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = _nas(work, uri, "search", "--local", "--config", "old.yaml", "--name", "cells")
@@ -98,7 +102,7 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     registered = _nas(work, uri, "register", "cells", "--model-name", "cells-model")
     assert registered.returncode == 0, registered.stdout[-2000:] + registered.stderr[-2000:]
 
-    splits = load_splits(str(work / "cells.npz"))
+    splits = load_splits(str(work / "cells.csv"))
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/cells-model/1")
     probabilities = np.asarray(model.predict(splits.x_test))
