@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.story import FlowStory
 from flows.trainings import TRAINER_LIMIT, DeployedTrainings, TaskTrainings, data_of
-from nas.drivers.config import load, validate
+from nas.drivers.config import load, located, validate
 from nas.drivers.publish import Publisher
 from nas.drivers.runner import LeaseKeeper, RoundHooks, Trainings, env_seconds, open_search, process_holder, run_rounds
 from nas.ledger.log import ConcurrencyError
@@ -184,7 +184,7 @@ def nas_search(
                 "max_params": max_params,
             }
             sets = [f"{NAMED[k]}={v}" for k, v in given.items() if v is not None]
-            config = load(Path(config_path) if config_path else None, [*sets, *(overrides or [])])
+            config = located(load(Path(config_path) if config_path else None, [*sets, *(overrides or [])]))
     deployment = os.environ.get("NAS_TRAIN_DEPLOYMENT", "")
     trainings: Trainings = (
         DeployedTrainings(deployment, name, uri, env_seconds("NAS_TRAINING_LIVENESS_S", 30.0))

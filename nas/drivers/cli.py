@@ -90,11 +90,11 @@ def default_name(config: Mapping[str, Any]) -> str:
 
 def _search(args: argparse.Namespace) -> int:
     """Run a new search on the local MLflow store (or MLFLOW_TRACKING_URI)."""
-    from nas.drivers.config import load
+    from nas.drivers.config import load, located
     from nas.drivers.runner import check_new
     from nas.ledger.ports import check_search_name
 
-    config = load(Path(args.config) if args.config else None, args.set)
+    config = located(load(Path(args.config) if args.config else None, args.set))
     name = check_search_name(args.name or default_name(config))
     check_new(config)  # bad data or an initial network over the cap: refused before the store is touched
     if _store().exists(name):

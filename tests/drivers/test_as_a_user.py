@@ -99,7 +99,8 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = _nas(work, uri, "search", "--local", "--config", "old.yaml", "--name", "cells")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    registered = _nas(work, uri, "register", "cells", "--model-name", "cells-model")
+    # registered from another folder: the search logged where its data is, not the relative name it was given
+    registered = _nas(tmp_path, uri, "register", "cells", "--model-name", "cells-model")
     assert registered.returncode == 0, registered.stdout[-2000:] + registered.stderr[-2000:]
 
     splits = load_splits(str(work / "cells.csv"))

@@ -73,3 +73,24 @@ def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_say
     assert load(tmp_path / "old.yaml", [])["train"]["schedule"] == "cosine"
     assert load_pipeline(tmp_path / "old.yaml") == load_pipeline(shipped)  # and the same DVC stages after it
     assert load_pipeline(tmp_path / "old.yaml")["final"]["schedule"] == "cosine"
+
+
+def test_a_relative_data_path_is_logged_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`located`: a relative data path that exists from here becomes absolute (the search's settings then find the
+    data from any folder); a built-in name, an absolute path and a missing path are kept as given."""
+    from nas.drivers.config import load, located
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.csv").write_text("1,0\n")
+    (tmp_path / "digits").mkdir()  # a folder that shares a built-in's name does not replace it
+    root = Path(__file__).parents[2] / "params.yaml"
+    for given, logged in (
+        ("t.csv", str(tmp_path / "t.csv")),
+        ("./t.csv", str(tmp_path / "t.csv")),
+        (str(tmp_path / "t.csv"), str(tmp_path / "t.csv")),
+        ("digits", "digits"),
+        ("missing.csv", "missing.csv"),
+    ):
+        config = load(root, [f"data.dataset={given}"])
+        assert located(config)["data"]["dataset"] == logged
+        assert located(config)["search"] == config["search"] and config["data"]["dataset"] == given
