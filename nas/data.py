@@ -1,7 +1,7 @@
 """Datasets: built-in ones read offline from installed packages, and the user's own.
 
 ``data.dataset`` names a built-in dataset (``mnist5k``, ``digits``, ``fashion_mnist``), a ``.npz``
-file with arrays ``x`` and ``y``, a ``.csv`` table (numeric features, the label last), a folder of
+file with arrays ``x`` and ``y``, a ``.csv`` or ``.tsv`` table (numeric features, the label last), a folder of
 images with one sub-folder per class, or a folder already split by ``save_prepared`` (the DVC
 ``prepare`` stage's output). Images come as float32 in [0, 1] with shape (N, H, W, C), flat features
 as (N, D); labels as int64 from 0. Labels given as names (strings in a ``.npz`` or ``.csv``,
@@ -141,14 +141,20 @@ def _is_number(text: str) -> bool:
 
 
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A user's table as comma-separated rows: numeric features, then the label in the last column (integers
-    0 to K-1 or class names). A first row with a feature field that is not a number is a header and is skipped.
+    """A user's table as delimited rows: numeric features, then the label in the last column (integers 0 to K-1
+    or class names). The delimiter is the one of comma, semicolon, tab or bar the rows use consistently (comma
+    where none is). A first row with a feature field that is not a number is a header and is skipped.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            lines = [(n, row) for n, row in enumerate(csv.reader(f), 1) if any(field.strip() for field in row)]
+        text = path.read_text(encoding="utf-8-sig")
+        try:
+            dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
+        except csv.Error:  # one column, or no delimiter used consistently
+            dialect = csv.excel
+        rows = csv.reader(io.StringIO(text, newline=""), dialect)
+        lines = [(n, row) for n, row in enumerate(rows, 1) if any(field.strip() for field in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path} cannot be read as a CSV file ({e})") from e
     header: list[str] = []
@@ -165,11 +171,12 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         for j, field in enumerate(row[:-1]):
             if not _is_number(field):
                 column = f"column {header[j]!r}" if header else f"column {j + 1}"
-                problem = (
-                    "is empty; fill in or impute missing values"
-                    if not field.strip()
-                    else (f"is {field.strip()!r}, not a number; encode text features as numbers")
-                )
+                if not field.strip():
+                    problem = "is empty; fill in or impute missing values"
+                elif _is_number(field.replace(",", ".", 1)):
+                    problem = f"is {field.strip()!r}, a decimal comma; write decimals with a point"
+                else:
+                    problem = f"is {field.strip()!r}, not a number; encode text features as numbers"
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
     x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
@@ -214,15 +221,15 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     if name in loaders:
         return loaders[name]()
     path = Path(name)
-    if path.suffix.lower() in (".npz", ".csv"):
+    if path.suffix.lower() in (".npz", ".csv", ".tsv"):
         if not path.is_file():
             raise ValueError(f"dataset file {name!r} does not exist")
         return load_npz(path) if path.suffix.lower() == ".npz" else load_csv(path)
     if path.is_dir():
         return load_image_folder(path)
     raise ValueError(
-        f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, a .csv table "
-        "(numeric features, the label last) or a folder with one sub-folder of images per class"
+        f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, a .csv or .tsv "
+        "table (numeric features, the label last) or a folder with one sub-folder of images per class"
     )
 
 

@@ -135,6 +135,7 @@ def _write(name: str, content: str | bytes):
         (_write("d.csv", "a,b,label\n1,2,x\n3,,y\n"), "d.csv line 3, column 'b' is empty; fill in or impute"),
         (_write("d.csv", "1,2,0\n1,red,1\n"), "d.csv line 2, column 2 is 'red', not a number; encode text"),
         (_write("d.csv", "1,2,0\n\n1,2\n"), "d.csv line 3 has 2 fields where the first row has 3"),
+        (_write("d.csv", "a;b;label\n1,5;2;x\n"), "d.csv line 2, column 'a' is '1,5', a decimal comma; write"),
         (_write("d.csv", "a,b,label\n"), "d.csv holds no rows of data"),
         (_write("d.csv", "0\n1\n"), "d.csv has one column; it needs feature columns, then the label"),
         (_write("d.csv", b"\xff\xfe\x00x"), "d.csv cannot be read as a CSV file"),
@@ -158,7 +159,8 @@ def test_bad_data_through_the_command_line_logs_nothing(
 
 def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
     """A .csv as a spreadsheet exports it: a header (a byte-order mark, quoted names, a blank line at the end)
-    and labels by name; or no header and numbered labels. Features are read as numbers, labels as given."""
+    and labels by name; or no header and numbered labels; or separated by semicolons, tabs or bars. Features are
+    read as numbers, labels as given."""
     rows = [(i * 0.5, -i, ["setosa", "versicolor", "virginica"][i % 3]) for i in range(30)]
     text = '\ufeff"sepal, length",width,species\n' + "".join(f"{a},{b},{c}\n" for a, b, c in rows) + "\n"
     (tmp_path / "named.csv").write_text(text, encoding="utf-8")
@@ -171,6 +173,11 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
     x, y = load(str(tmp_path / "plain.csv"))
     assert x.shape == (30, 2) and y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
     assert load_splits(str(tmp_path / "plain.csv")).classes == ()
+    for sep, suffix in ((";", "csv"), ("\t", "tsv"), ("|", "csv")):  # as other locales and tools export tables
+        body = "".join(f"{a}{sep}{b}{sep}{c}\n" for a, b, c in rows)
+        (tmp_path / f"other.{suffix}").write_text(f"a{sep}b{sep}label\n{body}")
+        x, y = load(str(tmp_path / f"other.{suffix}"))
+        assert x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0] and y.tolist() == [c for _, _, c in rows]
     with pytest.raises(ValueError, match="does not exist"):
         load(str(tmp_path / "missing.csv"))
 
