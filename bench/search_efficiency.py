@@ -394,7 +394,7 @@ def main() -> None:
     from nas.drivers.runner import splits_for
 
     all_runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    started, commit = time.time(), code_commit()
+    commit = code_commit()
     sources = {d: str(official_fashion_mnist(tmp / d)) if d == "fashion_mnist_official" else d for d in args.datasets}
     # --set reaches the control too: its network is the initial network of our searches with those settings
     configs = {d: load(ROOT / "params.yaml", [f"data.dataset={sources[d]}", *args.set]) for d in args.datasets}
@@ -435,26 +435,29 @@ def main() -> None:
                 print(f"{dataset} seed {seed} {method:<12} models {1 if method == CONTROL else len(result['curve']):>3}  best val "
                       f"{best if best is None else round(best, 4)}  test {result['test_accuracy']}", flush=True)  # fmt: skip
         all_runs[dataset] = runs
-    write_results(all_runs, budgets, epochs, (time.time() - started) / 60, out)
+    write_results(all_runs, budgets, epochs, out)
 
 
 def write_results(
     all_runs: dict[str, dict[str, list[dict[str, Any]]]],
     budgets: dict[str, float],
     epochs: dict[str, int],
-    minutes: float | None,
     out: Path,
+    rebuilt: bool = False,
 ) -> None:
-    """The table (``out``.md), the runs (``out``.json) and the plot (``out``.png)."""
+    """The table (``out``.md), the runs (``out``.json) and the plot (``out``.png). The page's time is the runs'
+    own seconds summed (so a page resumed over several sittings, or ``rebuilt`` from the runs file, counts all)."""
     tables = {d: summarise(runs, budgets[d], TARGETS.get(d, 0.9)) for d, runs in all_runs.items()}
     seeds = max((len(r) for runs in all_runs.values() for r in runs.values()), default=0)
+    minutes = sum(r["seconds"] for runs in all_runs.values() for method in runs.values() for r in method) / 60
     plot(all_runs, budgets, out.with_suffix(".png"))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     lines = [
         "# Search efficiency against KerasTuner",
         "",
         f"Machine: {machine}. Run {time.strftime('%Y-%m-%d')}, "
-        + (f"{minutes:.0f} minutes in all. " if minutes is not None else "tables rebuilt from the per-run logs. ")
+        + f"{minutes:.0f} minutes of runs in all"
+        + (" (tables rebuilt from the per-run logs). " if rebuilt else ". ")
         + f"Up to {seeds} seed(s) per method; "
         "early stopping patience, batch size and learning rate from params.yaml for every method. "
         "Budgets (wall clock per run, no new model after it) and epochs per model: "
@@ -490,7 +493,7 @@ def from_runs(path: Path, budgets: dict[str, float], epochs: dict[str, int]) -> 
         r = json.loads(line)
         r["curve"] = [tuple(p) for p in r["curve"]]
         all_runs.setdefault(r["dataset"], {}).setdefault(r["method"], []).append(r)
-    write_results(all_runs, budgets, epochs, None, path.with_suffix("").with_suffix(""))
+    write_results(all_runs, budgets, epochs, path.with_suffix("").with_suffix(""), rebuilt=True)
 
 
 if __name__ == "__main__":
