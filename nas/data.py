@@ -143,7 +143,8 @@ def _is_number(text: str) -> bool:
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A user's table as delimited rows: numeric features, then the label in the last column (integers 0 to K-1
     or class names). The delimiter is the one of comma, semicolon, tab or bar the rows use consistently (comma
-    where none is). A first row with a feature field that is not a number is a header and is skipped.
+    where none is). A first row that names its columns is a header and is skipped: a feature field that is not a
+    number, or a label that is not a number where every other row's is.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
@@ -158,7 +159,15 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path} cannot be read as a CSV file ({e})") from e
     header: list[str] = []
-    if lines and not all(_is_number(field) for field in lines[0][1][:-1]):
+    if (
+        lines
+        and (
+            not all(_is_number(field) for field in lines[0][1][:-1])  # a named feature column
+            or (  # or numbered features (pandas names them 0, 1, ...) and a named label over numbered labels
+                len(lines) > 1 and not _is_number(lines[0][1][-1]) and all(_is_number(row[-1]) for _, row in lines[1:])
+            )
+        )
+    ):
         header = [field.strip() for field in lines.pop(0)[1]]
     if not lines:
         raise ValueError(f"{path} holds no rows of data")
@@ -180,8 +189,8 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
     x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
-    if all(label.lstrip("-").isdigit() for label in labels):
-        return x, np.array([int(label) for label in labels], dtype=np.int64)
+    if all(_is_number(label) and float(label).is_integer() for label in labels):  # 2 and 2.0 alike
+        return x, np.array([int(float(label)) for label in labels], dtype=np.int64)
     return x, np.array(labels)
 
 
@@ -216,7 +225,7 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """All examples of a built-in dataset, a .npz or .csv file or an image folder; ValueError for anything else."""
+    """All examples of a built-in dataset, a .npz, .csv or .tsv file or an image folder; ValueError otherwise."""
     loaders = {"mnist5k": load_mnist5k, "digits": load_digits, "fashion_mnist": load_fashion_mnist}
     if name in loaders:
         return loaders[name]()

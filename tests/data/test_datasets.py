@@ -173,6 +173,11 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
     x, y = load(str(tmp_path / "plain.csv"))
     assert x.shape == (30, 2) and y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
     assert load_splits(str(tmp_path / "plain.csv")).classes == ()
+    # pandas' header for unnamed features (0, 1) over a named label; labels written as floats are numbers
+    (tmp_path / "frame.csv").write_text("0,1,y\n" + "".join(f"{a},{b},{i % 3}.0\n" for i, (a, b, _) in enumerate(rows)))
+    x, y = load(str(tmp_path / "frame.csv"))
+    assert x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0]
+    assert y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
     for sep, suffix in ((";", "csv"), ("\t", "tsv"), ("|", "csv")):  # as other locales and tools export tables
         body = "".join(f"{a}{sep}{b}{sep}{c}\n" for a, b, c in rows)
         (tmp_path / f"other.{suffix}").write_text(f"a{sep}b{sep}label\n{body}")
