@@ -229,7 +229,7 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray]:
     loaders = {"mnist5k": load_mnist5k, "digits": load_digits, "fashion_mnist": load_fashion_mnist}
     if name in loaders:
         return loaders[name]()
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.suffix.lower() in (".npz", ".csv", ".tsv"):
         if not path.is_file():
             raise ValueError(f"dataset file {name!r} does not exist")
@@ -251,7 +251,7 @@ def source_of(name: str) -> str:
         return "sklearn.datasets.load_digits"
     if name == "fashion_mnist":
         return str(FASHION_MNIST_DIR)
-    return str(Path(name).resolve())
+    return str(Path(name).expanduser().resolve())
 
 
 def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float) -> None:
@@ -312,8 +312,8 @@ def split(
 
 def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
     """A dataset (see ``load``), checked and split; a prepared folder (see ``save_prepared``) is read as split."""
-    if is_prepared(Path(name)):
-        return load_prepared(Path(name))
+    if is_prepared(Path(name).expanduser()):
+        return load_prepared(Path(name).expanduser())
     x, y = load(name)
     return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 

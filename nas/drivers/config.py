@@ -178,16 +178,16 @@ def load(path: Path | None = None, overrides: Iterable[str] = ()) -> dict[str, A
 
 
 def located(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with a relative ``data.dataset`` path that exists from the working folder made absolute, so a
-    search's logged settings find its data from anywhere (``nas register`` or ``nas resume`` run from another
-    folder, a deployment's worker); a built-in name, an absolute path or a path that does not exist is kept as
-    given (the data check names it). The DVC stages keep ``data/prepared`` relative: their search names must
-    not depend on where the repository is."""
+    """``config`` with a relative (or ``~/``) ``data.dataset`` path that exists from the working folder made
+    absolute, so a search's logged settings find its data from anywhere (``nas register`` or ``nas resume`` run
+    from another folder, a deployment's worker); a built-in name, an absolute path or a path that does not exist
+    is kept as given (the data check names it). The DVC stages keep ``data/prepared`` relative: their search
+    names must not depend on where the repository is."""
     from nas.data import BUILTIN
 
     dataset = str(config["data"]["dataset"])
-    path = Path(dataset)
-    if dataset in BUILTIN or path.is_absolute() or not path.exists():
+    path = Path(dataset).expanduser()
+    if dataset in BUILTIN or Path(dataset).is_absolute() or not path.exists():
         return dict(config)
     return {**config, "data": {**config["data"], "dataset": str(path.resolve())}}
 

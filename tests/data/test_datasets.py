@@ -157,7 +157,7 @@ def test_bad_data_through_the_command_line_logs_nothing(
     assert mlflow_has_no_runs(uri)
 
 
-def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
+def test_user_csv_with_or_without_a_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A .csv as a spreadsheet exports it: a header (a byte-order mark, quoted names, a blank line at the end)
     and labels by name; or no header and numbered labels; or separated by semicolons, tabs or bars. Features are
     read as numbers, labels as given."""
@@ -185,6 +185,8 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path) -> None:
         assert x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0] and y.tolist() == [c for _, _, c in rows]
     with pytest.raises(ValueError, match="does not exist"):
         load(str(tmp_path / "missing.csv"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # a path from the home folder, as a settings file may write it
+    assert load_splits("~/plain.csv").x_train.shape[1] == 2
 
 
 def test_prepared_folder_round_trips_byte_for_byte(tmp_path) -> None:

@@ -76,17 +76,19 @@ def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_say
 
 
 def test_a_relative_data_path_is_logged_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`located`: a relative data path that exists from here becomes absolute (the search's settings then find the
+    """`located`: a relative (or ~/) data path that exists from here becomes absolute (the settings then find the
     data from any folder); a built-in name, an absolute path and a missing path are kept as given."""
     from nas.drivers.config import load, located
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "t.csv").write_text("1,0\n")
     (tmp_path / "digits").mkdir()  # a folder that shares a built-in's name does not replace it
     root = Path(__file__).parents[2] / "params.yaml"
     for given, logged in (
         ("t.csv", str(tmp_path / "t.csv")),
         ("./t.csv", str(tmp_path / "t.csv")),
+        ("~/t.csv", str(tmp_path / "t.csv")),
         (str(tmp_path / "t.csv"), str(tmp_path / "t.csv")),
         ("digits", "digits"),
         ("missing.csv", "missing.csv"),
