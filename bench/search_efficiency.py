@@ -449,7 +449,7 @@ def write_results(
     own seconds summed (so a page resumed over several sittings, or ``rebuilt`` from the runs file, counts all)."""
     tables = {d: summarise(runs, budgets[d], TARGETS.get(d, 0.9)) for d, runs in all_runs.items()}
     seeds = max((len(r) for runs in all_runs.values() for r in runs.values()), default=0)
-    minutes = sum(r["seconds"] for runs in all_runs.values() for method in runs.values() for r in method) / 60
+    minutes = sum(r.get("seconds", 0.0) for runs in all_runs.values() for method in runs.values() for r in method) / 60
     plot(all_runs, budgets, out.with_suffix(".png"))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     lines = [

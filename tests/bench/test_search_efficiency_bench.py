@@ -79,18 +79,20 @@ def test_the_median_curve_starts_when_every_seed_has_a_model_and_never_falls(ben
 
 def test_a_page_says_which_commit_each_run_ran(bench: ModuleType, tmp_path: Path) -> None:
     """A page gathered in sittings at different commits says so: each run records the commit it ran (a git
-    checkout's short hash here), and the page lists every commit with its runs, older runs as unrecorded."""
+    checkout's short hash here), and the page lists every commit with its runs, older runs as unrecorded; its
+    time is the runs' seconds summed."""
     import json
 
     commit = bench.code_commit()
     assert commit.removesuffix("-dirty").isalnum() and len(commit.removesuffix("-dirty")) >= 7
-    run = {"dataset": "digits", "method": "bayesian", "curve": [[5.0, 0.9, "m1"]], "test_accuracy": 0.9}
+    run = {"dataset": "digits", "method": "bayesian", "curve": [[5.0, 0.9, "m1"]], "test_accuracy": 0.9, "seconds": 600}
     rows = [{**run, "seed": 0, "commit": commit}, {**run, "seed": 1, "commit": "abc1234"}, {**run, "seed": 2}]
     runs_file = tmp_path / "page.runs.jsonl"
     runs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     bench.from_runs(runs_file, {"digits": 10.0}, {"digits": 1})
     page = (tmp_path / "page.md").read_text()
     assert f"Code: {commit} (1 run), abc1234 (1 run), unrecorded (1 run) (a commit each run recorded)." in page
+    assert "30 minutes of runs in all (tables rebuilt from the per-run logs)." in page  # the runs' own seconds
 
 
 def test_a_search_reports_its_best_model_and_the_ensemble_of_its_best_within_the_budget(
