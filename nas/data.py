@@ -312,8 +312,9 @@ def split(
 
 def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
     """A dataset (see ``load``), checked and split; a prepared folder (see ``save_prepared``) is read as split."""
-    if is_prepared(Path(name).expanduser()):
-        return load_prepared(Path(name).expanduser())
+    path = Path(name).expanduser()
+    if is_prepared(path):
+        return load_prepared(path)
     x, y = load(name)
     return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
 
