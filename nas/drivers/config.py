@@ -159,7 +159,11 @@ def _read(path: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
-        raise ValueError(f"settings file {str(path)!r} does not exist; pass --config PATH") from None
+        example = Path(__file__).resolve().parents[2] / DEFAULT_FILE  # the project's, where nas runs from a clone
+        copy_it = f", or copy {example} (every setting, explained) here" if example.is_file() else ""
+        raise ValueError(
+            f"settings file {str(path)!r} does not exist in {Path.cwd()}; pass --config PATH{copy_it}"
+        ) from None
     except yaml.YAMLError as e:
         raise ValueError(f"settings file {str(path)!r} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):

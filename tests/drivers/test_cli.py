@@ -27,7 +27,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
         (["--set", "oops"], "must look like group.key=value"),
-        (["--config", "missing.yaml"], "settings file 'missing.yaml' does not exist"),
+        (["--config", "missing.yaml"], "settings file 'missing.yaml' does not exist in "),
         (["--name", "bad name!"], "search name 'bad name!' is not allowed"),
         (["--local", "--set", "search.max_params=10"], "above search.max_params=10"),
     ],
@@ -96,3 +96,23 @@ def test_a_relative_data_path_is_logged_absolute(tmp_path: Path, monkeypatch: py
         config = load(root, [f"data.dataset={given}"])
         assert located(config)["data"]["dataset"] == logged
         assert located(config)["search"] == config["search"] and config["data"]["dataset"] == given
+
+
+def test_a_folder_without_settings_is_told_which_file_to_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str, capsys
+) -> None:
+    """`nas search` in a user's folder with no params.yaml names the folder and the project's params.yaml; that
+    file, copied there, is a complete settings file."""
+    from nas.drivers.config import load
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--local", "--set", "data.dataset=digits"]) == 2
+    err = capsys.readouterr().err
+    project = Path(__file__).parents[2].resolve() / "params.yaml"
+    assert err == (
+        f"nas: error: settings file 'params.yaml' does not exist in {tmp_path}; pass --config PATH, or copy "
+        f"{project} (every setting, explained) here\n"
+    )
+    assert mlflow_has_no_runs(mlflow_uri)
+    (tmp_path / "params.yaml").write_text(project.read_text())
+    assert load()["data"]["dataset"] == "mnist5k"
