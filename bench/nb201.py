@@ -2,8 +2,8 @@
 
 Each run starts from a random cell (fixed by the seed, the same for every strategy), proposes one
 cell at a time, and "trains" it by looking it up: the observed score is the validation accuracy of
-one of the table's 3 training seeds, drawn at random (so observations are noisy, as real ones are),
-and the cell's training time is charged to the budget. The run stops when the summed training time
+one of the table's 3 training seeds, drawn at random (so observations are noisy, as real ones are;
+a re-measurement draws a seed of that cell not drawn yet, as a real retraining uses a new seed), and the cell's training time is charged to the budget. The run stops when the summed training time
 exceeds the budget. A run's result is the mean (over the 3 seeds) validation accuracy of the cell it
 observed best (the highest mean of its observations, where it measured a cell more than once); the
 table has no test accuracy, so none is reported.
@@ -18,8 +18,8 @@ Strategies: this project's ``bayesian``, ``random`` (random walks from trained c
 (textbook regularised evolution: population 10, tournament 3, 10 random initial cells, one-edge
 mutations) and ``local`` (local search: query every one-edge neighbour of the current cell, move to
 the best if it beats the current one, else restart at a random cell). Every strategy but ``bayesian``
-queries a cell at most once; ``bayesian`` measures a leading cell again (a fresh draw of a training
-seed, one more query charged its training time) before it may lead: one lucky seed cannot win. Under
+queries a cell at most once; ``bayesian`` measures a leading cell again (another of its training
+seeds, one more query charged its training time) before it may lead: one lucky seed cannot win. Under
 the query budget it is told how many queries remain, and spends the last 10% of them re-measuring the
 best few cells while their confidence bands overlap the leader's (``BayesianProposer.remeasure``).
 
@@ -168,6 +168,17 @@ def make(strategy: str, space: CellSpace, **options: Any) -> Proposer:
     return make_proposer(strategy, space, **options)
 
 
+def measure(seeds: np.ndarray, drawn: list[int], rng: np.random.Generator) -> float:
+    """One measurement of a cell whose training seeds' accuracies are ``seeds``: one of the seeds not in
+    ``drawn`` (appended to it) at random, as a real retraining uses a new seed; once every seed is drawn, a new
+    round starts. A first measurement is ``seeds[rng.integers(len(seeds))]``."""
+    if len(drawn) == len(seeds):
+        drawn.clear()
+    unused = [i for i in range(len(seeds)) if i not in drawn]
+    drawn.append(unused[int(rng.integers(len(unused)))])
+    return float(seeds[drawn[-1]])
+
+
 def run(table: Table, strategy: str, seed: int, budget: float, queries: int | None = None, **options: Any) -> dict:
     """One simulated search, stopped once ``budget`` training seconds are spent or after exactly ``queries``
     queries; returns its trajectory and summary (``regret``: optimum minus the best observed cell's mean)."""
@@ -177,11 +188,11 @@ def run(table: Table, strategy: str, seed: int, budget: float, queries: int | No
     history, spent = History(remaining=queries), 0.0
     trajectory: list[tuple[float, float, float]] = []  # (spent, best observed cell's true mean, this cell's)
     measured: dict[str, list[float]] = {}  # each queried cell's observations (several where it was re-measured)
+    drawn: dict[str, list[int]] = {}  # each queried cell's training seeds drawn in its current round
     while (len(trajectory) < queries) if queries is not None else (spent < budget):
         (p,) = proposer.propose(history, 1, rng).proposals
         cell = p.point
-        seeds = table.val_acc[cell.key]  # most cells have 3 training seeds, a few fewer
-        observed = float(seeds[rng.integers(len(seeds))])  # a re-measurement draws again: another training
+        observed = measure(table.val_acc[cell.key], drawn.setdefault(cell.key, []), rng)
         spent += table.train_time[cell.key]
         measured.setdefault(cell.key, []).append(observed)
         leader = max(measured, key=lambda key: float(np.mean(measured[key])))  # the first observed on ties
@@ -401,7 +412,8 @@ def main() -> None:
         "",
         f"{written_by('nb201.py', seeds)} per strategy; each seed starts every strategy from the same random cell "
         "(REA's first initial cell, local search's first cell). Observations are the validation accuracy of one of the cell's training seeds drawn "
-        "at random (noisy, as real ones are); the tables carry no test accuracy.",
+        "at random (noisy, as real ones are); a re-measurement draws one of the cell's seeds not drawn yet, as a "
+        "real retraining uses a new seed. The tables carry no test accuracy.",
         "",
     ]
     count_lines, count_results = query_budget(args, seeds)

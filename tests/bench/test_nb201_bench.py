@@ -108,3 +108,20 @@ def test_the_target_line_shows_the_decimals_that_decide_it(nb201: ModuleType) ->
     assert line == "Target (half the best other method's mean regret, rea): 0.13; bayesian 0.12, met."
     assert nb201.target_line("rea", 0.2612, 0.1312).endswith("0.1306; bayesian 0.1312, not met.")  # 0.13 and 0.13
     assert nb201.target_line("rea", 0.2, 0.1).endswith("0.1000; bayesian 0.1000, met.")  # a true tie meets it
+
+
+def test_a_remeasurement_draws_a_training_seed_not_drawn_yet(nb201: ModuleType) -> None:
+    """A real retraining uses a new seed: a cell's n measurements draw each of its n seeds once, then a new
+    round starts; a first measurement is the draw every strategy has always made (their runs are unchanged)."""
+    seeds = np.array([71.0, 72.0, 73.0])
+    for s in range(20):
+        drawn: list[int] = []
+        first = nb201.measure(seeds, drawn, np.random.default_rng(s))
+        assert first == seeds[np.random.default_rng(s).integers(3)]
+        rng = np.random.default_rng(s)
+        drawn = []
+        rounds = [[nb201.measure(seeds, drawn, rng) for _ in range(3)] for _ in range(3)]
+        assert all(sorted(r) == [71.0, 72.0, 73.0] for r in rounds)
+    two: list[int] = []
+    rng = np.random.default_rng(0)
+    assert sorted(nb201.measure(np.array([1.0, 2.0]), two, rng) for _ in range(2)) == [1.0, 2.0]
