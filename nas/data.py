@@ -189,7 +189,13 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
     x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
-    if all(_is_number(label) and float(label).is_integer() for label in labels):  # 2 and 2.0 alike
+    if all(_is_number(label) for label in labels):
+        for (n, _), label in zip(lines, labels, strict=True):
+            if not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
+                raise ValueError(
+                    f"{path} line {n}: the label (last column) is {label!r}, a number that is not a class; nas "
+                    "search classifies, so give the integers 0 to K-1 or class names"
+                )
         return x, np.array([int(float(label)) for label in labels], dtype=np.int64)
     return x, np.array(labels)
 
