@@ -3,7 +3,8 @@
 Each run starts from a random cell (fixed by the seed, the same for every strategy), proposes one
 cell at a time, and "trains" it by looking it up: the observed score is the validation accuracy of
 one of the table's 3 training seeds, drawn at random (so observations are noisy, as real ones are;
-a re-measurement draws a seed of that cell not drawn yet, as a real retraining uses a new seed), and the cell's training time is charged to the budget. The run stops when the summed training time
+a re-measurement draws a seed of that cell not drawn yet, as a real retraining uses a new seed), and
+the cell's training time is charged to the budget. The run stops when the summed training time
 exceeds the budget. A run's result is the mean (over the 3 seeds) validation accuracy of the cell it
 observed best (the highest mean of its observations, where it measured a cell more than once); the
 table has no test accuracy, so none is reported.

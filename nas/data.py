@@ -189,6 +189,9 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
     x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
+    for (n, _), label in zip(lines, labels, strict=True):
+        if not label or label.lower() == "nan":
+            raise ValueError(f"{path} line {n}: the label (last column) is missing; drop unlabelled rows first")
     if all(_is_number(label) for label in labels):
         for (n, _), label in zip(lines, labels, strict=True):
             if not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement

@@ -154,13 +154,13 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     return out
 
 
-def _read(path: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
-    path = path or DEFAULT_FILE
+def _read(given: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
+    path = given or DEFAULT_FILE
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         example = Path(__file__).resolve().parents[2] / DEFAULT_FILE  # the project's, where nas runs from a clone
-        copy_it = f", or copy {example} (every setting, explained) here" if example.is_file() else ""
+        copy_it = f", or copy {example} (every setting, explained) here" if given is None and example.is_file() else ""
         raise ValueError(
             f"settings file {str(path)!r} does not exist in {Path.cwd()}; pass --config PATH{copy_it}"
         ) from None

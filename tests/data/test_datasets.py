@@ -140,6 +140,8 @@ def _write(name: str, content: str | bytes):
         (_write("d.csv", "0\n1\n"), "d.csv has one column; it needs feature columns, then the label"),
         (_write("d.csv", b"\xff\xfe\x00x"), "d.csv cannot be read as a CSV file"),
         (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "the integers 0 to K-1"),
+        (_write("d.csv", "a,label\n1,x\n2,\n"), "d.csv line 3: the label (last column) is missing; drop unlabelled"),
+        (_write("d.csv", "a,label\n1,0\n2,NaN\n"), "d.csv line 3: the label (last column) is missing"),
         (  # a regression target: a measurement, not a class
             _write("d.csv", "x,price\n" + "".join(f"{i},{10 + i * 0.37:.2f}\n" for i in range(30))),
             "d.csv line 3: the label (last column) is '10.37', a number that is not a class; nas search classifies",
