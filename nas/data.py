@@ -5,9 +5,9 @@ file with arrays ``x`` and ``y``, a ``.csv`` or ``.tsv`` table (numeric features
 images with one sub-folder per class, or a folder already split by ``save_prepared`` (the DVC
 ``prepare`` stage's output). Images come as float32 in [0, 1] with shape (N, H, W, C), flat features
 as (N, D); labels as int64 from 0. Labels given as names (strings in a ``.npz`` or ``.csv``,
-sub-folders of an image folder) are numbered in sorted order, as scikit-learn's ``LabelEncoder``
-does, and the names are kept (``Splits.classes``) so a trained model's outputs can be read back as
-names.
+sub-folders of an image folder) or as integer codes other than 0 to K-1 (1..3, -1 and 1) are numbered
+in sorted order, as scikit-learn's ``LabelEncoder`` does, and the names are kept (``Splits.classes``) so
+a trained model's outputs can be read back as names.
 Bad data is refused with one sentence before a search logs anything. Splits are stratified and
 fixed by a seed; the search never reads the test split.
 """
@@ -141,7 +141,7 @@ def _is_number(text: str) -> bool:
 
 
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A user's table as delimited rows: numeric features, then the label in the last column (integers 0 to K-1
+    """A user's table as delimited rows: numeric features, then the label in the last column (integers
     or class names). The delimiter is the one of comma, semicolon, tab or bar the rows use consistently (comma
     where none is). A first row that names its columns is a header and is skipped: a feature field that is not a
     number, or a label that is not a number where every other row's is.
@@ -197,7 +197,7 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
                 raise ValueError(
                     f"{path} line {n}: the label (last column) is {label!r}, a number that is not a class; nas "
-                    "search classifies, so give the integers 0 to K-1 or class names"
+                    "search classifies, so give class labels (integers or names)"
                 )
         return x, np.array([int(float(label)) for label in labels], dtype=np.int64)
     return x, np.array(labels)
@@ -263,8 +263,11 @@ def source_of(name: str) -> str:
     return str(Path(name).expanduser().resolve())
 
 
-def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float) -> None:
-    """ValueError, in one sentence, for data a search cannot use."""
+def check(
+    x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, classes: tuple[str, ...] = ()
+) -> None:
+    """ValueError, in one sentence, for data a search cannot use (labels numbered 0 to K-1; ``classes`` names
+    them in the messages where the data named them)."""
     if x.ndim not in (2, 4) or x.shape[0] == 0:
         raise ValueError(f"x has shape {x.shape}; it must be (N, features), (N, H, W) or (N, H, W, C) with N > 0")
     if y.ndim != 1 or len(y) != len(x):
@@ -283,8 +286,9 @@ def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: f
     counts = np.bincount(y.astype(np.int64))
     smallest = int(counts.argmin())
     if counts[smallest] < 3:
+        named = f"class {classes[smallest]!r}" if classes else f"class {smallest}"
         raise ValueError(
-            f"class {smallest} has {counts[smallest]} examples; each class needs at least 3 (train, validation, test)"
+            f"{named} has {counts[smallest]} examples; each class needs at least 3 (train, validation, test)"
         )
     for what, fraction in (("validation", val_fraction), ("test", test_fraction)):
         if round(len(y) * fraction) < len(labels):
@@ -294,11 +298,22 @@ def check(x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: f
             )
 
 
+def _integers_not_numbered(y: np.ndarray) -> bool:
+    """Whether ``y`` is one integer label per example (floats such as 2.0 too) but not the integers 0 to K-1."""
+    if y.ndim != 1 or len(y) == 0 or y.dtype.kind not in "iuf" or not np.all(np.isfinite(y)):
+        return False
+    if not np.all(y == np.round(y)):
+        return False
+    labels = np.unique(y)
+    return bool(labels.min() != 0 or labels.max() != len(labels) - 1)
+
+
 def split(
     name: str, x: np.ndarray, y: np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> Splits:
-    """Stratified train/val/test split fixed by ``seed``; labels given as names (strings, bytes or booleans) are
-    numbered in sorted order first, and their names kept in ``classes``."""
+    """Stratified train/val/test split fixed by ``seed``; labels given as names (strings, bytes or booleans) or
+    as integers other than 0 to K-1 (1..3, -1 and 1) are numbered in sorted order first, and their names kept in
+    ``classes``."""
     from sklearn.model_selection import train_test_split
 
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -310,7 +325,10 @@ def split(
     if y.dtype.kind in "USb" and y.ndim == 1:  # names (and booleans, as LabelEncoder takes them)
         names, y = np.unique(y, return_inverse=True)
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    check(x, y, val_fraction=val_fraction, test_fraction=test_fraction)
+    elif _integers_not_numbered(y):  # codes such as 1..3 or -1, 1: numbered in order, as LabelEncoder does
+        codes, y = np.unique(y, return_inverse=True)
+        classes = tuple(str(int(c)) for c in codes)
+    check(x, y, val_fraction=val_fraction, test_fraction=test_fraction, classes=classes)
     x, y = x.astype(np.float32), y.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(

@@ -100,17 +100,42 @@ def test_class_names_are_numbered_in_sorted_order_and_kept(tmp_path: Path) -> No
         (np.zeros((30, 4)), np.arange(29) % 3, "y has shape"),
         (np.full((30, 4), np.nan), np.arange(30) % 3, "NaN, infinite"),
         (np.zeros((30, 4)), (np.arange(30) % 3) + 0.5, "they must be integers"),
-        (np.zeros((30, 4)), (np.arange(30) % 3) + 1, "the integers 0 to K-1"),
         (np.zeros((30, 4)), np.zeros(30, int), "one class only"),
         (np.zeros((30, 4)), np.r_[np.zeros(28, int), 1, 1], "class 1 has 2 examples"),
+        (np.zeros((30, 4)), np.r_[np.full(28, 5), 9, 9], "class '9' has 2 examples"),  # codes name their class
         (np.zeros((12, 4)), np.arange(12) % 4, "validation split of 2 for 4 classes"),
     ],
 )
 def test_bad_arrays_are_refused(x: np.ndarray, y: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        check(x, y, val_fraction=0.2, test_fraction=0.2)
-    with pytest.raises(ValueError, match=message):
         split("bad", x, y)
+    if "'" not in message:  # check() reads labels numbered 0 to K-1, and names them by number
+        with pytest.raises(ValueError, match=message):
+            check(x, y, val_fraction=0.2, test_fraction=0.2)
+
+
+def test_check_wants_labels_numbered_from_0() -> None:
+    with pytest.raises(ValueError, match="the integers 0 to K-1"):
+        check(np.zeros((30, 4)), (np.arange(30) % 3) + 1, val_fraction=0.2, test_fraction=0.2)
+
+
+def test_integer_codes_are_numbered_in_order_and_named(tmp_path: Path) -> None:
+    """Labels 1..3 (a UCI table's), -1 and 1, or 10 and 2 are numbered in numeric order like LabelEncoder, their
+    codes kept as names; labels already 0 to K-1 (also as floats 0.0, 1.0) keep their numbers and have no names."""
+    x = np.arange(60, dtype=np.float32).reshape(30, 2)
+    for y, classes in (
+        ((np.arange(30) % 3) + 1, ("1", "2", "3")),
+        (np.where(np.arange(30) % 2 == 0, -1, 1), ("-1", "1")),
+        (np.where(np.arange(30) % 2 == 0, 10, 2), ("2", "10")),
+        ((np.arange(30) % 3 + 1).astype(float), ("1", "2", "3")),
+    ):
+        splits = split("codes", x, y, seed=0)
+        assert splits.classes == classes
+        index = (splits.x_train[:, 0] // 2).astype(int)
+        assert [splits.classes[i] for i in splits.y_train] == [str(int(v)) for v in y[index]]
+    assert split("numbered", x, (np.arange(30) % 3).astype(float)).classes == ()
+    (tmp_path / "uci.csv").write_text("".join(f"{i},{i % 3 + 1}\n" for i in range(30)))
+    assert load_splits(str(tmp_path / "uci.csv")).classes == ("1", "2", "3")
 
 
 def _write(name: str, content: str | bytes):
@@ -125,7 +150,6 @@ def _write(name: str, content: str | bytes):
     [
         (lambda p: np.savez(p / "d.npz", x=np.full((30, 4), np.inf), y=np.arange(30) % 3), "NaN, infinite"),
         (lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.zeros(30, int)), "one class only"),
-        (lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.arange(30) % 3 - 1), "the integers 0 to K-1"),
         (
             lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.r_[np.zeros(14, int), np.ones(14, int), 2, 2]),
             "class 2 has 2 examples; each class needs at least 3",
@@ -139,7 +163,7 @@ def _write(name: str, content: str | bytes):
         (_write("d.csv", "a,b,label\n"), "d.csv holds no rows of data"),
         (_write("d.csv", "0\n1\n"), "d.csv has one column; it needs feature columns, then the label"),
         (_write("d.csv", b"\xff\xfe\x00x"), "d.csv cannot be read as a CSV file"),
-        (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "the integers 0 to K-1"),
+        (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "class '-1' has 1 examples"),
         (_write("d.csv", "a,label\n1,x\n2,\n"), "d.csv line 3: the label (last column) is missing; drop unlabelled"),
         (_write("d.csv", "a,label\n1,0\n2,NaN\n"), "d.csv line 3: the label (last column) is missing"),
         (  # a regression target: a measurement, not a class
