@@ -189,16 +189,16 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
     x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
+    numbers = all(_is_number(label) for label in labels)
     for (n, _), label in zip(lines, labels, strict=True):
         if not label or label.lower() == "nan":
             raise ValueError(f"{path} line {n}: the label (last column) is missing; drop unlabelled rows first")
-    if all(_is_number(label) for label in labels):
-        for (n, _), label in zip(lines, labels, strict=True):
-            if not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
-                raise ValueError(
-                    f"{path} line {n}: the label (last column) is {label!r}, a number that is not a class; nas "
-                    "search classifies, so give class labels (integers or names)"
-                )
+        if numbers and not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
+            raise ValueError(
+                f"{path} line {n}: the label (last column) is {label!r}, a number that is not a class; nas "
+                "search classifies, so give class labels (integers or names)"
+            )
+    if numbers:
         return x, np.array([int(float(label)) for label in labels], dtype=np.int64)
     return x, np.array(labels)
 
@@ -263,6 +263,13 @@ def source_of(name: str) -> str:
     return str(Path(name).expanduser().resolve())
 
 
+def _whole_numbers(y: np.ndarray) -> bool:
+    """Whether ``y`` holds integers, or floats that are all finite whole numbers (2.0)."""
+    if np.issubdtype(y.dtype, np.integer):
+        return True
+    return bool(np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+
+
 def check(
     x: np.ndarray, y: np.ndarray, *, val_fraction: float, test_fraction: float, classes: tuple[str, ...] = ()
 ) -> None:
@@ -274,7 +281,7 @@ def check(
         raise ValueError(f"y has shape {y.shape} for {len(x)} examples; it must be one label per example")
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN, infinite or non-numeric values; clean or impute them first")
-    if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+    if not _whole_numbers(y):
         raise ValueError(
             f"labels are {y.dtype} values such as {y[0]!r}; they must be integers 0, 1, 2, ... or class names (strings)"
         )
@@ -298,16 +305,6 @@ def check(
             )
 
 
-def _integers_not_numbered(y: np.ndarray) -> bool:
-    """Whether ``y`` is one integer label per example (floats such as 2.0 too) but not the integers 0 to K-1."""
-    if y.ndim != 1 or len(y) == 0 or y.dtype.kind not in "iuf" or not np.all(np.isfinite(y)):
-        return False
-    if not np.all(y == np.round(y)):
-        return False
-    labels = np.unique(y)
-    return bool(labels.min() != 0 or labels.max() != len(labels) - 1)
-
-
 def split(
     name: str, x: np.ndarray, y: np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> Splits:
@@ -325,9 +322,10 @@ def split(
     if y.dtype.kind in "USb" and y.ndim == 1:  # names (and booleans, as LabelEncoder takes them)
         names, y = np.unique(y, return_inverse=True)
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    elif _integers_not_numbered(y):  # codes such as 1..3 or -1, 1: numbered in order, as LabelEncoder does
-        codes, y = np.unique(y, return_inverse=True)
-        classes = tuple(str(int(c)) for c in codes)
+    elif y.ndim == 1 and _whole_numbers(y):
+        codes, numbered = np.unique(y, return_inverse=True)
+        if not np.array_equal(codes, np.arange(len(codes))):  # codes such as 1..3 or -1, 1, as LabelEncoder takes
+            y, classes = numbered, tuple(str(int(c)) for c in codes)
     check(x, y, val_fraction=val_fraction, test_fraction=test_fraction, classes=classes)
     x, y = x.astype(np.float32), y.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=test_fraction, stratify=y, random_state=seed)
