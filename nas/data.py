@@ -294,9 +294,15 @@ def check(
     smallest = int(counts.argmin())
     if counts[smallest] < 3:
         named = f"class {classes[smallest]!r}" if classes else f"class {smallest}"
-        raise ValueError(
-            f"{named} has {counts[smallest]} examples; each class needs at least 3 (train, validation, test)"
+        rare = int(np.sum(counts < 3))
+        hint = (
+            f"; {rare} of the {len(labels)} classes have fewer than 3, so the label looks like a measurement or an "
+            "identifier, not a class (nas search classifies)"
+            if rare * 2 > len(labels)
+            else ""
         )
+        examples = f"{counts[smallest]} example{'s' if counts[smallest] != 1 else ''}"
+        raise ValueError(f"{named} has {examples}; each class needs at least 3 (train, validation, test){hint}")
     for what, fraction in (("validation", val_fraction), ("test", test_fraction)):
         if round(len(y) * fraction) < len(labels):
             raise ValueError(

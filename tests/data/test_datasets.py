@@ -163,12 +163,18 @@ def _write(name: str, content: str | bytes):
         (_write("d.csv", "a,b,label\n"), "d.csv holds no rows of data"),
         (_write("d.csv", "0\n1\n"), "d.csv has one column; it needs feature columns, then the label"),
         (_write("d.csv", b"\xff\xfe\x00x"), "d.csv cannot be read as a CSV file"),
-        (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "class '-1' has 1 examples"),
+        (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "class '-1' has 1 example;"),
         (_write("d.csv", "a,label\n1,x\n2,\n"), "d.csv line 3: the label (last column) is missing; drop unlabelled"),
         (_write("d.csv", "a,label\n1,0\n2,NaN\n"), "d.csv line 3: the label (last column) is missing"),
         (  # a regression target: a measurement, not a class
             _write("d.csv", "x,price\n" + "".join(f"{i},{10 + i * 0.37:.2f}\n" for i in range(30))),
             "d.csv line 3: the label (last column) is '10.37', a number that is not a class; nas search classifies",
+        ),
+        (  # a count or a measurement in whole numbers: most "classes" are seen once or twice
+            _write("d.csv", "x,days\n" + "".join(f"{i},{25 + (i * 7) % 23}\n" for i in range(40))),
+            "class '27' has 1 example; each class needs at least 3 (train, validation, test); 23 of the 23 classes "
+            "have fewer than 3, so the label looks like a measurement or an identifier, not a class (nas search "
+            "classifies)",
         ),
     ],
 )
