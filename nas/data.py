@@ -144,7 +144,8 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A user's table as delimited rows: numeric features, then the label in the last column (integers
     or class names). The delimiter is the one of comma, semicolon, tab or bar the rows use consistently (comma
     where none is). A first row that names its columns is a header and is skipped: a feature field that is not a
-    number, or a label that is not a number where every other row's is.
+    number, or a label that is not a number where every other row's is. An unnamed first column of distinct
+    values under a header is a row index (pandas' ``to_csv``, R's ``write.csv``) and is not read.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
@@ -171,6 +172,10 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         header = [field.strip() for field in lines.pop(0)[1]]
     if not lines:
         raise ValueError(f"{path} holds no rows of data")
+    if header and not header[0] and len({row[0].strip() for _, row in lines if row}) == len(lines):
+        # an unnamed first column of distinct values is the row index pandas' to_csv and R's write.csv write
+        header = header[1:]
+        lines = [(n, row[1:]) for n, row in lines]
     width = len(header) or len(lines[0][1])
     if width < 2:
         raise ValueError(f"{path} has one column; it needs feature columns, then the label in the last one")
