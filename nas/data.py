@@ -140,12 +140,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
+_BOOLEANS = {"false": 0.0, "true": 1.0}  # as pandas writes a boolean column
+
+
+def _feature(text: str) -> float | None:
+    """A CSV field as a feature value: a number, or True/False (any case) as 1/0; None for anything else."""
+    try:
+        return float(text)
+    except ValueError:
+        return _BOOLEANS.get(text.strip().lower())
+
+
 def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A user's table as delimited rows: numeric features, then the label in the last column (integers
-    or class names). The delimiter is the one of comma, semicolon, tab or bar the rows use consistently (comma
-    where none is). A first row that names its columns is a header and is skipped: a feature field that is not a
-    number, or a label that is not a number where every other row's is. An unnamed first column of distinct
-    values under a header is a row index (pandas' ``to_csv``, R's ``write.csv``) and is not read.
+    """A user's table as delimited rows: numeric features (True and False, any case, read as 1 and 0), then
+    the label in the last column (integers or class names). The delimiter is the one of comma, semicolon, tab or
+    bar the rows use consistently (comma where none is). A first row that names its columns is a header and is
+    skipped: a feature field that is not a number, or a label that is not a number where every other row's is.
+    An unnamed first column of distinct values under a header is a row index (pandas' ``to_csv``, R's
+    ``write.csv``) and is not read.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
@@ -163,7 +175,7 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if (
         lines
         and (
-            not all(_is_number(field) for field in lines[0][1][:-1])  # a named feature column
+            any(_feature(field) is None for field in lines[0][1][:-1])  # a named feature column
             or (  # or numbered features (pandas names them 0, 1, ...) and a named label over numbered labels
                 len(lines) > 1 and not _is_number(lines[0][1][-1]) and all(_is_number(row[-1]) for _, row in lines[1:])
             )
@@ -179,11 +191,13 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     width = len(header) or len(lines[0][1])
     if width < 2:
         raise ValueError(f"{path} has one column; it needs feature columns, then the label in the last one")
+    values: list[list[float | None]] = []
     for n, row in lines:
         if len(row) != width:
             raise ValueError(f"{path} line {n} has {len(row)} fields where the first row has {width}")
+        values.append([_feature(field) for field in row[:-1]])
         for j, field in enumerate(row[:-1]):
-            if not _is_number(field):
+            if values[-1][j] is None:
                 column = f"column {header[j]!r}" if header else f"column {j + 1}"
                 if not field.strip():
                     problem = "is empty; fill in or impute missing values"
@@ -192,7 +206,7 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 else:
                     problem = f"is {field.strip()!r}, not a number; encode text features as numbers"
                 raise ValueError(f"{path} line {n}, {column} {problem} first")
-    x = np.array([row[:-1] for _, row in lines], dtype=np.float32)
+    x = np.array(values, dtype=np.float32)
     labels = [row[-1].strip() for _, row in lines]
     numbers = all(_is_number(label) for label in labels)
     for (n, _), label in zip(lines, labels, strict=True):

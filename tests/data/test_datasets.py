@@ -225,22 +225,32 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path, monkeypatch: pytest.M
     assert load_splits("~/plain.csv").x_train.shape[1] == 2
 
 
-def test_a_row_index_written_by_pandas_or_r_is_not_a_feature(tmp_path: Path) -> None:
+def test_a_frame_written_by_pandas_or_r_reads_as_it_was(tmp_path: Path) -> None:
     """``DataFrame.to_csv`` writes the index as an unnamed first column (0, 1, 2, ... or, after a shuffle, any
     distinct labels), R's ``write.csv`` its row names under ""; neither is read as a feature (on data sorted by
-    class it would give the class away)."""
+    class it would give the class away). A boolean column (True, False; R's TRUE, FALSE) is read as 1 and 0."""
     import pandas as pd
 
-    frame = pd.DataFrame({"a": np.arange(30) * 0.5, "b": -np.arange(30.0), "species": ["x", "y", "z"] * 10})
+    frame = pd.DataFrame(
+        {
+            "a": np.arange(30) * 0.5,
+            "flag": np.arange(30) % 4 == 0,
+            "b": -np.arange(30.0),
+            "species": ["x", "y", "z"] * 10,
+        }
+    )
     frame.to_csv(tmp_path / "indexed.csv")  # pandas' default: index=True
     frame.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv")
-    rows = "".join(f'"{i + 1}",{a},{b},"{c}"\n' for i, (a, b, c) in enumerate(frame.itertuples(index=False)))
-    (tmp_path / "r.csv").write_text('"","a","b","species"\n' + rows)
+    rows = "".join(
+        f'"{i + 1}",{a},{str(f).upper()},{b},"{c}"\n' for i, (a, f, b, c) in enumerate(frame.itertuples(index=False))
+    )
+    (tmp_path / "r.csv").write_text('"","a","flag","b","species"\n' + rows)
+    expected = frame[["a", "flag", "b"]].to_numpy(np.float32).tolist()
     for name in ("indexed.csv", "shuffled.csv", "r.csv"):
         x, y = load(str(tmp_path / name))
-        assert x.shape == (30, 2), name
+        assert x.shape == (30, 3), name
         order = np.argsort(x[:, 0])  # the shuffled file's rows in the frame's order
-        assert x[order].tolist() == frame[["a", "b"]].to_numpy(np.float32).tolist(), name
+        assert x[order].tolist() == expected, name
         assert y[order].tolist() == frame["species"].tolist(), name
     (tmp_path / "named.csv").write_text("id,a,label\n" + "".join(f"{i},{i * 2},{i % 3}\n" for i in range(30)))
     assert load(str(tmp_path / "named.csv"))[0].shape == (30, 2)  # a named column is a feature, index or not
