@@ -156,8 +156,8 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     the label in the last column (integers or class names). The delimiter is the one of comma, semicolon, tab or
     bar the rows use consistently (comma where none is). A first row that names its columns is a header and is
     skipped: a feature field that is not a number, or a label that is not a number where every other row's is.
-    An unnamed first column of distinct values under a header is a row index (pandas' ``to_csv``, R's
-    ``write.csv``) and is not read.
+    An unnamed first column under a header that names the other columns is a row index (pandas' ``to_csv``,
+    R's ``write.csv``) and is not read.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
@@ -172,20 +172,18 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path} cannot be read as a CSV file ({e})") from e
     header: list[str] = []
-    if (
-        lines
-        and (
-            any(_feature(field) is None for field in lines[0][1][:-1])  # a named feature column
-            or (  # or numbered features (pandas names them 0, 1, ...) and a named label over numbered labels
-                len(lines) > 1 and not _is_number(lines[0][1][-1]) and all(_is_number(row[-1]) for _, row in lines[1:])
-            )
-        )
-    ):
+    first = lines[0][1] if lines else []
+    named = any(_feature(field) is None for field in first[1:-1])  # a feature column named, the first aside
+    numbered = (  # numbered features (pandas names them 0, 1, ...) and a named label over numbered labels
+        len(lines) > 1 and not _is_number(first[-1]) and all(_is_number(row[-1]) for _, row in lines[1:])
+    )
+    if named or numbered or (len(first) > 1 and first[0].strip() and _feature(first[0]) is None):
         header = [field.strip() for field in lines.pop(0)[1]]
     if not lines:
         raise ValueError(f"{path} holds no rows of data")
-    if header and not header[0] and len({row[0].strip() for _, row in lines if row}) == len(lines):
-        # an unnamed first column of distinct values is the row index pandas' to_csv and R's write.csv write
+    if header and not header[0] and (named or numbered):
+        # an unnamed first column under a header that names the others: the row index pandas' to_csv (index=True,
+        # its default) and R's write.csv write
         header = header[1:]
         lines = [(n, row[1:]) for n, row in lines]
     width = len(header) or len(lines[0][1])

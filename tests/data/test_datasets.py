@@ -158,6 +158,7 @@ def _write(name: str, content: str | bytes):
         (_write("d.npz", b"not a zip"), "cannot be read as a .npz file"),
         (_write("d.csv", "a,b,label\n1,2,x\n3,,y\n"), "d.csv line 3, column 'b' is empty; fill in or impute"),
         (_write("d.csv", "1,2,0\n1,red,1\n"), "d.csv line 2, column 2 is 'red', not a number; encode text"),
+        (_write("d.csv", ",2,0\n1,2,1\n"), "d.csv line 1, column 1 is empty; fill in"),  # data, not a header
         (_write("d.csv", "1,2,0\n\n1,2\n"), "d.csv line 3 has 2 fields where the first row has 3"),
         (_write("d.csv", "a;b;label\n1,5;2;x\n"), "d.csv line 2, column 'a' is '1,5', a decimal comma; write"),
         (_write("d.csv", "a,b,label\n"), "d.csv holds no rows of data"),
@@ -226,8 +227,8 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_frame_written_by_pandas_or_r_reads_as_it_was(tmp_path: Path) -> None:
-    """``DataFrame.to_csv`` writes the index as an unnamed first column (0, 1, 2, ... or, after a shuffle, any
-    distinct labels), R's ``write.csv`` its row names under ""; neither is read as a feature (on data sorted by
+    """``DataFrame.to_csv`` writes the index as an unnamed first column (0, 1, 2, ..., or whatever a shuffle or a
+    concatenation left), R's ``write.csv`` its row names under ""; neither is read as a feature (on data sorted by
     class it would give the class away). A boolean column (True, False; R's TRUE, FALSE) is read as 1 and 0."""
     import pandas as pd
 
@@ -241,12 +242,13 @@ def test_a_frame_written_by_pandas_or_r_reads_as_it_was(tmp_path: Path) -> None:
     )
     frame.to_csv(tmp_path / "indexed.csv")  # pandas' default: index=True
     frame.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv")
+    pd.concat([frame[:15], frame[15:].reset_index(drop=True)]).to_csv(tmp_path / "joined.csv")  # index 0..14 twice
     rows = "".join(
         f'"{i + 1}",{a},{str(f).upper()},{b},"{c}"\n' for i, (a, f, b, c) in enumerate(frame.itertuples(index=False))
     )
     (tmp_path / "r.csv").write_text('"","a","flag","b","species"\n' + rows)
     expected = frame[["a", "flag", "b"]].to_numpy(np.float32).tolist()
-    for name in ("indexed.csv", "shuffled.csv", "r.csv"):
+    for name in ("indexed.csv", "shuffled.csv", "joined.csv", "r.csv"):
         x, y = load(str(tmp_path / name))
         assert x.shape == (30, 3), name
         order = np.argsort(x[:, 0])  # the shuffled file's rows in the frame's order
