@@ -20,7 +20,8 @@ Strategies: this project's ``bayesian``, ``random`` (random walks from trained c
 mutations) and ``local`` (local search: query every one-edge neighbour of the current cell, move to
 the best if it beats the current one, else restart at a random cell). Every strategy but ``bayesian``
 queries a cell at most once; ``bayesian`` measures a leading cell again (another of its training
-seeds, one more query charged its training time) before it may lead: one lucky seed cannot win. Under
+seeds, one more query charged its training time) before it may lead, unless it leads the runner-up by
+more than twice the measurement noise of their difference: one lucky seed cannot win. Under
 the query budget it is told how many queries remain, and spends the last 10% of them re-measuring the
 best few cells while their confidence bands overlap the leader's (``BayesianProposer.remeasure``).
 

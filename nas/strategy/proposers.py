@@ -41,6 +41,7 @@ from nas.strategy.targets import Targets
 STRATEGIES = ("bayesian", "random", "evolution")
 CONTENDERS = 5  # the best points, by mean score, that the end of a counted budget tells apart
 MAX_MEASUREMENTS = 6  # a point is measured at most this often while they are told apart
+CLEAR_LEAD = 2.0  # a new leader ahead of the runner-up by more than this many noise deviations is not confirmed
 
 
 @dataclass(frozen=True)
@@ -299,11 +300,13 @@ class BayesianProposer:
     def remeasure(self, history: History) -> Observation | None:
         """In a ``remeasurable`` space, the point to measure again before anything new (its latest observation),
         or None. First the point of highest mean score (the first observed on ties) while it has fewer than
-        ``confirm`` measurements; then, in the last ``identify`` share of a counted budget, the least-measured
-        (highest mean on ties) of the ``CONTENDERS`` best points whose band, mean + sigma / sqrt(n), reaches the
-        leader's mean - sigma / sqrt(n), where there is such a rival: sigma is the measurement noise pooled over
-        the points measured more than once (at least 2 degrees of freedom), and a point is measured at most
-        ``MAX_MEASUREMENTS`` times. A pending point is never proposed again."""
+        ``confirm`` measurements, unless its lead over the runner-up is clear: more than ``CLEAR_LEAD`` times
+        sigma * sqrt(1 / n_leader + 1 / n_runner_up), where sigma is the measurement noise pooled over the points
+        measured more than once (known once there are 2 degrees of freedom). Then, in the last ``identify``
+        share of a counted budget, the least-measured (highest mean on ties) of the ``CONTENDERS`` best points
+        whose band, mean + sigma / sqrt(n), reaches the leader's mean - sigma / sqrt(n), where there is such a
+        rival; a point is measured at most ``MAX_MEASUREMENTS`` times. A pending point is never proposed
+        again."""
         if not getattr(self.space, "remeasurable", False) or not history.observations:
             return None
         scores: dict[str, list[float]] = {}
@@ -315,15 +318,27 @@ class BayesianProposer:
         means = {i: float(np.mean(s)) for i, s in scores.items()}
         ranked = sorted(means, key=lambda i: -means[i])  # stable: the first observed leads a tie
         lead = ranked[0]
+        dof = sum(len(s) - 1 for s in scores.values())
+        sigma = (
+            float(np.sqrt(sum(float(np.sum((np.array(s) - np.mean(s)) ** 2)) for s in scores.values()) / dof))
+            if dof >= 2
+            else None
+        )
         if len(scores[lead]) < self.confirm:
-            return None if lead in pending else latest[lead]
+            second = ranked[1] if len(ranked) > 1 else None
+            clear = (
+                sigma is not None
+                and second is not None
+                and means[lead] - means[second]
+                > CLEAR_LEAD * sigma * np.sqrt(1 / len(scores[lead]) + 1 / len(scores[second]))
+            )
+            if not clear:
+                return None if lead in pending else latest[lead]
         if history.remaining is None:
             return None
         budget = len(history.observations) + len(history.pending) + history.remaining
-        dof = sum(len(s) - 1 for s in scores.values())
-        if history.remaining > self.identify * budget or dof < 2:
+        if history.remaining > self.identify * budget or sigma is None:
             return None
-        sigma = float(np.sqrt(sum(float(np.sum((np.array(s) - np.mean(s)) ** 2)) for s in scores.values()) / dof))
         half = {i: sigma / np.sqrt(len(scores[i])) for i in ranked[:CONTENDERS]}
         band = [i for i in half if means[i] + half[i] >= means[lead] - half[lead]]
         open_ = [i for i in band if i not in pending and len(scores[i]) < MAX_MEASUREMENTS]

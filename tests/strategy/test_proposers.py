@@ -11,6 +11,7 @@ from nas.strategy.acquisition import AnnealingConfig, expected_improvement, maxi
 from nas.strategy.gp import GroupedGaussianProcess
 from nas.strategy.nb201 import Cell, CellSpace, Table, load_table
 from nas.strategy.proposers import (
+    CLEAR_LEAD,
     STRATEGIES,
     BayesianProposer,
     History,
@@ -304,6 +305,29 @@ def test_the_end_of_a_counted_budget_tells_the_best_cells_apart() -> None:
     assert BayesianProposer(space, identify=0).remeasure(history(close, 1)) is None
     with pytest.raises(ValueError, match="identify must be a share of the budget"):
         BayesianProposer(space, identify=1)
+
+
+def test_a_new_leader_is_confirmed_only_where_noise_could_have_put_it_ahead() -> None:
+    """A new leader is measured again unless it leads the runner-up by more than ``CLEAR_LEAD`` noise
+    deviations of the difference of their means; before the noise can be pooled (2 degrees of freedom), always."""
+    table = load_table("cifar10")
+    cells = [o.point for o in nb201_history(table, 23, seed=3).observations]
+    a, b, c, fillers = cells[0], cells[1], cells[2], cells[3:]
+    proposer = BayesianProposer(CellSpace(a))
+
+    def history(measurements: list[tuple[Cell, float]]) -> History:
+        scored = [*((f, 80.0) for f in fillers), *measurements]
+        obs = tuple(Observation(f"m{i}", cell, score) for i, (cell, score) in enumerate(scored))
+        return History(obs, (), frozenset(o.point.id for o in obs))
+
+    # a: 90.0, 90.4 (mean 90.2) and b: 89.9, 90.3 pool a noise of 0.28; the difference of c's single
+    # measurement and a's mean of two then has a deviation of 0.28 * sqrt(1 + 1/2) = 0.35, so 0.69 is clear
+    noise = [(a, 90.0), (b, 89.9), (a, 90.4), (b, 90.3)]
+    assert CLEAR_LEAD == 2.0
+    assert proposer.remeasure(history([*noise, (c, 91.0)])) is None  # 0.8 ahead: clear, c is not measured again
+    assert proposer.remeasure(history([*noise, (c, 90.8)])).point == c  # 0.6 ahead: noise could do that
+    assert proposer.remeasure(history([(a, 90.0), (b, 89.9), (a, 90.4), (c, 95.0)])).point == c  # noise unknown
+    assert BayesianProposer(CellSpace(a), confirm=3).remeasure(history([*noise, (c, 91.0), (c, 91.0)])) is None
 
 
 def test_the_morphism_space_never_measures_a_network_twice() -> None:
