@@ -115,12 +115,17 @@ def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Arrays ``x`` and ``y`` of a user's ``.npz``; uint8 images are scaled to [0, 1]."""
+    """Arrays ``x`` (or scikit-learn's ``X``) and ``y`` of a user's ``.npz``, or its two unnamed arrays
+    (``np.savez(path, x, y)``: ``arr_0``, ``arr_1``) in that order; uint8 images are scaled to [0, 1]."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "x" not in data.files or "y" not in data.files:
+            names = next(
+                (pair for pair in (("x", "y"), ("X", "y"), ("arr_0", "arr_1")) if set(pair) <= set(data.files)),
+                None,
+            )
+            if names is None or (names[0] == "arr_0" and len(data.files) != 2):
                 raise ValueError(f"{path} holds arrays {data.files}; it needs one named 'x' and one named 'y'")
-            x, y = data["x"], data["y"]
+            x, y = data[names[0]], data[names[1]]
     except (OSError, EOFError, ValueError) as e:
         if "needs one named" in str(e):
             raise

@@ -59,6 +59,15 @@ def test_user_npz_and_image_folder(tmp_path: Path) -> None:
     np.savez(tmp_path / "mine.npz", x=rng.integers(0, 256, (30, 6, 6), dtype=np.uint8), y=np.arange(30) % 3)
     x, y = load(str(tmp_path / "mine.npz"))
     assert x.shape == (30, 6, 6, 1) and x.max() <= 1.0 and y.tolist()[:4] == [0, 1, 2, 0]
+    table, labels = rng.normal(size=(30, 4)), np.arange(30) % 3
+    np.savez(tmp_path / "sklearn.npz", X=table, y=labels)  # scikit-learn's names
+    np.savez(tmp_path / "plain.npz", table, labels)  # no names: arr_0, arr_1
+    for name in ("sklearn.npz", "plain.npz"):
+        x, y = load(str(tmp_path / name))
+        assert np.array_equal(x, table) and np.array_equal(y, labels), name
+    np.savez(tmp_path / "three.npz", table, labels, labels)  # which two? refused, naming what it holds
+    with pytest.raises(ValueError, match=r"holds arrays \['arr_0', 'arr_1', 'arr_2'\]; it needs one named 'x'"):
+        load(str(tmp_path / "three.npz"))
     for name in ("cat", "dog"):
         (tmp_path / "pets" / name).mkdir(parents=True)
         for i in range(4):
