@@ -129,6 +129,11 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, EOFError, ValueError) as e:
         if "needs one named" in str(e):
             raise
+        if "Object arrays" in str(e):  # pandas' to_numpy() of a text column; loading it would unpickle
+            raise ValueError(
+                f"{path} holds an array of Python objects (as pandas gives for text), which is not loaded; save "
+                "labels as strings, np.savez(path, x=x, y=y.astype(str)), and features as numbers"
+            ) from e
         raise ValueError(f"{path} cannot be read as a .npz file ({e})") from e
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255.0

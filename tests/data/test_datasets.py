@@ -165,6 +165,10 @@ def _write(name: str, content: str | bytes):
         ),
         (lambda p: np.savez(p / "d.npz", features=np.zeros((30, 4))), "needs one named 'x'"),
         (_write("d.npz", b"not a zip"), "cannot be read as a .npz file"),
+        (  # text labels as pandas' to_numpy() gives them: objects, which only a pickle holds
+            lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.array(["a", "b", "c"] * 10, dtype=object)),
+            "d.npz holds an array of Python objects (as pandas gives for text), which is not loaded; save labels as",
+        ),
         (_write("d.csv", "a,b,label\n1,2,x\n3,,y\n"), "d.csv line 3, column 'b' is empty; fill in or impute"),
         (_write("d.csv", "1,2,0\n1,red,1\n"), "d.csv line 2, column 2 is 'red', not a number; encode text"),
         (_write("d.csv", ",2,0\n1,2,1\n"), "d.csv line 1, column 1 is empty; fill in"),  # data, not a header
