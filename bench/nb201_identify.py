@@ -67,7 +67,7 @@ def main() -> None:
         "",
         f"{written_by('nb201_identify.py', seeds)}, each run once with the identification (the last "
         f"{VARIANTS['identify']:.0%} of the queries re-measure the best five cells while a rival's band reaches the "
-        "leader's) and once without (only each new leader confirmed). Mean true "
+        "leader's) and once without (only new leaders confirmed, where their lead is not clear). Mean true "
         "regret in points, lower is better; p: paired Wilcoxon signed-rank, two-sided; re-measured: queries per "
         "run spent on a cell measured before.",
         "",
