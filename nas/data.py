@@ -204,6 +204,8 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if len(row) != width:
             raise ValueError(f"{path} line {n} has {len(row)} fields where the first row has {width}")
         values.append([_feature(field) for field in row[:-1]])
+        if None not in values[-1]:  # the common case: no field to look at again
+            continue
         for j, field in enumerate(row[:-1]):
             if values[-1][j] is None:
                 column = f"column {header[j]!r}" if header else f"column {j + 1}"
