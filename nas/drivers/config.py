@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from nas.strategy.proposers import ACQUISITIONS
 from nas.strategy.targets import TARGETS
 from nas.training import AUGMENTS, SCHEDULES
 
@@ -33,6 +34,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "max_layers": (int, *_POSITIVE),
         "beta": (float, lambda v: v >= 0, "a non-negative number"),
         "max_steps": (int, lambda v: v >= 0, "a non-negative integer (0: no cap)"),
+        "acquisition": (str, lambda v: v in ACQUISITIONS, f"one of {', '.join(ACQUISITIONS)}"),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "continue_leader": (bool, *_ANY),
@@ -62,6 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "surrogate_targets": "rank",
         "continue_leader": False,
         "max_steps": 0,
+        "acquisition": "ucb",
     },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
     "final": {"schedule": "cosine", "ensemble": 3},

@@ -108,6 +108,7 @@ class Proposing:
             _embedding=self._embedding,
             hyperparameters=hyperparameters,
             targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
+            acquisition=s.get("acquisition", "ucb"),  # UCB in a search logged before the setting
         )
 
     def proposer(self, state: SearchState) -> Proposer:

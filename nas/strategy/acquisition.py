@@ -1,5 +1,6 @@
-"""UCB acquisition, optimised by best-first search with simulated annealing over morphism trees; or, in a
-space small enough to list (NAS-Bench-201's 15,625 cells), expected improvement over every point.
+"""UCB acquisition (or another one, such as expected improvement per unit of cost), optimised by best-first
+search with simulated annealing over morphism trees; or, in a space small enough to list (NAS-Bench-201's
+15,625 cells), expected improvement over every point.
 
 As in Auto-Keras: a priority queue starts with the trained models; the most promising node is
 expanded into random neighbours; a neighbour joins the queue when its acquisition beats its
@@ -84,19 +85,26 @@ def optimize_acquisition(
     excluded: set[str],
     rng: np.random.Generator,
     config: AnnealingConfig = AnnealingConfig(),
+    acquire: Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> SearchResult:
-    """The neighbour of the trained ``roots`` (model id, point) with the highest UCB.
+    """The neighbour of the trained ``roots`` (model id, point) with the highest acquisition: UCB with
+    ``config.beta``, or ``acquire(points, mean, std)`` where given.
 
     ``score(points)`` returns the surrogate's (mean, std). Points whose id is in ``excluded``
     (trained, pending, or already proposed) are never proposed, but the search may pass through
     them to reach new points. With ``config.max_steps`` the proposal is at most that many steps from its root.
     """
+    if acquire is None:
+
+        def acquire(points: Sequence[Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+            return ucb(mean, std, config.beta)
+
     seen = {point.id for _, point in roots}  # expanded or queued once at most
     counter = 0  # tie-breaker, so the heap never compares points
     heap: list[tuple[float, int, Candidate]] = []
     mean, std = score([p for _, p in roots])
-    for (root_id, point), m, s in zip(roots, mean, std, strict=True):
-        acq = float(ucb(m, s, config.beta))
+    values = acquire([p for _, p in roots], mean, std)
+    for (root_id, point), m, s, acq in zip(roots, mean, std, values.tolist(), strict=True):
         heapq.heappush(heap, (-acq, counter, Candidate(root_id, (), point, acq, float(m), float(s))))
         counter += 1
     best: Candidate | None = None
@@ -111,9 +119,9 @@ def optimize_acquisition(
                 fresh.append((step, child))
         if fresh:
             mean, std = score([c for _, c in fresh])
+            values = acquire([c for _, c in fresh], mean, std)
             evaluated += len(fresh)
-            for (step, child), m, s in zip(fresh, mean, std, strict=True):
-                acq = float(ucb(m, s, config.beta))
+            for (step, child), m, s, acq in zip(fresh, mean, std, values.tolist(), strict=True):
                 cand = Candidate(node.root_id, (*node.steps, step), child, acq, float(m), float(s))
                 if child.id not in excluded and (best is None or acq > best.acquisition):
                     best = cand

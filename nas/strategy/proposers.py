@@ -7,7 +7,10 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
 - ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance (fitted to the scores' rank
   quantiles, see ``targets``), UCB optimised by annealed best-first search over morphism trees;
   k > 1 proposals fantasise the pending ones (kriging believer: each is added to the GP at its
-  predicted mean). A space that can encode its points (``encode``, ``groups``) gets the exact
+  predicted mean). With ``acquisition="ei_per_cost"`` (a space that prices its points, ``cost``) the tree
+  search maximises expected improvement over the best fitted target divided by the point's cost relative to
+  the median cost of the trained points, so a child that costs twice as much must promise twice the gain.
+  A space that can encode its points (``encode``, ``groups``) gets the exact
   edit-distance kernel with a length scale per group instead of the anchor embedding, and one that
   can list them all (``points``, ``steps``) gets expected improvement maximised over every point.
   In a space that can measure a point again (``remeasurable``), a point leads only once measured
@@ -27,13 +30,18 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from nas.strategy.acquisition import AnnealingConfig, maximize_over_space, optimize_acquisition
+from nas.strategy.acquisition import (
+    AnnealingConfig,
+    expected_improvement,
+    maximize_over_space,
+    optimize_acquisition,
+)
 from nas.strategy.gp import GaussianProcess, GroupedGaussianProcess
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
 from nas.strategy.targets import Targets
@@ -42,6 +50,7 @@ STRATEGIES = ("bayesian", "random", "evolution")
 CONTENDERS = 5  # the best points, by mean score, that the end of a counted budget tells apart
 MAX_MEASUREMENTS = 6  # a point is measured at most this often while they are told apart
 CLEAR_LEAD = 2.0  # a new leader ahead of the runner-up by more than this many noise deviations is not confirmed
+ACQUISITIONS = ("ucb", "ei_per_cost")  # what the Bayesian tree search maximises in a space it cannot list
 
 
 @dataclass(frozen=True)
@@ -240,8 +249,13 @@ class BayesianProposer:
     targets: str = "rank"  # the scale the GP fits scores on (nas.strategy.targets); "raw" for older logs
     confirm: int = 2  # measurements a point needs to lead, in a space that is ``remeasurable``
     identify: float = 0.1  # the final share of a counted budget spent re-measuring contenders, same spaces
+    acquisition: str = "ucb"  # or "ei_per_cost", in a space with ``cost`` (see the module's docstring)
 
     def __post_init__(self) -> None:
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(f"unknown acquisition {self.acquisition!r}; choose one of {', '.join(ACQUISITIONS)}")
+        if self.acquisition == "ei_per_cost" and not hasattr(self.space, "cost"):
+            raise ValueError("acquisition 'ei_per_cost' needs a space that prices its points (a cost method)")
         if self.confirm < 1:
             raise ValueError(f"confirm must be at least 1 measurement, got {self.confirm}")
         if not 0 <= self.identify < 1:
@@ -296,6 +310,20 @@ class BayesianProposer:
         x, y = self._data(history)
         length_scale, noise = self.hyperparameters
         return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
+
+    def per_cost(
+        self, history: History, gp: GaussianProcess
+    ) -> Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray]:
+        """Expected improvement over the best fitted target (fantasised pending points included) per unit of cost:
+        each point's ``space.cost`` over the median cost of the points the GP fits (``observed``)."""
+        best = float(np.max(gp.y_))
+        unit = float(np.median([self.space.cost(o.point) for o in self.observed(history)]))
+
+        def acquire(points: Sequence[Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+            cost = np.array([self.space.cost(p) for p in points], float) / unit
+            return expected_improvement(mean, std, best) / cost
+
+        return acquire
 
     def remeasure(self, history: History) -> Observation | None:
         """In a ``remeasurable`` space, the point to measure again before anything new (its latest observation),
@@ -374,7 +402,8 @@ class BayesianProposer:
             if hasattr(self.space, "points"):
                 found = maximize_over_space(self.space, roots, gp, taken, float(np.max(gp.y_)))
             else:
-                found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
+                acquire = self.per_cost(history, gp) if self.acquisition == "ei_per_cost" else None
+                found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing, acquire)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
                     RandomProposer(self.space, max_chain=self.annealing.max_steps or RandomProposer.max_chain)

@@ -16,6 +16,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.strategy=greedy"], "search.strategy='greedy' must be one of bayesian, random, evolution"),
         (["--set", "search.surrogate_targets=log"], "search.surrogate_targets='log' must be one of rank, raw"),
         (["--set", "search.continue_leader=maybe"], "search.continue_leader='maybe' must be true or false"),
+        (["--set", "search.acquisition=ei"], "search.acquisition='ei' must be one of ucb, ei_per_cost"),
         (["--set", "search.max_steps=-1"], "search.max_steps=-1 must be a non-negative integer (0: no cap)"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),

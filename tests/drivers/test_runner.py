@@ -114,9 +114,9 @@ def test_each_generation_trains_at_the_decayed_learning_rate_and_says_so() -> No
 
 @pytest.mark.slow
 def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None:
-    """Logs from before ``search.continue_leader`` (or ``search.max_steps``) have no such key and never trained a
-    model further (nor capped a chain): replay must read them so. A log made without them verifies with the keys
-    removed, and not as a continuing search."""
+    """Logs from before ``search.continue_leader`` (or ``search.max_steps``, ``search.acquisition``) have no such key
+    and never trained a model further (nor capped a chain, nor priced a proposal): replay must read them so. A log
+    made without them verifies with the keys removed, and not as a continuing search."""
     store = MemoryStore()
     run_search(store, "old", load(ROOT / "params.yaml", SMALL))  # the default: false
     events = store.log("old").read()
@@ -127,8 +127,9 @@ def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None
     def with_search(search: dict) -> list:
         return [replace(started, config={**started.config, "search": search}), *events[1:]]
 
-    # nor search.max_steps: such a log chained proposals without a cap (the default, 0)
-    old = {k: v for k, v in started.config["search"].items() if k not in ("continue_leader", "max_steps")}
+    # nor search.max_steps (such a log chained proposals without a cap, the default 0) nor search.acquisition (UCB)
+    added = ("continue_leader", "max_steps", "acquisition")
+    old = {k: v for k, v in started.config["search"].items() if k not in added}
     assert verify(with_search(old)) is None
     divergence = verify(with_search({**old, "continue_leader": True}))
     m3 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m3")
@@ -217,3 +218,20 @@ def test_the_time_budget_is_wall_clock_and_the_last_training_ends_by_it() -> Non
     # it ends once the budget is spent, or earlier by less than an epoch, when no epoch of a new model fits
     assert state.elapsed_s is not None and budget - slowest_epoch <= state.elapsed_s <= wall
     assert wall < budget + 2 * slowest_epoch + 10  # one epoch's grace, and the search's own start and finish
+
+
+@pytest.mark.slow
+def test_a_search_by_expected_improvement_per_cost_verifies_and_replay_reads_the_setting() -> None:
+    """search.acquisition=ei_per_cost: a real search whose every proposal replays; the same log replayed as a UCB
+    search diverges at a Bayesian proposal, so replay reads the setting and does not fall back to UCB."""
+    store = MemoryStore()
+    settings = [*SMALL, "search.max_models=6", "search.acquisition=ei_per_cost"]
+    run_search(store, "priced", load(ROOT / "params.yaml", settings))
+    events = store.log("priced").read()
+    assert len(outcome(events)) == 6 and verify(events) is None
+    started = events[0]
+    assert isinstance(started, SearchStarted)
+    as_ucb = [replace(started, config={**started.config, "search": {**started.config["search"], "acquisition": "ucb"}})]
+    divergence = verify([*as_ucb, *events[1:]])
+    assert divergence is not None
+    assert any(isinstance(e, ArchitectureProposed) and e.seq == divergence.seq and e.morphisms for e in events)

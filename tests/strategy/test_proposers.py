@@ -155,6 +155,50 @@ def test_a_capped_acquisition_search_proposes_chains_no_longer_than_the_cap(cap:
     assert len(batch.proposals) == 3 and all(1 <= len(p.steps) <= cap for p in batch.proposals)
 
 
+def test_expected_improvement_per_cost_divides_by_the_cost_relative_to_the_trained_median() -> None:
+    """``ei_per_cost``: a point's value is its expected improvement over the best fitted target, divided by its
+    work over the median work of the trained points; a point as costly as that median keeps its plain EI."""
+    space = morphism_space()
+    history = grow("random", space, 5, seed=3)
+    proposer = BayesianProposer(space, FAST, n_anchors=8, acquisition="ei_per_cost")
+    gp, _ = proposer.refit(history)
+    acquire = proposer.per_cost(history, gp)
+    points = [o.point for o in history.observations]
+    unit = float(np.median([p.work for p in points]))
+    mean, std = np.zeros(len(points)), np.ones(len(points))
+    expected = expected_improvement(mean, std, float(np.max(gp.y_))) * unit / np.array([p.work for p in points])
+    assert np.allclose(acquire(points, mean, std), expected)
+    assert len({p.work for p in points}) > 1  # the costs differ, so the division shows
+
+
+def test_expected_improvement_per_cost_proposes_cheaper_networks_than_ucb() -> None:
+    """With scores that ignore size, the per-cost acquisition's proposals cost less work than UCB's from the same
+    history and seed; each is a new network, and the same seed gives the same proposals."""
+    space = morphism_space()
+    rng = np.random.default_rng(11)
+    history = grow("random", space, 6, seed=7)
+    history = History(
+        tuple(Observation(o.model_id, o.point, float(rng.random())) for o in history.observations), (), history.seen
+    )
+
+    def proposals(acquisition: str, seed: int) -> list:
+        proposer = BayesianProposer(space, FAST, n_anchors=8, acquisition=acquisition)
+        return proposer.propose(history, 2, np.random.default_rng(seed)).proposals
+
+    per_cost = [p.point for seed in range(4) for p in proposals("ei_per_cost", seed)]
+    by_ucb = [p.point for seed in range(4) for p in proposals("ucb", seed)]
+    assert np.mean([p.work for p in per_cost]) < np.mean([p.work for p in by_ucb])
+    assert all(p.id not in history.excluded() for p in per_cost)
+    assert [p.point for p in proposals("ei_per_cost", 2)] == per_cost[4:6]
+
+
+def test_expected_improvement_per_cost_needs_a_space_that_prices_its_points() -> None:
+    with pytest.raises(ValueError, match="unknown acquisition 'pi'; choose one of ucb, ei_per_cost"):
+        BayesianProposer(morphism_space(), acquisition="pi")
+    with pytest.raises(ValueError, match="needs a space that prices its points"):
+        BayesianProposer(CellSpace(Cell(("none",) * 6)), acquisition="ei_per_cost")
+
+
 def test_unknown_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'greedy'; choose one of bayesian, random, evolution"):
         make_proposer("greedy", morphism_space())
