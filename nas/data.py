@@ -124,7 +124,10 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 None,
             )
             if names is None or (names[0] == "arr_0" and len(data.files) != 2):
-                raise ValueError(f"{path} holds arrays {data.files}; it needs one named 'x' and one named 'y'")
+                raise ValueError(
+                    f"{path} holds arrays {data.files}; it needs one named 'x' (or 'X') and one named 'y', or exactly "
+                    "two unnamed ones, features first: np.savez(path, x=x, y=y)"
+                )
             x, y = data[names[0]], data[names[1]]
     except (OSError, EOFError, ValueError) as e:
         if "needs one named" in str(e):

@@ -163,7 +163,10 @@ def _write(name: str, content: str | bytes):
             lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.r_[np.zeros(14, int), np.ones(14, int), 2, 2]),
             "class 2 has 2 examples; each class needs at least 3",
         ),
-        (lambda p: np.savez(p / "d.npz", features=np.zeros((30, 4))), "needs one named 'x'"),
+        (
+            lambda p: np.savez(p / "d.npz", features=np.zeros((30, 4))),
+            "needs one named 'x' (or 'X') and one named 'y', or exactly two unnamed ones",
+        ),
         (_write("d.npz", b"not a zip"), "cannot be read as a .npz file"),
         (  # text labels as pandas' to_numpy() gives them: objects, which only a pickle holds
             lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.array(["a", "b", "c"] * 10, dtype=object)),
