@@ -353,7 +353,7 @@ def split(
 
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 < frac < 1:
-            raise ValueError(f"{label}={frac!r} must be between 0 and 1")
+            raise ValueError(f"{label}={frac!r} must be above 0 and below 1 (each split needs examples)")
     if val_fraction + test_fraction >= 1:
         raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves nothing to train on")
     classes: tuple[str, ...] = ()

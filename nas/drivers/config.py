@@ -15,7 +15,7 @@ from nas.training import AUGMENTS, SCHEDULES
 
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
-_FRACTION = (lambda v: 0 < v < 1, "a number between 0 and 1")
+_FRACTION = (lambda v: 0 < v < 1, "a number above 0 and below 1 (each split needs examples)")
 _ANY = (lambda v: True, "")
 SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     "data": {

@@ -24,6 +24,7 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "train.weight_decay=-0.1"], "train.weight_decay=-0.1 must be a non-negative number (0: none)"),
         (["--set", "final.schedule=linear"], "final.schedule='linear' must be one of constant, cosine"),
         (["--set", "final.ensemble=0"], "final.ensemble=0 must be a positive integer (1: the best model alone)"),
+        (["--set", "data.test_fraction=0"], "data.test_fraction=0.0 must be a number above 0 and below 1 (each split"),
         (["--set", "search.time_budget_s=-5"], "search.time_budget_s=-5.0 must be a positive number"),
         (["--set", "search.max_model=4"], "unknown setting 'search.max_model'"),
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
