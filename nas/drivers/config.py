@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from nas.strategy.proposers import ACQUISITIONS
+from nas.strategy import ACQUISITIONS
 from nas.strategy.targets import TARGETS
 from nas.training import AUGMENTS, SCHEDULES
 

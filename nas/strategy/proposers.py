@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from nas.strategy import ACQUISITIONS
 from nas.strategy.acquisition import (
     AnnealingConfig,
     expected_improvement,
@@ -50,7 +51,6 @@ STRATEGIES = ("bayesian", "random", "evolution")
 CONTENDERS = 5  # the best points, by mean score, that the end of a counted budget tells apart
 MAX_MEASUREMENTS = 6  # a point is measured at most this often while they are told apart
 CLEAR_LEAD = 2.0  # a new leader ahead of the runner-up by more than this many noise deviations is not confirmed
-ACQUISITIONS = ("ucb", "ei_per_cost")  # what the Bayesian tree search maximises in a space it cannot list
 
 
 @dataclass(frozen=True)
