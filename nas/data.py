@@ -1,7 +1,8 @@
 """Datasets: built-in ones read offline from installed packages, and the user's own.
 
 ``data.dataset`` names a built-in dataset (``mnist5k``, ``digits``, ``fashion_mnist``), a ``.npz``
-file with arrays ``x`` and ``y``, a ``.csv`` or ``.tsv`` table (numeric features, the label last), a folder of
+file with arrays ``x`` and ``y``, a ``.csv`` or ``.tsv`` table (numeric features; the label last, or in the
+column ``data.label`` names; columns named in ``data.ignore_columns`` left out), a folder of
 images with one sub-folder per class, or a folder already split by ``save_prepared`` (the DVC
 ``prepare`` stage's output). Images come as float32 in [0, 1] with shape (N, H, W, C), flat features
 as (N, D); labels as int64 from 0. Labels given as names (strings in a ``.npz`` or ``.csv``,
@@ -20,9 +21,11 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,6 +46,14 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...] = ()  # the name of each label 0, 1, ... where the data named them; () for numbers
+    features: tuple[str, ...] = ()  # the name of each feature column where a table's header named them
+
+    @property
+    def names(self) -> dict[str, list[str]]:
+        """What the data named, as a logged model's MLflow metadata: ``classes`` (output i is ``classes[i]``) and
+        ``features`` (the input columns in order), each only where named."""
+        named = {"classes": list(self.classes), "features": list(self.features)}
+        return {key: value for key, value in named.items() if value}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -164,13 +175,48 @@ def _feature(text: str) -> float | None:
         return _BOOLEANS.get(text.strip().lower())
 
 
-def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A user's table as delimited rows: numeric features (True and False, any case, read as 1 and 0), then
-    the label in the last column (integers or class names). The delimiter is the one of comma, semicolon, tab or
-    bar the rows use consistently (comma where none is). A first row that names its columns is a header and is
-    skipped: a feature field that is not a number, or a label that is not a number where every other row's is.
-    An unnamed first column under a header that names the other columns is a row index (pandas' ``to_csv``,
-    R's ``write.csv``) and is not read.
+class Examples(NamedTuple):
+    """All examples of a dataset before it is split: features, labels as the data gave them, and the names of
+    the feature columns where a table's header named them (() otherwise)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    features: tuple[str, ...] = ()
+
+
+def _pick_columns(path: Path, header: list[str], label: str, ignore: Sequence[str]) -> tuple[int, list[int]]:
+    """The label's column and the feature columns of a table with ``header``: the column named ``label`` (the last
+    one where ``label`` is empty), every other column but those named in ``ignore``. ValueError naming a name the
+    header lacks or holds twice, and the columns it has."""
+    where: dict[str, list[int]] = {}
+    for j, name in enumerate(header):
+        where.setdefault(name, []).append(j)
+    columns = ", ".join(repr(name) for name in header[:30]) + (", ..." if len(header) > 30 else "")
+    for setting, name in [("data.label", label)] * bool(label) + [("data.ignore_columns", n) for n in ignore]:
+        if name not in where:
+            raise ValueError(f"{setting}={name!r} is not a column of {path}; its header names {columns}")
+        if len(where[name]) > 1:
+            raise ValueError(f"{setting}={name!r} names {len(where[name])} columns of {path}; rename them apart")
+    target = where[label][0] if label else len(header) - 1
+    if header[target] in ignore:
+        last = "" if label else " (the last column, as data.label is empty)"
+        raise ValueError(f"data.ignore_columns names the label {header[target]!r}{last}; leave it out of the list")
+    dropped = {where[name][0] for name in ignore}
+    features = [j for j in range(len(header)) if j != target and j not in dropped]
+    if not features:
+        raise ValueError(f"{path} has no feature column left once the label and data.ignore_columns are taken out")
+    return target, features
+
+
+def load_csv(path: Path, label: str = "", ignore: Sequence[str] = ()) -> Examples:
+    """A user's table as delimited rows: numeric features (True and False, any case, read as 1 and 0) and a label
+    (integers or class names) in the column its header names ``label``, or in the last column where ``label`` is
+    empty; the columns named in ``ignore`` (an identifier, a date) are not read. The delimiter is the one of comma,
+    semicolon, tab or bar the rows use consistently (comma where none is). A first row that names its columns is a
+    header and is skipped: a feature field that is not a number, or a label that is not a number where every other
+    row's is (with ``label`` or ``ignore`` given, the first row must be a header holding those names). An unnamed
+    first column under a header that names the other columns is a row index (pandas' ``to_csv``, R's
+    ``write.csv``) and is not read.
     ValueError naming the line and column of a missing or non-numeric feature, or a row of the wrong length."""
     import csv
 
@@ -186,15 +232,21 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path} cannot be read as a CSV file ({e})") from e
     header: list[str] = []
     first = lines[0][1] if lines else []
+    chosen = bool(label or ignore)  # columns picked by name: the first row is the header
     named = any(_feature(field) is None for field in first[1:-1])  # a feature column named, the first aside
     numbered = (  # numbered features (pandas names them 0, 1, ...) and a named label over numbered labels
         len(lines) > 1 and not _is_number(first[-1]) and all(_is_number(row[-1]) for _, row in lines[1:])
     )
-    if named or numbered or (len(first) > 1 and first[0].strip() and _feature(first[0]) is None):
+    if chosen and all(_is_number(field) for field in first):
+        raise ValueError(
+            f"{path} has no header row naming its columns; data.label and data.ignore_columns pick columns by the "
+            "names in a header, so add one (or leave them empty: the label is then the last column)"
+        )
+    if chosen or named or numbered or (len(first) > 1 and first[0].strip() and _feature(first[0]) is None):
         header = [field.strip() for field in lines.pop(0)[1]]
     if not lines:
         raise ValueError(f"{path} holds no rows of data")
-    if header and not header[0] and (named or numbered):
+    if header and not header[0] and (chosen or named or numbered):
         # an unnamed first column under a header that names the others: the row index pandas' to_csv (index=True,
         # its default) and R's write.csv write
         header = header[1:]
@@ -202,37 +254,43 @@ def load_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     width = len(header) or len(lines[0][1])
     if width < 2:
         raise ValueError(f"{path} has one column; it needs feature columns, then the label in the last one")
+    target, columns = _pick_columns(path, header, label, ignore) if header else (width - 1, list(range(width - 1)))
+    where = f"column {label!r}" if label else "last column"
     values: list[list[float | None]] = []
     for n, row in lines:
         if len(row) != width:
             raise ValueError(f"{path} line {n} has {len(row)} fields where the first row has {width}")
-        values.append([_feature(field) for field in row[:-1]])
+        values.append([_feature(row[j]) for j in columns])
         if None not in values[-1]:  # the common case: no field to look at again
             continue
-        for j, field in enumerate(row[:-1]):
-            if values[-1][j] is None:
+        for j, value in zip(columns, values[-1], strict=True):
+            if value is None:
+                field = row[j]
                 column = f"column {header[j]!r}" if header else f"column {j + 1}"
                 if not field.strip():
-                    problem = "is empty; fill in or impute missing values"
+                    problem = "is empty; fill in or impute missing values first"
                 elif _is_number(field.replace(",", ".", 1)):
-                    problem = f"is {field.strip()!r}, a decimal comma; write decimals with a point"
+                    problem = f"is {field.strip()!r}, a decimal comma; write decimals with a point first"
                 else:
-                    problem = f"is {field.strip()!r}, not a number; encode text features as numbers"
-                raise ValueError(f"{path} line {n}, {column} {problem} first")
-    x = np.array(values, dtype=np.float32)
-    labels = [row[-1].strip() for _, row in lines]
-    numbers = all(_is_number(label) for label in labels)
-    for (n, _), label in zip(lines, labels, strict=True):
-        if not label or label.lower() == "nan":
-            raise ValueError(f"{path} line {n}: the label (last column) is missing; drop unlabelled rows first")
-        if numbers and not float(label).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
+                    problem = f"is {field.strip()!r}, not a number; encode text features as numbers first"
+                    if header:  # the column may be the label, an identifier or a date rather than a feature
+                        problem += " (data.label names the label's column, data.ignore_columns columns not to read)"
+                raise ValueError(f"{path} line {n}, {column} {problem}")
+    x = np.array(values, dtype=np.float32).reshape(len(values), len(columns))
+    labels = [row[target].strip() for _, row in lines]
+    numbers = all(_is_number(text) for text in labels)
+    for (n, _), text in zip(lines, labels, strict=True):
+        if not text or text.lower() == "nan":
+            raise ValueError(f"{path} line {n}: the label ({where}) is missing; drop unlabelled rows first")
+        if numbers and not float(text).is_integer():  # 2 and 2.0 alike are class 2; 7.63 is a measurement
             raise ValueError(
-                f"{path} line {n}: the label (last column) is {label!r}, a number that is not a class; nas "
+                f"{path} line {n}: the label ({where}) is {text!r}, a number that is not a class; nas "
                 "search classifies, so give class labels (integers or names)"
             )
+    features = tuple(header[j] for j in columns) if header else ()
     if numbers:
-        return x, np.array([int(float(label)) for label in labels], dtype=np.int64)
-    return x, np.array(labels)
+        return Examples(x, np.array([int(float(text)) for text in labels], dtype=np.int64), features)
+    return Examples(x, np.array(labels), features)
 
 
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -265,18 +323,24 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.array(labels)
 
 
-def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """All examples of a built-in dataset, a .npz, .csv or .tsv file or an image folder; ValueError otherwise."""
+def load(name: str, *, label: str = "", ignore: Sequence[str] = ()) -> Examples:
+    """All examples of a built-in dataset, a .npz, .csv or .tsv file or an image folder; ``label`` and ``ignore``
+    pick a table's columns by name (see ``load_csv``). ValueError for an unknown dataset, or for ``label`` or
+    ``ignore`` given for data that is not a table."""
     loaders = {"mnist5k": load_mnist5k, "digits": load_digits, "fashion_mnist": load_fashion_mnist}
-    if name in loaders:
-        return loaders[name]()
     path = Path(name).expanduser()
+    table = name not in loaders and path.suffix.lower() in (".csv", ".tsv")
+    if (label or ignore) and not table:
+        setting = f"data.label={label!r}" if label else f"data.ignore_columns={list(ignore)!r}"
+        raise ValueError(f"{setting} picks columns of a .csv or .tsv table, and {name!r} is not one; leave it empty")
+    if name in loaders:
+        return Examples(*loaders[name]())
     if path.suffix.lower() in (".npz", ".csv", ".tsv"):
         if not path.is_file():
             raise ValueError(f"dataset file {name!r} does not exist")
-        return load_npz(path) if path.suffix.lower() == ".npz" else load_csv(path)
+        return load_csv(path, label, ignore) if table else Examples(*load_npz(path))
     if path.is_dir():
-        return load_image_folder(path)
+        return Examples(*load_image_folder(path))
     raise ValueError(
         f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)}, a .npz file with x and y, a .csv or .tsv "
         "table (numeric features, the label last) or a folder with one sub-folder of images per class"
@@ -344,11 +408,18 @@ def check(
 
 
 def split(
-    name: str, x: np.ndarray, y: np.ndarray, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    features: tuple[str, ...] = (),
 ) -> Splits:
     """Stratified train/val/test split fixed by ``seed``; labels given as names (strings, bytes or booleans) or
     as integers other than 0 to K-1 (1..3, -1 and 1) are numbered in sorted order first, and their names kept in
-    ``classes``."""
+    ``classes``; ``features`` names the feature columns."""
     from sklearn.model_selection import train_test_split
 
     for label, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -370,16 +441,25 @@ def split(
     x_train, x_val, y_train, y_val = train_test_split(
         x_rest, y_rest, test_size=val_fraction / (1 - test_fraction), stratify=y_rest, random_state=seed
     )
-    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, classes)
+    return Splits(name, x_train, y_train, x_val, y_val, x_test, y_test, classes, features)
 
 
-def load_splits(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """A dataset (see ``load``), checked and split; a prepared folder (see ``save_prepared``) is read as split."""
+def load_splits(
+    name: str,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    label: str = "",
+    ignore: Sequence[str] = (),
+) -> Splits:
+    """A dataset (see ``load``), checked and split; a prepared folder (see ``save_prepared``) is read as split
+    (``label`` and ``ignore`` were applied when it was prepared)."""
     path = Path(name).expanduser()
     if is_prepared(path):
         return load_prepared(path)
-    x, y = load(name)
-    return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    x, y, features = load(name, label=label, ignore=ignore)
+    return split(name, x, y, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, features=features)
 
 
 PARTS = ("train", "val", "test")
@@ -403,7 +483,7 @@ def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
     """Write ``train.npz``, ``val.npz``, ``test.npz`` (arrays x, y) and ``fingerprint.json`` to ``out``.
 
     Returns what ``fingerprint.json`` holds: the source, the fingerprint, each split's size, and the class
-    names where the data named its classes.
+    and feature names where the data named them.
     """
     out.mkdir(parents=True, exist_ok=True)
     for part in PARTS:
@@ -415,6 +495,7 @@ def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
         "num_classes": splits.num_classes,
         **{f"{part}_examples": len(getattr(splits, f"y_{part}")) for part in PARTS},
         **({"classes": list(splits.classes)} if splits.classes else {}),
+        **({"features": list(splits.features)} if splits.features else {}),
     }
     (out / "fingerprint.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
@@ -442,6 +523,9 @@ def load_prepared(path: Path) -> Splits:
     except (OSError, ValueError, KeyError, TypeError):
         info, source = {}, path.name
     classes = info.get("classes", []) if isinstance(info, dict) else []
+    features = info.get("features", []) if isinstance(info, dict) else []
+    if features and len(features) != x.shape[-1]:
+        raise ValueError(f"{path / 'fingerprint.json'} names {len(features)} features for {x.shape[-1]}; prepare again")
     if classes and len(classes) != int(y.max()) + 1:
         raise ValueError(
             f"{path / 'fingerprint.json'} names {len(classes)} classes for labels 0 to {int(y.max())}; prepare again"
@@ -450,6 +534,7 @@ def load_prepared(path: Path) -> Splits:
         source,
         **{k: v.astype(np.int64) if k.startswith("y") else v.astype(np.float32) for k, v in arrays.items()},
         classes=tuple(str(c) for c in classes),
+        features=tuple(str(f) for f in features) if x.ndim == 2 else (),
     )
 
 

@@ -20,6 +20,8 @@ _ANY = (lambda v: True, "")
 SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     "data": {
         "dataset": (str, *_ANY),
+        "label": (str, *_ANY),
+        "ignore_columns": (list, lambda v: len(set(v)) == len(v), "a list of distinct column names"),
         "val_fraction": (float, *_FRACTION),
         "test_fraction": (float, *_FRACTION),
         "seed": (int, lambda v: v >= 0, "a non-negative integer"),
@@ -58,6 +60,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
 }
 # Settings added after settings files were written: a file without them gets these values.
 DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"label": "", "ignore_columns": []},
     "search": {
         "initial_units": 256,
         "initial_dense_layers": 2,
@@ -89,6 +92,15 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{key}={value!r} must be true or false")
         return value
+    if typ is list:  # column names: a YAML list, or one name (several joined by commas, as --set writes them)
+        if value is None:
+            return []
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
+            raise ValueError(f"{key}={value!r} must be a list of column names, e.g. [id, date]")
+        return [str(n).strip() for n in names if str(n).strip()]
+    if typ is str and value is None and key == "data.label":  # label: (empty) in YAML
+        return ""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -98,6 +110,8 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
             pass
     if not isinstance(value, typ) or isinstance(value, bool):
         kind = {float: "a number", int: "an integer", str: "a string"}[typ]
+        if typ is str and key == "data.label" and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # a column named 2024 (or pandas' 0, 1, ...) reads as a number in YAML
         raise ValueError(f"{key}={value!r} must be {kind}")
     return value
 

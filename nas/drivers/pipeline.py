@@ -345,7 +345,7 @@ def stage_register(params: Path, local: bool = False) -> None:
         splits.x_test[:5],
         {"nas.kind": "final", "mlflow.note.content": note},
         {"test_accuracy": float(test["test_accuracy"])},
-        splits.classes,
+        splits.names,
     )
     version, created = register(
         runs,
@@ -381,7 +381,7 @@ def register_best(
     best, as ``build_ensemble`` builds it) under ``model_name`` (default: the search's name) with ``alias``;
     returns (version, created, registered name, the members). Idempotent."""
     from nas.architectures.weights import load_weights
-    from nas.data import load_splits
+    from nas.drivers.runner import splits_for
     from nas.ledger.service import SearchService
     from nas.tracking.registry import log_best_model, log_ensemble, register
     from nas.training.builder import build_model
@@ -393,13 +393,12 @@ def register_best(
     best = service.state.best
     if best is None or best.weights_sha256 is None:
         raise ValueError(f"search {search!r} has no trained model with recorded weights to register")
-    d = service.state.config["data"]
-    splits = load_splits(d["dataset"], val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], seed=d["seed"])
+    splits = splits_for(service.state.config)
     leaders = service.state.leaders(ensemble)
     members = [(m.model_id, m.arch, load_weights(service.weights_file(m.model_id))) for m in leaders]
     ids = [i for i, _, _ in members]
     if len(members) == 1:
-        logged = log_best_model(runs, best, build_model(best.arch, members[0][2]), splits.x_val[:5], splits.classes)
+        logged = log_best_model(runs, best, build_model(best.arch, members[0][2]), splits.x_val[:5], splits.names)
         digest = best.weights_sha256
         description = f"{best.model_id} of search {search}: validation accuracy {best.val_accuracy:.4f}"
     else:
@@ -411,7 +410,7 @@ def register_best(
             splits.x_val[:5],
             {"nas.kind": "ensemble", "mlflow.note.content": description},
             {"val_accuracy": float(best.val_accuracy or 0)},
-            splits.classes,
+            splits.names,
         )
     name = model_name or search
     version, created = register(

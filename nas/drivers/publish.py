@@ -122,7 +122,7 @@ class Publisher:
         best = state.best
         assert best is not None
         weights = load_weights(self.service.weights_file(best.model_id))
-        where = self.sink.best_model(best, build_model(best.arch, weights), self.example, self.splits.classes)
+        where = self.sink.best_model(best, build_model(best.arch, weights), self.example, self.splits.names)
         self.say(f"best model so far: {best.model_id} ({where})")
 
     def _report(self, events: list[Event], state: SearchState) -> None:

@@ -36,12 +36,18 @@ def splits_for(config: Mapping[str, Any]) -> Splits:
     d = config["data"]
     path = Path(str(d["dataset"]))
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-    return _load(d["dataset"], d["val_fraction"], d["test_fraction"], d["seed"], stamp)
+    columns = (str(d.get("label", "")), tuple(d.get("ignore_columns", ())))  # a log from before they existed: none
+    return _load(d["dataset"], d["val_fraction"], d["test_fraction"], d["seed"], columns, stamp)
 
 
 @lru_cache(maxsize=2)
-def _load(dataset: str, val_fraction: float, test_fraction: float, seed: int, stamp: Any) -> Splits:
-    return load_splits(dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+def _load(
+    dataset: str, val_fraction: float, test_fraction: float, seed: int, columns: tuple[str, tuple[str, ...]], stamp: Any
+) -> Splits:
+    label, ignore = columns
+    return load_splits(
+        dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, label=label, ignore=ignore
+    )
 
 
 def check_new(config: Mapping[str, Any]) -> Splits:

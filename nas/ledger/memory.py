@@ -111,7 +111,9 @@ class MemoryReportSink(ReportSink):
     def dataset(self, splits: Splits, source: str) -> None:
         self.data = self.data or (splits.name, source)
 
-    def best_model(self, model: ModelRecord, keras_model: Any, example: Any, classes: Sequence[str] = ()) -> str:
+    def best_model(
+        self, model: ModelRecord, keras_model: Any, example: Any, names: Mapping[str, list[str]] | None = None
+    ) -> str:
         self.best = model.model_id
         return f"memory:{model.model_id}"
 

@@ -104,10 +104,12 @@ class ReportSink(ABC):
         """Show the data the search trains on (name, digest, ``source``) beside it; once, however often called."""
 
     @abstractmethod
-    def best_model(self, model: ModelRecord, keras_model: Any, example: Any, classes: Sequence[str] = ()) -> str:
-        """Publish trained ``model`` (built as a Keras model, with an input example, and the names of its outputs
-        where the data named its classes) so people can register it; returns where it lives (publishing the
-        same weights again finds it instead)."""
+    def best_model(
+        self, model: ModelRecord, keras_model: Any, example: Any, names: Mapping[str, list[str]] | None = None
+    ) -> str:
+        """Publish trained ``model`` (built as a Keras model, with an input example, and ``Splits.names``: the
+        names of its outputs and inputs where the data named them) so people can register it; returns where it
+        lives (publishing the same weights again finds it instead)."""
 
 
 class Repairable(ABC):

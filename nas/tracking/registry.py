@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,11 +158,12 @@ def log_keras_model(
     example: np.ndarray,
     tags: dict[str, str],
     metrics: dict[str, float],
-    classes: Sequence[str] = (),
+    names: Mapping[str, list[str]] | None = None,
 ) -> str:
-    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example, and where the data
-    named its classes the names of the outputs 0, 1, ... as the MLmodel file's metadata ``classes``) from the
-    search's parent run, with ``tags`` and ``metrics``; returns its model id.
+    """Log ``keras_model`` as a LoggedModel of the Keras flavour (signature, input example, and ``names``, the
+    data's ``Splits.names``, as the MLmodel file's metadata: ``classes`` names the outputs 0, 1, ... and
+    ``features`` the input columns, where the data named them) from the search's parent run, with ``tags`` and
+    ``metrics``; returns its model id.
     (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17, mlflow/mlflow#16183: the model is
     saved into a folder, then uploaded.)"""
     import mlflow
@@ -185,7 +186,7 @@ def log_keras_model(
                 mlflow_model=meta,
                 signature=signature,
                 input_example=example[:3],
-                metadata={"classes": list(classes)} if classes else None,
+                metadata=dict(names) if names else None,
             )
             client.log_model_artifacts(logged.model_id, str(path))
     except Exception:
@@ -201,9 +202,13 @@ def log_keras_model(
 
 
 def log_best_model(
-    runs: SearchRuns, model: ModelRecord, keras_model: Any, example: np.ndarray, classes: Sequence[str] = ()
+    runs: SearchRuns,
+    model: ModelRecord,
+    keras_model: Any,
+    example: np.ndarray,
+    names: Mapping[str, list[str]] | None = None,
 ) -> str:
-    """The LoggedModel of trained model ``model`` (logged now unless it already was, with ``classes`` as
+    """The LoggedModel of trained model ``model`` (logged now unless it already was, with ``names`` as
     ``log_keras_model`` logs them); returns its id."""
     model_id = model.model_id
     digest = model.weights_sha256 or "unknown"
@@ -231,7 +236,7 @@ def log_best_model(
         example,
         tags,
         {"val_accuracy": float(model.val_accuracy or 0)},
-        classes,
+        names,
     )
 
 
@@ -242,7 +247,7 @@ def log_ensemble(
     example: np.ndarray,
     tags: dict[str, str],
     metrics: dict[str, float],
-    classes: Sequence[str] = (),
+    names: Mapping[str, list[str]] | None = None,
 ) -> tuple[str, str]:
     """The LoggedModel of the mean of ``members`` ((model id, architecture, weights), best first; one member is
     the plain model), as ``nas.training.builder.build_ensemble`` builds it: logged now with ``tags`` (plus
@@ -262,7 +267,7 @@ def log_ensemble(
         "nas.weights_sha256": digest,
         **tags,
     }
-    return log_keras_model(runs, name, build_ensemble(list(members)), example, tags, metrics, classes), digest
+    return log_keras_model(runs, name, build_ensemble(list(members)), example, tags, metrics, names), digest
 
 
 def register(

@@ -10,7 +10,7 @@ a LoggedModel linked to the parent run and to the training run that made it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,9 @@ class MlflowReportSink(ReportSink):
 
         link_data(self.runs, splits, source)
 
-    def best_model(self, model: ModelRecord, keras_model: Any, example: Any, classes: Sequence[str] = ()) -> str:
+    def best_model(
+        self, model: ModelRecord, keras_model: Any, example: Any, names: Mapping[str, list[str]] | None = None
+    ) -> str:
         from nas.tracking.registry import log_best_model
 
-        return f"models:/{log_best_model(self.runs, model, keras_model, example, classes)}"
+        return f"models:/{log_best_model(self.runs, model, keras_model, example, names)}"

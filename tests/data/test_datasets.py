@@ -41,7 +41,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path: Path, monkeypatch: pytest.Monke
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path)
-    x, y = load("fashion_mnist")
+    x, y, _ = load("fashion_mnist")
     assert x.shape == (40, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert y.tolist() == [i % 10 for i in range(30)] + list(range(10))
 
@@ -57,13 +57,13 @@ def test_user_npz_and_image_folder(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(1)
     np.savez(tmp_path / "mine.npz", x=rng.integers(0, 256, (30, 6, 6), dtype=np.uint8), y=np.arange(30) % 3)
-    x, y = load(str(tmp_path / "mine.npz"))
+    x, y, _ = load(str(tmp_path / "mine.npz"))
     assert x.shape == (30, 6, 6, 1) and x.max() <= 1.0 and y.tolist()[:4] == [0, 1, 2, 0]
     table, labels = rng.normal(size=(30, 4)), np.arange(30) % 3
     np.savez(tmp_path / "sklearn.npz", X=table, y=labels)  # scikit-learn's names
     np.savez(tmp_path / "plain.npz", table, labels)  # no names: arr_0, arr_1
     for name in ("sklearn.npz", "plain.npz"):
-        x, y = load(str(tmp_path / name))
+        x, y, _ = load(str(tmp_path / name))
         assert np.array_equal(x, table) and np.array_equal(y, labels), name
     np.savez(tmp_path / "three.npz", table, labels, labels)  # which two? refused, naming what it holds
     with pytest.raises(ValueError, match=r"holds arrays \['arr_0', 'arr_1', 'arr_2'\]; it needs one named 'x'"):
@@ -72,7 +72,7 @@ def test_user_npz_and_image_folder(tmp_path: Path) -> None:
         (tmp_path / "pets" / name).mkdir(parents=True)
         for i in range(4):
             Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "pets" / name / f"{i}.png")
-    x, y = load(str(tmp_path / "pets"))
+    x, y, _ = load(str(tmp_path / "pets"))
     assert x.shape == (8, 5, 7, 3) and y.tolist() == ["cat"] * 4 + ["dog"] * 4  # the sub-folders' names
     pets = load_splits(str(tmp_path / "pets"), val_fraction=0.25, test_fraction=0.25)
     assert pets.classes == ("cat", "dog") and sorted(pets.y_train.tolist()) == [0, 0, 1, 1]
@@ -217,24 +217,24 @@ def test_user_csv_with_or_without_a_header(tmp_path: Path, monkeypatch: pytest.M
     rows = [(i * 0.5, -i, ["setosa", "versicolor", "virginica"][i % 3]) for i in range(30)]
     text = '\ufeff"sepal, length",width,species\n' + "".join(f"{a},{b},{c}\n" for a, b, c in rows) + "\n"
     (tmp_path / "named.csv").write_text(text, encoding="utf-8")
-    x, y = load(str(tmp_path / "named.csv"))
+    x, y, _ = load(str(tmp_path / "named.csv"))
     assert x.dtype == np.float32 and x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0]
     assert y.tolist() == [c for _, _, c in rows]
     splits = load_splits(str(tmp_path / "named.csv"))
     assert splits.classes == ("setosa", "versicolor", "virginica") and splits.input_shape == (2,)
     (tmp_path / "plain.csv").write_text("".join(f"{a},{b},{i % 3}\n" for i, (a, b, _) in enumerate(rows)))
-    x, y = load(str(tmp_path / "plain.csv"))
+    x, y, _ = load(str(tmp_path / "plain.csv"))
     assert x.shape == (30, 2) and y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
     assert load_splits(str(tmp_path / "plain.csv")).classes == ()
     # pandas' header for unnamed features (0, 1) over a named label; labels written as floats are numbers
     (tmp_path / "frame.csv").write_text("0,1,y\n" + "".join(f"{a},{b},{i % 3}.0\n" for i, (a, b, _) in enumerate(rows)))
-    x, y = load(str(tmp_path / "frame.csv"))
+    x, y, _ = load(str(tmp_path / "frame.csv"))
     assert x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0]
     assert y.dtype == np.int64 and y.tolist()[:4] == [0, 1, 2, 0]
     for sep, suffix in ((";", "csv"), ("\t", "tsv"), ("|", "csv")):  # as other locales and tools export tables
         body = "".join(f"{a}{sep}{b}{sep}{c}\n" for a, b, c in rows)
         (tmp_path / f"other.{suffix}").write_text(f"a{sep}b{sep}label\n{body}")
-        x, y = load(str(tmp_path / f"other.{suffix}"))
+        x, y, _ = load(str(tmp_path / f"other.{suffix}"))
         assert x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0] and y.tolist() == [c for _, _, c in rows]
     with pytest.raises(ValueError, match="does not exist"):
         load(str(tmp_path / "missing.csv"))
@@ -265,7 +265,7 @@ def test_a_frame_written_by_pandas_or_r_reads_as_it_was(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text('"","a","flag","b","species"\n' + rows)
     expected = frame[["a", "flag", "b"]].to_numpy(np.float32).tolist()
     for name in ("indexed.csv", "shuffled.csv", "joined.csv", "r.csv"):
-        x, y = load(str(tmp_path / name))
+        x, y, _ = load(str(tmp_path / name))
         assert x.shape == (30, 3), name
         order = np.argsort(x[:, 0])  # the shuffled file's rows in the frame's order
         assert x[order].tolist() == expected, name
@@ -285,3 +285,109 @@ def test_prepared_folder_round_trips_byte_for_byte(tmp_path) -> None:
     again = load_prepared(tmp_path / "a")
     assert fingerprint(again) == fingerprint(splits) == info["fingerprint"]
     assert again.name == "digits" and load_splits(str(tmp_path / "a")).x_val.shape == splits.x_val.shape
+
+
+def _table(path: Path) -> list[tuple[int, str, float, float, str]]:
+    """A table as exports often lay it out: an identifier first, the label second, features after it, a date last."""
+    rows = [(1000 + i, ["ant", "bee", "cat"][i % 3], i * 0.5, -i, f"2026-01-{i % 28 + 1:02d}") for i in range(30)]
+    path.write_text("id,kind,a,b,seen\n" + "".join(f"{i},{k},{a},{b},{d}\n" for i, k, a, b, d in rows))
+    return rows
+
+
+def test_a_label_column_named_anywhere_and_columns_left_out(tmp_path: Path) -> None:
+    """``data.label`` names the label's column, wherever the header has it; ``data.ignore_columns`` names columns not
+    to read (an identifier would be a feature that gives away nothing but noise, a date is not a number). The feature
+    columns' names go with the splits, the prepared folder and every logged model's metadata."""
+    from nas.data import load_prepared, save_prepared
+
+    rows = _table(tmp_path / "t.csv")
+    x, y, features = load(str(tmp_path / "t.csv"), label="kind", ignore=["id", "seen"])
+    assert features == ("a", "b") and x.shape == (30, 2) and x[3].tolist() == [1.5, -3.0]
+    assert y.tolist() == [k for _, k, _, _, _ in rows]
+    x, y, features = load(str(tmp_path / "t.csv"), label="b", ignore=["seen", "kind"])  # any column, numbers too
+    assert features == ("id", "a") and y.dtype == np.int64 and y.tolist()[:3] == [0, -1, -2]
+    splits = load_splits(str(tmp_path / "t.csv"), label="kind", ignore=["id", "seen"])
+    assert splits.features == ("a", "b") and splits.classes == ("ant", "bee", "cat")
+    assert splits.names == {"classes": ["ant", "bee", "cat"], "features": ["a", "b"]}
+    info = save_prepared(splits, tmp_path / "prepared")
+    assert info["features"] == ["a", "b"] and load_prepared(tmp_path / "prepared").features == ("a", "b")
+    assert load_splits(str(tmp_path / "prepared"), label="kind").features == ("a", "b")  # applied when prepared
+    # pandas' index column is still left out, and without a label the last column is the label, as before
+    import pandas as pd
+
+    pd.read_csv(tmp_path / "t.csv").to_csv(tmp_path / "framed.csv")
+    assert load(str(tmp_path / "framed.csv"), label="kind", ignore=["seen"]).features == ("id", "a", "b")
+    assert load_splits("digits").names == {}
+
+
+@pytest.mark.parametrize(
+    ("label", "ignore", "message"),
+    [
+        ("species", (), "data.label='species' is not a column of {t}; its header names 'id', 'kind', 'a', 'b', 'seen'"),
+        ("kind", ("ID",), "data.ignore_columns='ID' is not a column of {t}; its header names 'id', 'kind'"),
+        ("kind", ("kind", "seen"), "data.ignore_columns names the label 'kind'; leave it out of the list"),
+        ("kind", ("id", "a", "b", "seen"), "{t} has no feature column left once the label and data.ignore_columns"),
+        ("", ("seen",), "data.ignore_columns names the label 'seen' (the last column, as data.label is empty); "),
+    ],
+)
+def test_columns_picked_by_a_name_the_header_lacks_are_refused(
+    label: str, ignore: tuple[str, ...], message: str, tmp_path: Path
+) -> None:
+    _table(tmp_path / "t.csv")
+    with pytest.raises(ValueError) as raised:
+        load(str(tmp_path / "t.csv"), label=label, ignore=ignore)
+    assert message.format(t=tmp_path / "t.csv") in str(raised.value)
+
+
+def test_a_label_named_for_data_without_a_header_or_not_a_table_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plain.csv").write_text("".join(f"{i * 0.5},{-i},{i % 3}\n" for i in range(30)))
+    with pytest.raises(ValueError, match=r"plain\.csv has no header row naming its columns; data\.label and data\.ig"):
+        load(str(tmp_path / "plain.csv"), label="kind")
+    (tmp_path / "twice.csv").write_text("a,a,kind\n" + "".join(f"{i},{i},{i % 3}\n" for i in range(30)))
+    with pytest.raises(
+        ValueError, match=r"data\.ignore_columns='a' names 2 columns of .*twice\.csv; rename them apart"
+    ):
+        load(str(tmp_path / "twice.csv"), ignore=["a"])
+    np.savez(tmp_path / "d.npz", x=np.zeros((30, 2)), y=np.arange(30) % 3)
+    for name in (str(tmp_path / "d.npz"), "digits"):
+        with pytest.raises(ValueError, match=f"data.label='y' picks columns of a .csv or .tsv table, and '{name}'"):
+            load_splits(name, label="y")
+    with pytest.raises(ValueError, match=r"data.ignore_columns=\['id'\] picks columns of a .csv or .tsv table"):
+        load("digits", ignore=["id"])
+
+
+def test_column_settings_through_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``--set data.label=... --set data.ignore_columns=a,b`` (or a YAML list) reach the data; a name the table
+    lacks, or a list of something else, is refused in one sentence with nothing logged."""
+    from nas.drivers.config import load as load_settings
+
+    monkeypatch.chdir(tmp_path)
+    _table(tmp_path / "t.csv")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for given in ("id,seen", "[id, seen]", "[ id , seen ]"):
+        settings = load_settings(None, ["data.label=kind", f"data.ignore_columns={given}"])
+        assert settings["data"]["ignore_columns"] == ["id", "seen"] and settings["data"]["label"] == "kind"
+    assert load_settings(None, ["data.label=2024"])["data"]["label"] == "2024"  # a column named by a number
+    assert load_settings(None, ["data.ignore_columns="])["data"]["ignore_columns"] == []
+    for sets, message in (
+        (["data.label=species"], "data.label='species' is not a column of"),
+        (  # the label left last: the label's column, in the middle, reads as a text feature
+            [],
+            "line 2, column 'kind' is 'ant', not a number; encode text features as numbers first (data.label names the "
+            "label's column, data.ignore_columns columns not to read)",
+        ),
+        (["data.label=kind", "data.ignore_columns=[id, id]"], "data.ignore_columns=['id', 'id'] must be a list of "),
+        (
+            ["data.ignore_columns={a: 1}"],
+            "data.ignore_columns={'a': 1} must be a list of column names, e.g. [id, date]",
+        ),
+    ):
+        assert (
+            main(["search", "--set", f"data.dataset={tmp_path / 't.csv'}", *[f"--set={s}" for s in sets], "--local"])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert mlflow_has_no_runs(uri)

@@ -74,10 +74,12 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     tmp_path: Path,
 ) -> None:
     """A user's own table (scikit-learn's breast cancer: 30 features from 0.001 to 4,000, unscaled, labels given
-    by name) as a .csv with a header, and a settings file written before train.min_steps and
-    search.initial_units existed: the search standardises inside the model, and the registered model, loaded
-    back through MLflow, classifies raw rows, its outputs named in its metadata."""
+    by name) as a .csv with a header, a patient number first and the diagnosis second, and a settings file written
+    before train.min_steps, search.initial_units and data.label existed, the columns picked with --set: the search
+    standardises inside the model, and the registered model, loaded back through MLflow, classifies raw rows, its
+    outputs and inputs named in its metadata."""
     import mlflow
+    import pandas as pd
     from sklearn.datasets import load_breast_cancer
 
     from nas.data import load_splits
@@ -86,24 +88,28 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     work.mkdir()
     table = load_breast_cancer()
     names = table.target_names[table.target]  # "malignant" (0 in scikit-learn) and "benign" (1)
-    with (work / "cells.csv").open("w", newline="") as f:  # as a spreadsheet exports it: a header, names last
+    with (work / "cells.csv").open("w", newline="") as f:  # as a records system exports it: an id, the label
         writer = csv.writer(f)
-        writer.writerow([*table.feature_names, "diagnosis"])
-        writer.writerows([*row, name] for row, name in zip(table.data.tolist(), names, strict=True))
+        writer.writerow(["patient", "diagnosis", *table.feature_names])
+        writer.writerows(
+            [9000 + i, name, *row] for i, (row, name) in enumerate(zip(table.data.tolist(), names, strict=True))
+        )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     del params["train"]["min_steps"], params["search"]["initial_units"], params["search"]["initial_dense_layers"]
     del params["search"]["max_steps"], params["train"]["augment"], params["train"]["weight_decay"]
+    del params["data"]["label"], params["data"]["ignore_columns"]
     params["search"].update(max_models=2, strategy="random")
     params["data"]["dataset"] = "cells.csv"
     (work / "old.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = _nas(work, uri, "search", "--local", "--config", "old.yaml", "--name", "cells")
+    columns = ["--set", "data.label=diagnosis", "--set", "data.ignore_columns=patient"]
+    done = _nas(work, uri, "search", "--local", "--config", "old.yaml", *columns, "--name", "cells")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     # registered from another folder: the search logged where its data is, not the relative name it was given
     registered = _nas(tmp_path, uri, "register", "cells", "--model-name", "cells-model")
     assert registered.returncode == 0, registered.stdout[-2000:] + registered.stderr[-2000:]
 
-    splits = load_splits(str(work / "cells.csv"))
+    splits = load_splits(str(work / "cells.csv"), label="diagnosis", ignore=["patient"])
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/cells-model/1")
     probabilities = np.asarray(model.predict(splits.x_test))
@@ -112,6 +118,11 @@ def test_a_table_of_raw_features_with_an_older_settings_file_gives_a_model_that_
     predicted = np.array(classes)[probabilities.argmax(1)]
     accuracy = float(np.mean(predicted == np.array(classes)[splits.y_test]))
     assert accuracy >= 0.9, accuracy  # the raw features, unscaled, are what the model was given
+    features = model.metadata.metadata["features"]
+    assert features == list(table.feature_names) == list(splits.features)  # not the patient, not the diagnosis
+    frame = pd.read_csv(work / "cells.csv")  # as a user reads new rows: the model's columns, in its order
+    predicted = np.array(classes)[np.asarray(model.predict(frame[features].to_numpy("float32"))).argmax(1)]
+    assert float(np.mean(predicted == frame["diagnosis"].to_numpy())) >= 0.9
     layer = model.get_raw_model().get_layer("normalization_1")
     mean, variance, count = layer.get_weights()
     np.testing.assert_allclose(mean, splits.x_train.mean(axis=0), rtol=1e-4)
