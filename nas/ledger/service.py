@@ -109,6 +109,7 @@ class Proposing:
             hyperparameters=hyperparameters,
             targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
             acquisition=s.get("acquisition", "ucb"),  # UCB in a search logged before the setting
+            parents=s.get("parents", 0),  # every trained model in a search logged before the setting
         )
 
     def proposer(self, state: SearchState) -> Proposer:

@@ -10,6 +10,8 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   predicted mean). With ``acquisition="ei_per_cost"`` (a space that prices its points, ``cost``) the tree
   search maximises expected improvement over the best fitted target divided by the point's cost relative to
   the median cost of the trained points, so a child that costs twice as much must promise twice the gain.
+  With ``parents`` = r > 0 the tree search starts from the r best trained models only (by score, the first
+  observed on ties), so the budget goes into extending the leading lineages and the GP chooses their morphisms.
   A space that can encode its points (``encode``, ``groups``) gets the exact
   edit-distance kernel with a length scale per group instead of the anchor embedding, and one that
   can list them all (``points``, ``steps``) gets expected improvement maximised over every point.
@@ -250,6 +252,7 @@ class BayesianProposer:
     confirm: int = 2  # measurements a point needs to lead, in a space that is ``remeasurable``
     identify: float = 0.1  # the final share of a counted budget spent re-measuring contenders, same spaces
     acquisition: str = "ucb"  # or "ei_per_cost", in a space with ``cost`` (see the module's docstring)
+    parents: int = 0  # the tree search's roots: the r best trained models; 0: every trained model
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
@@ -258,6 +261,8 @@ class BayesianProposer:
             raise ValueError("acquisition 'ei_per_cost' needs a space that prices its points (a cost method)")
         if self.confirm < 1:
             raise ValueError(f"confirm must be at least 1 measurement, got {self.confirm}")
+        if self.parents < 0:
+            raise ValueError(f"parents must be a non-negative number of models (0: every one), got {self.parents}")
         if not 0 <= self.identify < 1:
             raise ValueError(f"identify must be a share of the budget in [0, 1), got {self.identify}")
 
@@ -374,6 +379,16 @@ class BayesianProposer:
             return None
         return latest[min(open_, key=lambda i: len(scores[i]))]
 
+    def roots(self, history: History) -> list[Observation]:
+        """Where the tree search starts: what the GP fits (``observed``), or its ``parents`` best by score (the
+        first observed on ties), in the order they were observed."""
+        observed = list(self.observed(history))
+        if not self.parents or len(observed) <= self.parents:
+            return observed
+        ranked = sorted(range(len(observed)), key=lambda i: -observed[i].score)  # stable: the first leads a tie
+        keep = set(ranked[: self.parents])
+        return [o for i, o in enumerate(observed) if i in keep]
+
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         if not history.observations:
             return Batch(_fill(history, k, rng, self.space, None))
@@ -383,7 +398,7 @@ class BayesianProposer:
             x = self.features([point])
             gp.add(x[0], float(gp.predict(x)[0][0]))
         taken = history.excluded()
-        roots = [(o.model_id, o.point) for o in self.observed(history)]
+        roots = [(o.model_id, o.point) for o in self.roots(history)]
         out: list[Proposal] = []
         leader = self.remeasure(history) if k > 0 else None
         if leader is not None:  # measure it again before anything new

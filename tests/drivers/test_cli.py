@@ -18,6 +18,8 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.continue_leader=maybe"], "search.continue_leader='maybe' must be true or false"),
         (["--set", "search.acquisition=ei"], "search.acquisition='ei' must be one of ucb, ei_per_cost"),
         (["--set", "search.max_steps=-1"], "search.max_steps=-1 must be a non-negative integer (0: no cap)"),
+        (["--set", "search.parents=-2"], "search.parents=-2 must be a non-negative integer (0: every trained model)"),
+        (["--set", "data.ignore_columns=[[id]]"], "data.ignore_columns=[['id']] must be a list of column names"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
         (["--set", "train.augment=rotate"], "train.augment='rotate' must be one of none, flip, shift, flip_shift"),

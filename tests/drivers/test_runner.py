@@ -235,3 +235,24 @@ def test_a_search_by_expected_improvement_per_cost_verifies_and_replay_reads_the
     divergence = verify([*as_ucb, *events[1:]])
     assert divergence is not None
     assert any(isinstance(e, ArchitectureProposed) and e.seq == divergence.seq and e.morphisms for e in events)
+
+
+@pytest.mark.slow
+def test_a_search_with_one_parent_morphs_the_best_model_so_far_and_verifies() -> None:
+    """search.parents=1: in a real search every morphism proposal starts from the best model its proposal saw (the
+    first to reach that accuracy; the proposal for model j sees models 1..j-2 with one trainer, see the README's
+    Determinism), and the log replays; the setting is read from the log."""
+    store = MemoryStore()
+    run_search(store, "lineage", load(ROOT / "params.yaml", [*SMALL, "search.max_models=6", "search.parents=1"]))
+    events = store.log("lineage").read()
+    assert len(outcome(events)) == 6 and verify(events) is None
+    assert isinstance(events[0], SearchStarted) and events[0].config["search"]["parents"] == 1
+    morphed = 0
+    for e in events:
+        if isinstance(e, ArchitectureProposed) and e.morphisms:
+            seen = int(e.model_id[1:]) - 2  # the proposal ran while model j-1 trained
+            done = [c for c in events if isinstance(c, TrainingCompleted) and int(c.model_id[1:]) <= seen]
+            if done:  # the first proposals see nothing trained: a walk from the initial network
+                assert e.parent_model_id == max(done, key=lambda c: c.val_accuracy).model_id, e.model_id
+                morphed += 1
+    assert morphed >= 3

@@ -199,6 +199,35 @@ def test_expected_improvement_per_cost_needs_a_space_that_prices_its_points() ->
         BayesianProposer(CellSpace(Cell(("none",) * 6)), acquisition="ei_per_cost")
 
 
+def test_parents_limits_the_tree_search_to_the_best_trained_models() -> None:
+    """``parents`` = r: every proposal morphs one of the r best trained models (by score; the first observed on a
+    tie), a batch's fantasised points included; 0 roots the search at every trained model, and a negative count is
+    refused."""
+    space = morphism_space()
+    rng = np.random.default_rng(5)
+    history = grow("random", space, 7, seed=2)
+    scores = [0.3, 0.9, 0.1, 0.5, 0.9, 0.2, 0.4]  # m1 and m4 tie for the lead, m1 first
+    history = History(
+        tuple(Observation(o.model_id, o.point, s) for o, s in zip(history.observations, scores, strict=True)),
+        (),
+        history.seen,
+    )
+    for parents, allowed in ((1, {"m1"}), (3, {"m1", "m4", "m3"})):
+        proposer = BayesianProposer(space, FAST, n_anchors=8, parents=parents)
+        assert {o.model_id for o in proposer.roots(history)} == allowed
+        batch = proposer.propose(history, 3, np.random.default_rng(int(rng.integers(100))))
+        assert len(batch.proposals) == 3 and {p.parent_id for p in batch.proposals} <= allowed
+        assert all(p.steps and p.point.id not in history.excluded() for p in batch.proposals)
+    everyone = BayesianProposer(space, FAST, n_anchors=8)
+    assert [o.model_id for o in everyone.roots(history)] == [f"m{i}" for i in range(7)]
+    parents = {
+        p.parent_id for seed in range(4) for p in everyone.propose(history, 2, np.random.default_rng(seed)).proposals
+    }
+    assert parents - {"m1"}  # without the limit, other models are morphed too
+    with pytest.raises(ValueError, match="parents must be a non-negative number of models"):
+        BayesianProposer(space, parents=-1)
+
+
 def test_unknown_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'greedy'; choose one of bayesian, random, evolution"):
         make_proposer("greedy", morphism_space())
