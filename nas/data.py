@@ -494,8 +494,7 @@ def save_prepared(splits: Splits, out: Path) -> dict[str, object]:
         "input_shape": list(splits.input_shape),
         "num_classes": splits.num_classes,
         **{f"{part}_examples": len(getattr(splits, f"y_{part}")) for part in PARTS},
-        **({"classes": list(splits.classes)} if splits.classes else {}),
-        **({"features": list(splits.features)} if splits.features else {}),
+        **splits.names,
     }
     (out / "fingerprint.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

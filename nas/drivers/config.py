@@ -13,14 +13,22 @@ from nas.strategy import ACQUISITIONS
 from nas.strategy.targets import TARGETS
 from nas.training import AUGMENTS, SCHEDULES
 
+
+class Column(str):
+    """Schema type of a setting that names a table's column: empty where none is given, and a name YAML reads as a
+    number (a column 2024, pandas' 0, 1, ...) is that name."""
+
+
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _FRACTION = (lambda v: 0 < v < 1, "a number above 0 and below 1 (each split needs examples)")
 _ANY = (lambda v: True, "")
+
+
 SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
     "data": {
         "dataset": (str, *_ANY),
-        "label": (str, *_ANY),
+        "label": (Column, *_ANY),
         "ignore_columns": (list, lambda v: len(set(v)) == len(v), "a list of distinct column names"),
         "val_fraction": (float, *_FRACTION),
         "test_fraction": (float, *_FRACTION),
@@ -101,8 +109,12 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         if not isinstance(names, list) or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
             raise ValueError(f"{key}={value!r} must be a list of column names, e.g. [id, date]")
         return [str(n).strip() for n in names if str(n).strip()]
-    if typ is str and value is None and key == "data.label":  # label: (empty) in YAML
-        return ""
+    if typ is Column:
+        if value is None:  # label: (empty) in YAML
+            return ""
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"{key}={value!r} must be a string")
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -112,8 +124,6 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
             pass
     if not isinstance(value, typ) or isinstance(value, bool):
         kind = {float: "a number", int: "an integer", str: "a string"}[typ]
-        if typ is str and key == "data.label" and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)  # a column named 2024 (or pandas' 0, 1, ...) reads as a number in YAML
         raise ValueError(f"{key}={value!r} must be {kind}")
     return value
 

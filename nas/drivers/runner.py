@@ -36,15 +36,14 @@ def splits_for(config: Mapping[str, Any]) -> Splits:
     d = config["data"]
     path = Path(str(d["dataset"]))
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-    columns = (str(d.get("label", "")), tuple(d.get("ignore_columns", ())))  # a log from before they existed: none
-    return _load(d["dataset"], d["val_fraction"], d["test_fraction"], d["seed"], columns, stamp)
+    label, ignore = d.get("label", ""), tuple(d.get("ignore_columns", ()))  # a log from before them: neither
+    return _load(d["dataset"], d["val_fraction"], d["test_fraction"], d["seed"], label, ignore, stamp)
 
 
 @lru_cache(maxsize=2)
 def _load(
-    dataset: str, val_fraction: float, test_fraction: float, seed: int, columns: tuple[str, tuple[str, ...]], stamp: Any
+    dataset: str, val_fraction: float, test_fraction: float, seed: int, label: str, ignore: tuple[str, ...], stamp: Any
 ) -> Splits:
-    label, ignore = columns
     return load_splits(
         dataset, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, label=label, ignore=ignore
     )
