@@ -1,9 +1,10 @@
 """Run or resume a search: the one round loop, for the plain loop and the Prefect flow alike.
 
-A round keeps the training slots busy and proposes the next model while models train. How models
-are trained is a ``Trainings``: in this process (the plain loop, ``nas search --local``), as Prefect
-tasks, or as deployed flow runs on workers (``flows/``). The rule that the proposal for model j sees
-the outcomes of models 1 .. j-1-trainers is ``Proposing.known``'s; the loop only waits for them.
+A round keeps the training slots busy and proposes the next model when a slot frees (with
+``search.propose_ahead``, while every slot trains). How models are trained is a ``Trainings``: in this
+process (the plain loop, ``nas search --local``), as Prefect tasks, or as deployed flow runs on workers
+(``flows/``). Which outcomes the proposal for model j sees is ``Proposing.known``'s rule; the loop only
+waits for them.
 
 Before anything is written, a new search's settings, data and initial network are checked; then the
 search's place is created, its lease taken (one runner per search), a resumed log repaired (crash
@@ -249,7 +250,7 @@ def outcome_line(record: ModelRecord) -> str:
 
 
 def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper, hooks: RoundHooks) -> SearchState:
-    """The rounds: keep the training slots busy, propose the next model while they train, until the budget
+    """The rounds: keep the training slots busy, propose the next model once the outcomes it may see are in, until the budget
     is spent or nothing new fits; then log SearchFinished. Returns the final state."""
 
     def refit() -> None:
@@ -262,7 +263,7 @@ def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper,
     do_refit, do_propose = hooks.refit or refit, hooks.propose or propose
     slots = service.state.config["search"]["trainers"]
     trainings.adopt(service)
-    # Proposed, not yet training: what a crash left behind, then one proposal made ahead of time.
+    # Proposed, not yet training: what a crash left behind, then the next proposal.
     queued = [m.model_id for m in service.state.unfinished if m.model_id not in trainings.running]
     exhausted = False
     while True:

@@ -81,8 +81,11 @@ class Proposing:
 
     @staticmethod
     def known(state: SearchState) -> int:
-        """How many models' outcomes the next proposal may see (see ``batch``)."""
-        return len(state.models) - state.config["search"]["trainers"]
+        """How many models' outcomes the next proposal may see (see ``batch``): all but the ``trainers`` last
+        with ``search.propose_ahead`` (proposed while every slot trains), else all but the ``trainers - 1`` last
+        (proposed when a slot frees). A search logged before the setting proposed ahead."""
+        s = state.config["search"]
+        return len(state.models) - s["trainers"] + (0 if s.get("propose_ahead", True) else 1)
 
     def space(self, state: SearchState) -> MorphismSpace:
         """The morphism space under the caps known to the next proposal (out-of-memory lowers the size cap)."""
@@ -128,8 +131,9 @@ class Proposing:
 
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
-        1 .. j-1-trainers: the ``trainers`` models before it may still be training (they count as
-        pending), as they are when proposals are made while models train. With ``search.continue_leader`` the
+        1 .. j-trainers: the ``trainers - 1`` models before it may still be training (they count as pending),
+        as they are when a proposal is made as soon as a slot frees; with ``search.propose_ahead``, 1 .. j-1-trainers
+        (proposed while every slot trains). With ``search.continue_leader`` the
         first is the model ``continuation`` names, if any: trained further from its weights, no morphisms.
         After a model that was not trained because not one epoch of it fitted in the wall-clock budget left
         (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
