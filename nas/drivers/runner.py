@@ -250,8 +250,8 @@ def outcome_line(record: ModelRecord) -> str:
 
 
 def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper, hooks: RoundHooks) -> SearchState:
-    """The rounds: keep the training slots busy, propose the next model once the outcomes it may see are in, until the budget
-    is spent or nothing new fits; then log SearchFinished. Returns the final state."""
+    """The rounds: keep the training slots busy, propose the next model once the outcomes it may see are in,
+    until the budget is spent or nothing new fits; then log SearchFinished. Returns the final state."""
 
     def refit() -> None:
         service.refit()

@@ -72,7 +72,7 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
 
 @pytest.mark.slow
 def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> None:
-    """With search.continue_leader the leader is trained further before anything new: m3, the first
+    """With search.continue_leader the leader is trained further before anything new: m2, the first
     proposal that sees an outcome (m1's), is m1 again, its model as parent, no morphisms. Its training starts
     where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
     config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.continue_leader=true"])
@@ -81,10 +81,10 @@ def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> Non
     events = store.log("further").read()
     proposed = {e.model_id: e for e in events if isinstance(e, ArchitectureProposed)}
     trained = {e.model_id: e for e in events if isinstance(e, TrainingCompleted)}
-    m3 = proposed["m3"]
-    assert (m3.parent_model_id, m3.morphisms, m3.architecture_id) == ("m1", [], proposed["m1"].architecture_id)
-    assert trained["m3"].preservation_error == 0.0
-    assert trained["m3"].epochs[0]["val_loss"] < trained["m1"].epochs[0]["val_loss"]
+    m2 = proposed["m2"]
+    assert (m2.parent_model_id, m2.morphisms, m2.architecture_id) == ("m1", [], proposed["m1"].architecture_id)
+    assert trained["m2"].preservation_error == 0.0
+    assert trained["m2"].epochs[0]["val_loss"] < trained["m1"].epochs[0]["val_loss"]
     assert len(trained) == 5 and verify(events) is None
 
 
@@ -240,19 +240,49 @@ def test_a_search_by_expected_improvement_per_cost_verifies_and_replay_reads_the
 @pytest.mark.slow
 def test_a_search_with_one_parent_morphs_the_best_model_so_far_and_verifies() -> None:
     """search.parents=1: in a real search every morphism proposal starts from the best model its proposal saw (the
-    first to reach that accuracy; the proposal for model j sees models 1..j-2 with one trainer, see the README's
-    Determinism), and the log replays; the setting is read from the log."""
+    first to reach that accuracy; the proposal for model j sees models 1..j-1 with one trainer, see the README's
+    Determinism: each refit before it fitted their outcomes), and the log replays; the setting is read from the log."""
     store = MemoryStore()
     run_search(store, "lineage", load(ROOT / "params.yaml", [*SMALL, "search.max_models=6", "search.parents=1"]))
     events = store.log("lineage").read()
     assert len(outcome(events)) == 6 and verify(events) is None
     assert isinstance(events[0], SearchStarted) and events[0].config["search"]["parents"] == 1
-    morphed = 0
-    for e in events:
+    morphed, refits = 0, 0
+    for i, e in enumerate(events):
+        if isinstance(e, SurrogateRefitted):
+            after = next(p for p in events[i:] if isinstance(p, ArchitectureProposed))
+            assert e.observations == int(after.model_id[1:]) - 1, after.model_id  # every model before it, trained
+            refits += 1
         if isinstance(e, ArchitectureProposed) and e.morphisms:
-            seen = int(e.model_id[1:]) - 2  # the proposal ran while model j-1 trained
+            seen = int(e.model_id[1:]) - 1  # the proposal waited for model j-1's training
             done = [c for c in events if isinstance(c, TrainingCompleted) and int(c.model_id[1:]) <= seen]
             if done:  # the first proposals see nothing trained: a walk from the initial network
                 assert e.parent_model_id == max(done, key=lambda c: c.val_accuracy).model_id, e.model_id
                 morphed += 1
-    assert morphed >= 3
+    assert morphed >= 3 and refits >= 4
+
+
+@pytest.mark.slow
+def test_a_search_proposing_ahead_replays_with_its_rule_and_logs_from_before_the_setting_are_read_so() -> None:
+    """search.propose_ahead=true: the proposal for model j sees models 1..j-2 (proposed while j-1 trains), so its
+    refits fitted one outcome fewer. A log from before the setting (no such key) proposed ahead: it replays with
+    the key removed, and read with the new rule it diverges at the first refit that the rule changes."""
+    store = MemoryStore()
+    run_search(store, "ahead", load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.propose_ahead=true"]))
+    events = store.log("ahead").read()
+    assert len(outcome(events)) == 5 and verify(events) is None
+    for i, e in enumerate(events):
+        if isinstance(e, SurrogateRefitted):
+            after = next(p for p in events[i:] if isinstance(p, ArchitectureProposed))
+            assert e.observations == int(after.model_id[1:]) - 2, after.model_id
+    started = events[0]
+    assert isinstance(started, SearchStarted)
+
+    def with_search(search: dict) -> list:
+        return [replace(started, config={**started.config, "search": search}), *events[1:]]
+
+    old = {k: v for k, v in started.config["search"].items() if k != "propose_ahead"}
+    assert verify(with_search(old)) is None
+    divergence = verify(with_search({**old, "propose_ahead": False}))
+    first_refit = next(e.seq for e in events if isinstance(e, SurrogateRefitted))
+    assert divergence is not None and divergence.seq <= first_refit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,7 +27,7 @@ from nas.ledger.events import (
 from nas.ledger.log import ChainError, verify_chain
 from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import summary
-from nas.ledger.service import SearchService
+from nas.ledger.service import Proposing, SearchService
 from nas.ledger.state import OOM_CAP_FACTOR, fold
 
 ROOT = Path(__file__).parents[2]
@@ -183,6 +183,33 @@ def test_best_model_is_the_highest_validation_accuracy() -> None:
         fold([TrainingFailed("golden", seq + 1, "m3", "nan_loss")], state)
     with pytest.raises(ChainError, match="names model 'm9', which was never proposed"):
         fold([TrainingCompleted("golden", seq + 1, "m9", "9" * 64, 0.9, 10)], state)
+
+
+def test_the_next_proposal_sees_every_model_but_the_ones_that_may_still_train() -> None:
+    """``Proposing.known``: after m1..m3 (m3 still training), the next proposal sees all but the ``trainers - 1``
+    last models (proposed when a slot frees), or with ``search.propose_ahead`` all but the ``trainers`` last; a
+    log from before the setting proposed ahead. The history the proposal gets holds the known outcomes only."""
+    start = verify_chain(golden())[0]
+    assert isinstance(start, SearchStarted)
+    arch = start.initial_architecture
+    tail: list[Event] = []
+    for i, acc in ((1, 0.5), (2, 0.8)):
+        tail += [
+            ArchitectureProposed("golden", len(tail) + 2, f"m{i}", None, [], f"{i}" * 64, arch, "random"),
+            TrainingCompleted("golden", len(tail) + 3, f"m{i}", f"{i}" * 64, acc, 10),
+        ]
+    tail.append(ArchitectureProposed("golden", len(tail) + 2, "m3", None, [], "3" * 64, arch, "random"))
+
+    def known(**search: object) -> int:
+        settings = {k: v for k, v in {**start.config["search"], **search}.items() if v is not None}
+        state = fold([replace(start, config={**start.config, "search": settings}), *tail])
+        seen = state.history(known_models=Proposing.known(state))
+        assert len(seen.observations) == min(Proposing.known(state), 2)  # m3 has no outcome yet
+        return Proposing.known(state)
+
+    assert known(trainers=1, propose_ahead=False) == 3 and known(trainers=1, propose_ahead=True) == 2
+    assert known(trainers=2, propose_ahead=False) == 2 and known(trainers=2, propose_ahead=True) == 1
+    assert known(trainers=1, propose_ahead=None) == 2  # logged before the setting: proposed ahead
 
 
 def test_v1_trainings_are_upcast_to_v2_without_a_weights_hash() -> None:
