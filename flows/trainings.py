@@ -217,11 +217,12 @@ def nas_train(search_id: str, model_id: str, uri: str | None = None, deadline: f
 class TaskTrainings(Trainings):
     """Trainings as tasks of the search's flow run, in its process.
 
-    The flow run takes the ``nas-trainer`` slots its trainings use and keeps them from one training to the
-    next until ``close``: a search keeps its slots busy (the next model is proposed while one trains), and
-    taking a slot anew for every training costs seconds on a SQLite-backed Prefect server, whose database
-    is often locked right then. Beyond the first slot it takes only free ones; when there is none, the task
-    waits for a slot itself, as deployed trainings do, so a search never holds a slot while waiting for another.
+    The flow run takes the ``nas-trainer`` slots its trainings use and keeps them from one training to the next
+    until ``close``: a search keeps its slots busy (its next model is proposed as a slot frees, or while one
+    trains), and taking a slot anew for every training costs seconds on a SQLite-backed Prefect server, whose
+    database is often locked right then. Beyond the first slot it takes only free ones; when there is none, the
+    task waits for a slot itself, as deployed trainings do, so a search never holds a slot while waiting for
+    another.
     """
 
     def __init__(self, search_id: str, uri: str) -> None:
