@@ -42,6 +42,7 @@ from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
 from nas.strategy.proposers import (
     Batch,
     BayesianProposer,
+    History,
     Proposal,
     Proposer,
     Refit,
@@ -87,6 +88,14 @@ class Proposing:
         s = state.config["search"]
         return len(state.models) - s["trainers"] + (0 if s.get("propose_ahead", True) else 1)
 
+    @classmethod
+    def seen(cls, state: SearchState) -> History:
+        """What the next proposal reads: the outcomes of the first ``known`` models, in the order they were proposed,
+        so that with several trainers which one ended first does not change a proposal. A search logged before
+        ``search.propose_ahead`` read them in the order they ended, and replays so (with one trainer, the same)."""
+        in_order = "propose_ahead" in state.config["search"]
+        return state.history(known_models=cls.known(state), proposal_order=in_order)
+
     def space(self, state: SearchState) -> MorphismSpace:
         """The morphism space under the caps known to the next proposal (out-of-memory lowers the size cap)."""
         s = state.config["search"]
@@ -124,10 +133,17 @@ class Proposing:
 
     def refit(self, state: SearchState) -> Refit | None:
         """The surrogate refit the next proposal should use: None for strategies without one, or nothing seen yet."""
-        history = state.history(known_models=self.known(state))
+        history = self.seen(state)
         if state.config["search"]["strategy"] != "bayesian" or not history.observations:
             return None
         return self._bayesian(state, None).refit(history)[1]
+
+    def _last_out_of_time(self, state: SearchState) -> bool:
+        """Whether the last model the next proposal sees failed for want of budget (the last proposed one in a
+        search logged before ``search.propose_ahead``, which read it even while it might still train)."""
+        models = list(state.models.values())
+        last = self.known(state) if "propose_ahead" in state.config["search"] else len(models)
+        return last > 0 and models[last - 1].out_of_time
 
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
@@ -137,10 +153,10 @@ class Proposing:
         first is the model ``continuation`` names, if any: trained further from its weights, no morphisms.
         After a model that was not trained because not one epoch of it fitted in the wall-clock budget left
         (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
-        history = state.history(known_models=self.known(state))
+        history = self.seen(state)
         rng = seed_for(state.seed, len(state.models))
         further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
-        if further is None and k > 0 and state.models and list(state.models.values())[-1].out_of_time:
+        if further is None and k > 0 and self._last_out_of_time(state):
             further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)

@@ -160,19 +160,20 @@ class SearchState:
         )
         return [self.models[model_id] for _, model_id in ranked[:k]]
 
-    def history(self, known_models: int | None = None) -> History:
-        """What the proposers may read: trained models in completion order, pending ones, every id seen.
+    def history(self, known_models: int | None = None, proposal_order: bool = False) -> History:
+        """What the proposers may read: trained models in completion order (``proposal_order``: in the order
+        they were proposed), pending ones, every id seen.
 
         With ``known_models = n`` only the trainings of the first n proposed models count as
         observed; later ones are pending even if they have finished, so what a proposal sees does
-        not depend on how fast trainings running beside it happen to be.
+        not depend on how fast trainings running beside it happen to be (nor, in proposal order, their order).
         """
         order = list(self.models)
         known = set(order if known_models is None else order[: max(known_models, 0)])
         trained = tuple(
             Observation(mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0))
-            for mid in self.trained_order
-            if mid in known
+            for mid in (order if proposal_order else self.trained_order)
+            if mid in known and self.models[mid].status == ModelStatus.TRAINED
         )
         pending = tuple(m.arch for m in self.models.values() if m.model_id not in known or not m.status.is_finished)
         seen = frozenset(m.architecture_id for m in self.models.values())

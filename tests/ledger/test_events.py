@@ -212,6 +212,25 @@ def test_the_next_proposal_sees_every_model_but_the_ones_that_may_still_train() 
     assert known(trainers=1, propose_ahead=None) == 2  # logged before the setting: proposed ahead
 
 
+def test_the_next_proposal_reads_outcomes_in_the_order_the_models_were_proposed() -> None:
+    """With two trainers m2 may end before m1: a proposal reads m1 then m2 all the same (so which training ended
+    first changes no proposal); a log from before ``search.propose_ahead`` read them as they ended, and still does."""
+    start = verify_chain(golden())[0]
+    assert isinstance(start, SearchStarted)
+    arch = start.initial_architecture
+    tail: list[Event] = [
+        ArchitectureProposed("golden", 2, "m1", None, [], "1" * 64, arch, "random"),
+        ArchitectureProposed("golden", 3, "m2", None, [], "2" * 64, arch, "random"),
+        TrainingCompleted("golden", 4, "m2", "2" * 64, 0.8, 10),
+        TrainingCompleted("golden", 5, "m1", "1" * 64, 0.5, 10),
+        ArchitectureProposed("golden", 6, "m3", None, [], "3" * 64, arch, "random"),
+    ]
+    search = {**start.config["search"], "trainers": 1}  # (the fold does not check who trained at once)
+    for settings, order in (({**search, "propose_ahead": False}, ["m1", "m2"]), (search, ["m2", "m1"])):
+        state = fold([replace(start, config={**start.config, "search": settings}), *tail])
+        assert [o.model_id for o in Proposing.seen(state).observations] == order
+
+
 def test_v1_trainings_are_upcast_to_v2_without_a_weights_hash() -> None:
     """TrainingCompleted v2 records the sha256 of weights.npz; a v1 record did not, so it reads as unknown."""
     old = next(r for r in golden() if r["type"] == "TrainingCompleted")
