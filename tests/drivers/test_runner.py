@@ -24,6 +24,12 @@ ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.initial_width=8", "search.max_models=4"]
 
 
+def with_search(events: list, search: dict) -> list:
+    """The log ``events`` as if its search had been started with these ``search`` settings."""
+    started = events[0]
+    return [replace(started, config={**started.config, "search": search}), *events[1:]]
+
+
 def outcome(events) -> list[tuple[str, str, float]]:
     """(model, architecture id, validation accuracy) of every completed training, in order."""
     return [(e.model_id, e.architecture_id, e.val_accuracy) for e in events if isinstance(e, TrainingCompleted)]
@@ -59,12 +65,9 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
     started = events[0]
     assert isinstance(started, SearchStarted)
 
-    def with_search(search: dict) -> list:
-        return [replace(started, config={**started.config, "search": search}), *events[1:]]
-
     old = {k: v for k, v in started.config["search"].items() if k != "surrogate_targets"}
-    assert verify(with_search(old)) is None
-    divergence = verify(with_search({**old, "surrogate_targets": "rank"}))
+    assert verify(with_search(events, old)) is None
+    divergence = verify(with_search(events, {**old, "surrogate_targets": "rank"}))
     # two scores normalise alike on either scale; the first refit on three is where the scales part
     refits = [e.seq for e in events if isinstance(e, SurrogateRefitted) and e.observations > 2]
     assert divergence is not None and divergence.seq == refits[0]
@@ -124,14 +127,11 @@ def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None
     assert isinstance(started, SearchStarted)
     assert all(e.morphisms for e in events if isinstance(e, ArchitectureProposed) and e.parent_model_id)
 
-    def with_search(search: dict) -> list:
-        return [replace(started, config={**started.config, "search": search}), *events[1:]]
-
     # nor search.max_steps (such a log chained proposals without a cap, the default 0) nor search.acquisition (UCB)
     added = ("continue_leader", "max_steps", "acquisition")
     old = {k: v for k, v in started.config["search"].items() if k not in added}
-    assert verify(with_search(old)) is None
-    divergence = verify(with_search({**old, "continue_leader": True}))
+    assert verify(with_search(events, old)) is None
+    divergence = verify(with_search(events, {**old, "continue_leader": True}))
     m2 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m2")  # sees m1: continues
     assert divergence is not None and divergence.seq == m2.seq
 
@@ -278,11 +278,8 @@ def test_a_search_proposing_ahead_replays_with_its_rule_and_logs_from_before_the
     started = events[0]
     assert isinstance(started, SearchStarted)
 
-    def with_search(search: dict) -> list:
-        return [replace(started, config={**started.config, "search": search}), *events[1:]]
-
     old = {k: v for k, v in started.config["search"].items() if k != "propose_ahead"}
-    assert verify(with_search(old)) is None
-    divergence = verify(with_search({**old, "propose_ahead": False}))
+    assert verify(with_search(events, old)) is None
+    divergence = verify(with_search(events, {**old, "propose_ahead": False}))
     first_refit = next(e.seq for e in events if isinstance(e, SurrogateRefitted))
     assert divergence is not None and divergence.seq <= first_refit
