@@ -79,7 +79,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_steps": 0,
         "acquisition": "ucb",
         "parents": 0,
-        "propose_ahead": False,
+        "propose_ahead": True,
     },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
     "final": {"schedule": "cosine", "ensemble": 3},

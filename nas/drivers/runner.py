@@ -1,7 +1,7 @@
 """Run or resume a search: the one round loop, for the plain loop and the Prefect flow alike.
 
-A round keeps the training slots busy and proposes the next model when a slot frees (with
-``search.propose_ahead``, while every slot trains). How models are trained is a ``Trainings``: in this
+A round keeps the training slots busy and proposes the next model while every slot trains (with
+``search.propose_ahead: false``, when a slot frees). How models are trained is a ``Trainings``: in this
 process (the plain loop, ``nas search --local``), as Prefect tasks, or as deployed flow runs on workers
 (``flows/``). Which outcomes the proposal for model j sees is ``Proposing.known``'s rule; the loop only
 waits for them.

@@ -138,25 +138,18 @@ class Proposing:
             return None
         return self._bayesian(state, None).refit(history)[1]
 
-    def _last_out_of_time(self, state: SearchState) -> bool:
-        """Whether the last model the next proposal sees failed for want of budget (the last proposed one in a
-        search logged before ``search.propose_ahead``, which read it even while it might still train)."""
-        models = list(state.models.values())
-        last = self.known(state) if "propose_ahead" in state.config["search"] else len(models)
-        return last > 0 and models[last - 1].out_of_time
-
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
-        1 .. j-trainers: the ``trainers - 1`` models before it may still be training (they count as pending),
-        as they are when a proposal is made as soon as a slot frees; with ``search.propose_ahead``, 1 .. j-1-trainers
-        (proposed while every slot trains). With ``search.continue_leader`` the
+        1 .. j-1-trainers with ``search.propose_ahead`` (the default): the ``trainers`` models before it may still
+        be training (they count as pending), as they are when it is proposed while every slot trains; without it,
+        1 .. j-trainers (proposed when a slot frees). With ``search.continue_leader`` the
         first is the model ``continuation`` names, if any: trained further from its weights, no morphisms.
         After a model that was not trained because not one epoch of it fitted in the wall-clock budget left
         (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
         history = self.seen(state)
         rng = seed_for(state.seed, len(state.models))
         further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
-        if further is None and k > 0 and self._last_out_of_time(state):
+        if further is None and k > 0 and state.models and list(state.models.values())[-1].out_of_time:
             further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)

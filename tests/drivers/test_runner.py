@@ -75,10 +75,11 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
 
 @pytest.mark.slow
 def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> None:
-    """With search.continue_leader the leader is trained further before anything new: m2, the first
-    proposal that sees an outcome (m1's), is m1 again, its model as parent, no morphisms. Its training starts
-    where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
-    config = load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.continue_leader=true"])
+    """With search.continue_leader the leader is trained further before anything new: m2, the first proposal that sees
+    an outcome (m1's, proposed when the slot frees), is m1 again, its model as parent, no morphisms. Its training
+    starts where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
+    settings = [*SMALL, "search.max_models=5", "search.continue_leader=true", "search.propose_ahead=false"]
+    config = load(ROOT / "params.yaml", settings)
     store = MemoryStore()
     run_search(store, "further", config)
     events = store.log("further").read()
@@ -132,8 +133,8 @@ def test_a_search_logged_before_continue_leader_existed_still_verifies() -> None
     old = {k: v for k, v in started.config["search"].items() if k not in added}
     assert verify(with_search(events, old)) is None
     divergence = verify(with_search(events, {**old, "continue_leader": True}))
-    m2 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m2")  # sees m1: continues
-    assert divergence is not None and divergence.seq == m2.seq
+    m3 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m3")  # sees m1: continues
+    assert divergence is not None and divergence.seq == m3.seq
 
 
 @pytest.mark.slow
@@ -240,10 +241,12 @@ def test_a_search_by_expected_improvement_per_cost_verifies_and_replay_reads_the
 @pytest.mark.slow
 def test_a_search_with_one_parent_morphs_the_best_model_so_far_and_verifies() -> None:
     """search.parents=1: in a real search every morphism proposal starts from the best model its proposal saw (the
-    first to reach that accuracy; the proposal for model j sees models 1..j-1 with one trainer, see the README's
-    Determinism: each refit before it fitted their outcomes), and the log replays; the setting is read from the log."""
+    first to reach that accuracy; proposed when the slot frees, the proposal for model j sees models 1..j-1 with one
+    trainer, see the README's Determinism: each refit before it fitted their outcomes), and the log replays; the
+    settings are read from the log."""
     store = MemoryStore()
-    run_search(store, "lineage", load(ROOT / "params.yaml", [*SMALL, "search.max_models=6", "search.parents=1"]))
+    settings = [*SMALL, "search.max_models=6", "search.parents=1", "search.propose_ahead=false"]
+    run_search(store, "lineage", load(ROOT / "params.yaml", settings))
     events = store.log("lineage").read()
     assert len(outcome(events)) == 6 and verify(events) is None
     assert isinstance(events[0], SearchStarted) and events[0].config["search"]["parents"] == 1

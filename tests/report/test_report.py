@@ -118,15 +118,15 @@ def test_morphism_chains_read_short_in_tables() -> None:
 def test_a_model_trained_further_says_so_in_the_table_the_run_names_and_the_audit(
     store: tuple[Path, str], capsys
 ) -> None:
-    """In search 'b' (search.continue_leader=true) m2, the first proposal that sees an outcome, is m1 trained
-    further: no morphisms, parent m1."""
+    """In search 'b' (search.continue_leader=true) m3, the first proposal that sees an outcome (proposed ahead,
+    the default), is m1 trained further: no morphisms, parent m1."""
     _, uri = store
     log = open_store(uri).log("b")
     rows = {row["model"]: row for row in table(fold(log.read()))}
     assert (rows["m1"]["parent"], rows["m1"]["morphisms"]) == ("-", "-")
-    assert (rows["m2"]["parent"], rows["m2"]["morphisms"]) == ("m1", "trained further")
+    assert (rows["m3"]["parent"], rows["m3"]["morphisms"]) == ("m1", "trained further")
     names = {run.info.run_name for run in log.runs.event_runs()}
-    assert any(re.fullmatch(r"\d{4} proposed m2 from m1 \(trained further\)", n) for n in names)
+    assert any(re.fullmatch(r"\d{4} proposed m3 from m1 \(trained further\)", n) for n in names)
     assert main(["audit", "b"]) == 0  # its lineage of the best model: the same words
     state = fold(log.read())
     lineage = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}

@@ -48,7 +48,7 @@ def a_search_whose_models_took_100_s_an_epoch(uri: str, tmp_path: Path, budget_s
     store.create("plan")
     service = SearchService(store.log("plan"))
     service.start("plan", config, splits.input_shape, splits.num_classes, fingerprint(splits))
-    for model_id in ("m1", "m2"):  # m2 is proposed once m1 trained (it sees m1), m3 once both did
+    for model_id in ("m1", "m2"):  # m2 is proposed before m1's outcome counts, as when proposed while m1 trains
         service.refit()
         (proposed,) = service.ask(1)
         assert proposed.model_id == model_id
