@@ -56,8 +56,11 @@ class ArchitectureProposed(Event):
     batch_size: int = 1  # v2
     # v3: wall-clock seconds the search had run when proposed, summed over its runners' sessions (None before v3)
     elapsed_s: float | None = None
+    # v4: the learning rate its training starts from, chosen with the morphisms (``search.learning_rates``); None:
+    # the configured one (train.learning_rate x lr_decay^ancestors), as every proposal before v4
+    learning_rate: float | None = None
     TYPE: ClassVar[str] = "ArchitectureProposed"
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
 
 
 @dataclass(frozen=True)
@@ -171,9 +174,15 @@ def upcast_elapsed(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "elapsed_s": None}
 
 
+def upcast_proposed_v3_v4(payload: dict[str, Any]) -> dict[str, Any]:
+    """Before v4 no proposal chose a learning rate: each model trained at the configured one."""
+    return {**payload, "learning_rate": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("ArchitectureProposed", 1): upcast_proposed_v1_v2,
     ("ArchitectureProposed", 2): upcast_elapsed,
+    ("ArchitectureProposed", 3): upcast_proposed_v3_v4,
     ("TrainingStarted", 1): upcast_started_v1_v2,
     ("TrainingCompleted", 1): upcast_completed_v1_v2,
     ("SearchFinished", 1): upcast_elapsed,

@@ -63,10 +63,23 @@ def test_v1_proposals_are_upcast_to_v2() -> None:
     assert old["schema_version"] == 1 and "batch_size" not in old["payload"]
     event = from_record({k: v for k, v in old.items() if k not in ("hash", "prev_hash")})
     assert isinstance(event, ArchitectureProposed) and (event.batch_index, event.batch_size) == (0, 1)
-    assert to_record(event)["schema_version"] == ArchitectureProposed.VERSION == 3
-    new = ("batch_index", "batch_size", "elapsed_s")
+    assert to_record(event)["schema_version"] == ArchitectureProposed.VERSION == 4
+    new = ("batch_index", "batch_size", "elapsed_s", "learning_rate")
     unchanged = {k: v for k, v in to_record(event)["payload"].items() if k not in new}
     assert unchanged == old["payload"]
+
+
+def test_v3_proposals_are_upcast_to_v4_at_the_configured_learning_rate() -> None:
+    """ArchitectureProposed v4 added ``learning_rate`` (the rate a proposal chose, ``search.learning_rates``); a v3
+    proposal chose none: None, the configured rate. A v4 record keeps its rate through the codec."""
+    old = next(r for r in golden() if r["type"] == "ArchitectureProposed")
+    v3 = {k: v for k, v in old.items() if k not in ("hash", "prev_hash")}
+    v3 = {**v3, "schema_version": 3, "payload": {**v3["payload"], "batch_index": 0, "batch_size": 1, "elapsed_s": 2.5}}
+    event = from_record(v3)
+    assert isinstance(event, ArchitectureProposed) and event.learning_rate is None and event.elapsed_s == 2.5
+    assert {k: v for k, v in to_record(event)["payload"].items() if k != "learning_rate"} == v3["payload"]
+    chosen = replace(event, learning_rate=0.002)
+    assert from_record(json.loads(canonical_json(to_record(chosen)))) == chosen
 
 
 def test_v1_training_starts_are_upcast_to_v2_with_no_plan() -> None:
