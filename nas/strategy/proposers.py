@@ -24,6 +24,9 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   In a space where proposing a trained point again trains its model further (``continuable``), a
   point's score is its best training's: the GP sees each point once, and morphisms start from the
   model that scored it. ``continuation`` names the model a search should train further first.
+  With ``rates``, each proposal also chooses the learning rate its training starts from: the GP reads the log
+  rate as one more group of the kernel (``features``) and each candidate network gets the rate of highest
+  acquisition (``best_rates``).
 - ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
   recent trained models; the winner's one-step mutation is the child; older ones age out.
@@ -44,6 +47,7 @@ from nas.strategy.acquisition import (
     expected_improvement,
     maximize_over_space,
     optimize_acquisition,
+    ucb,
 )
 from nas.strategy.gp import GaussianProcess, GroupedGaussianProcess
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
@@ -62,6 +66,7 @@ class Observation:
     model_id: str
     point: Any
     score: float
+    rate: float | None = None  # the learning rate its proposal chose; None: the configured one
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,16 @@ class History:
     # measurements the budget still allows, the ones proposed now included; None where the budget is not a
     # count (a search stopped by wall clock)
     remaining: int | None = None
+    # the learning rates chosen for the first pending points (the rest, and every one where this is shorter: None,
+    # the configured rate)
+    pending_rates: tuple[float | None, ...] = ()
 
     def excluded(self) -> set[str]:
         return set(self.seen) | {o.point.id for o in self.observations} | {p.id for p in self.pending}
+
+    def rate_of_pending(self, i: int) -> float | None:
+        """The learning rate chosen for ``pending[i]`` (None: the configured one)."""
+        return self.pending_rates[i] if i < len(self.pending_rates) else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,7 @@ class Proposal:
     std: float | None = None
     candidates: int = 0
     seconds: float = 0.0
+    learning_rate: float | None = None  # chosen with the steps (``BayesianProposer.rates``); None: the configured one
 
 
 @dataclass(frozen=True)
@@ -253,6 +266,9 @@ class BayesianProposer:
     identify: float = 0.1  # the final share of a counted budget spent re-measuring contenders, same spaces
     acquisition: str = "ucb"  # or "ei_per_cost", in a space with ``cost`` (see the module's docstring)
     parents: int = 0  # the tree search's roots: the r best trained models; 0: every trained model
+    # learning rates each proposal chooses among, jointly with its morphisms (see ``features``); (): none chosen
+    rates: tuple[float, ...] = ()
+    base_rate: float = 1e-3  # the rate of an observation whose proposal chose none (the configured one)
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
@@ -265,6 +281,10 @@ class BayesianProposer:
             raise ValueError(f"parents must be a non-negative number of models (0: every one), got {self.parents}")
         if not 0 <= self.identify < 1:
             raise ValueError(f"identify must be a share of the budget in [0, 1), got {self.identify}")
+        if not all(r > 0 for r in (*self.rates, self.base_rate)):
+            raise ValueError(f"learning rates must be positive, got {[*self.rates, self.base_rate]}")
+        if self.rates and hasattr(self.space, "points"):
+            raise ValueError("learning rates are chosen in a space of trainable networks only, not in a table's")
 
     @property
     def embedding(self) -> AnchorEmbedding:
@@ -273,14 +293,48 @@ class BayesianProposer:
             self._embedding = AnchorEmbedding(self.space.distances, anchors)
         return self._embedding
 
-    def features(self, points: Sequence[Any]) -> np.ndarray:
+    def _point_features(self, points: Sequence[Any]) -> np.ndarray:
         if hasattr(self.space, "encode"):
             return np.asarray(self.space.encode(points), float)
         return self.embedding([self.space.descriptor(p) for p in points])
 
+    def features(self, points: Sequence[Any], rates: Sequence[float | None] | None = None) -> np.ndarray:
+        """What the GP reads of ``points``: the space's encoding or the anchor embedding of the edit distance, and
+        where the proposer chooses learning rates, one more column: the natural log of each point's rate (None, or
+        no ``rates``: ``base_rate``). That column is a group of its own, with its own length scale, so the kernel is
+        exp(-|embedding difference|^2 / (2 l_a^2) - (log rate ratio)^2 / (2 l_r^2)), both chosen by marginal
+        likelihood: the edit distance plus a distance on the rate."""
+        x = self._point_features(points)
+        if not self.rates:
+            return x
+        given = [None] * len(points) if rates is None else list(rates)
+        return np.column_stack([x, np.log([self.base_rate if r is None else r for r in given])])
+
     def _gp(self) -> GaussianProcess:
         """A GP to fit, hyperparameters by marginal likelihood."""
-        return GroupedGaussianProcess(self.space.groups) if hasattr(self.space, "groups") else GaussianProcess()
+        groups = list(self.space.groups) if hasattr(self.space, "groups") else None
+        if self.rates:
+            columns = groups if groups is not None else [0] * len(self.embedding.anchors)
+            return GroupedGaussianProcess([*columns, max(columns) + 1])
+        return GroupedGaussianProcess(groups) if groups is not None else GaussianProcess()
+
+    def best_rates(
+        self,
+        gp: GaussianProcess,
+        points: Sequence[Any],
+        acquire: Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray] | None,
+    ) -> tuple[list[float], np.ndarray, np.ndarray]:
+        """For each of ``points``, the rate of ``rates`` with the highest acquisition (UCB with the annealing's
+        beta, or ``acquire``; the first listed on ties), and the GP's mean and deviation at it."""
+        x = self._point_features(points)
+        n, k = len(points), len(self.rates)
+        grid = np.vstack([np.column_stack([x, np.full(n, np.log(r))]) for r in self.rates])
+        mean, std = (a.reshape(k, n) for a in gp.predict(grid))
+        every = [p for _ in self.rates for p in points]
+        values = ucb(mean, std, self.annealing.beta) if acquire is None else acquire(every, mean.ravel(), std.ravel())
+        best = np.argmax(np.reshape(values, (k, n)), axis=0)
+        cols = np.arange(n)
+        return [self.rates[i] for i in best], mean[best, cols], std[best, cols]
 
     def observed(self, history: History) -> Sequence[Observation]:
         """What the GP fits: every observation, or in a ``continuable`` space each point's best."""
@@ -292,7 +346,8 @@ class BayesianProposer:
         """Features and surrogate targets of what the GP fits (``observed``)."""
         observed = self.observed(history)
         scores = np.array([o.score for o in observed])
-        return self.features([o.point for o in observed]), Targets.fit(self.targets, scores)(scores)
+        x = self.features([o.point for o in observed], [o.rate for o in observed])
+        return x, Targets.fit(self.targets, scores)(scores)
 
     def refit(self, history: History) -> tuple[GaussianProcess, Refit]:
         """The GP on what it fits (``observed``: no observation dropped), hyperparameters by marginal likelihood."""
@@ -310,7 +365,7 @@ class BayesianProposer:
 
     def surrogate(self, history: History) -> tuple[GaussianProcess, Refit | None]:
         """The GP on ``history``: with the given hyperparameters if any, else refitted (and the refit)."""
-        if self.hyperparameters is None or hasattr(self.space, "groups"):
+        if self.hyperparameters is None or hasattr(self.space, "groups") or self.rates:
             return self.refit(history)
         x, y = self._data(history)
         length_scale, noise = self.hyperparameters
@@ -394,8 +449,8 @@ class BayesianProposer:
             return Batch(_fill(history, k, rng, self.space, None))
         gp, info = self.surrogate(history)
         targets = Targets.fit(self.targets, np.array([o.score for o in self.observed(history)]))
-        for point in history.pending:  # kriging believer: a pending point counts as its predicted mean
-            x = self.features([point])
+        for i, point in enumerate(history.pending):  # kriging believer: a pending point counts as its predicted mean
+            x = self.features([point], [history.rate_of_pending(i)])
             gp.add(x[0], float(gp.predict(x)[0][0]))
         taken = history.excluded()
         roots = [(o.model_id, o.point) for o in self.roots(history)]
@@ -403,21 +458,27 @@ class BayesianProposer:
         leader = self.remeasure(history) if k > 0 else None
         if leader is not None:  # measure it again before anything new
             start = time.perf_counter()
-            x = self.features([leader.point])
+            x = self.features([leader.point], [leader.rate])
             (m,), (s,) = gp.predict(x)
             mean, std = targets.prediction(float(m), float(s))
-            out.append(Proposal(leader.model_id, (), leader.point, None, mean, std, 0, time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            out.append(Proposal(leader.model_id, (), leader.point, None, mean, std, 0, seconds, leader.rate))
             gp.add(x[0], float(m))
         while len(out) < k:
             start = time.perf_counter()
+            acquire = self.per_cost(history, gp) if self.acquisition == "ei_per_cost" else None
 
-            def score(points: Sequence[Any], gp: GaussianProcess = gp) -> tuple[np.ndarray, np.ndarray]:
+            def score(
+                points: Sequence[Any], gp: GaussianProcess = gp, acquire: Any = acquire
+            ) -> tuple[np.ndarray, np.ndarray]:
+                """The GP's mean and deviation at each point, at its best rate where rates are chosen."""
+                if self.rates:
+                    return self.best_rates(gp, points, acquire)[1:]
                 return gp.predict(self.features(points))
 
             if hasattr(self.space, "points"):
                 found = maximize_over_space(self.space, roots, gp, taken, float(np.max(gp.y_)))
             else:
-                acquire = self.per_cost(history, gp) if self.acquisition == "ei_per_cost" else None
                 found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing, acquire)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
@@ -435,14 +496,12 @@ class BayesianProposer:
                 taken.add(extra[0].point.id)
                 continue
             b = found.best
+            rate = self.best_rates(gp, [b.point], acquire)[0][0] if self.rates else None
             mean, std = targets.prediction(b.mean, b.std)  # the acquisition stays in the surrogate's units
-            out.append(
-                Proposal(
-                    b.root_id, b.steps, b.point, b.acquisition, mean, std, found.evaluated, time.perf_counter() - start
-                )
-            )
+            seconds = time.perf_counter() - start
+            out.append(Proposal(b.root_id, b.steps, b.point, b.acquisition, mean, std, found.evaluated, seconds, rate))
             taken.add(b.point.id)
-            gp.add(self.features([b.point])[0], b.mean)  # fantasise it so the next proposal differs
+            gp.add(self.features([b.point], [rate])[0], b.mean)  # fantasise it so the next proposal differs
         return Batch(out, info)
 
 

@@ -475,3 +475,59 @@ def test_in_a_continuable_space_the_gp_sees_each_network_at_its_best() -> None:
     assert batch.refit is not None and batch.refit.observations == 4
     assert batch.proposals[0].parent_id in {"m5", "m1", "m2", "m3"}  # morphisms start from the best-trained model
     assert batch.proposals[0].point.id not in history.excluded()
+
+
+RATES = (0.0005, 0.001, 0.002)
+
+
+def rated_history(space: MorphismSpace, n: int, seed: int, good: float) -> History:
+    """``n`` networks of a random walk, trained in turn at each of ``RATES``; a made-up objective that rewards size
+    and, by one unit, the rate ``good``."""
+    walk = grow("random", space, n, seed)
+    observed = tuple(
+        Observation(o.model_id, o.point, o.score + (1.0 if RATES[i % 3] == good else 0.0), RATES[i % 3])
+        for i, o in enumerate(walk.observations)
+    )
+    return History(observed, (), walk.seen)
+
+
+@pytest.mark.parametrize("good", RATES)
+def test_with_rates_the_gp_reads_the_log_rate_and_each_proposal_takes_the_rate_it_favours(good: float) -> None:
+    """The kernel gains a group of its own, the log rate, so what the observations say about rates carries over to
+    networks never trained: with exploration off (beta 0) both proposals of a batch take the rate that scored
+    best, whichever of the three it is, and replaying the proposer gives the same batch."""
+    space = morphism_space()
+    history = rated_history(space, 12, seed=3, good=good)
+    proposer = BayesianProposer(space, AnnealingConfig(beta=0.0, t_min=0.05), n_anchors=8, rates=RATES)
+    gp, refit = proposer.refit(history)
+    assert isinstance(gp, GroupedGaussianProcess) and len(gp.length_scale_) == 2  # edit distance, log rate
+    x = proposer.features([o.point for o in history.observations], [o.rate for o in history.observations])
+    assert x.shape == (12, 9) and np.allclose(x[:, -1], np.log([o.rate for o in history.observations]))
+    batch = proposer.propose(history, 2, np.random.default_rng(0))
+    assert [p.learning_rate for p in batch.proposals] == [good, good]
+    again = proposer.propose(history, 2, np.random.default_rng(0))
+    assert [(p.point.id, p.learning_rate) for p in again.proposals] == [
+        (p.point.id, p.learning_rate) for p in batch.proposals
+    ]
+    assert refit.observations == 12
+
+
+def test_without_rates_nothing_changes_and_an_unchosen_rate_reads_as_the_configured_one() -> None:
+    """No ``rates``: the features are the embedding alone and proposals choose no rate (None: the configured one).
+    With rates, an observation whose proposal chose none (the first model, a model trained further) is read at
+    ``base_rate``."""
+    space = morphism_space()
+    history = grow("random", space, 5, seed=1)
+    plain = BayesianProposer(space, FAST, n_anchors=8)
+    assert plain.features([space.initial()]).shape == (1, 8)
+    assert all(p.learning_rate is None for p in plain.propose(history, 2, np.random.default_rng(0)).proposals)
+    rated = BayesianProposer(space, FAST, n_anchors=8, rates=RATES, base_rate=0.001)
+    assert np.array_equal(rated.features([space.initial()], [None]), rated.features([space.initial()], [0.001]))
+    assert all(p.learning_rate in RATES for p in rated.propose(history, 2, np.random.default_rng(0)).proposals)
+
+
+def test_rates_must_be_positive_and_belong_to_a_trainable_space() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        BayesianProposer(morphism_space(), rates=(0.001, 0.0))
+    with pytest.raises(ValueError, match="trainable networks only"):
+        BayesianProposer(CellSpace(Cell(("none",) * 6)), rates=RATES)
