@@ -167,6 +167,7 @@ def _audit(args: argparse.Namespace) -> int:
         print(f"head: {report.head}")
         for i, step in enumerate(report.lineage):
             how = ", ".join(step["morphisms"]) or ("trained further" if i else "initial network")
+            how += f" at learning rate {step['learning_rate']:g}" if step.get("learning_rate") else ""
             print(f"  {step['model']:>5}  val_accuracy {step['val_accuracy']:.4f}  {step['params']:>10,} params  {how}")
     else:
         seq, problem = report.findings[0]

@@ -19,6 +19,10 @@ class Column(str):
     number (a column 2024, pandas' 0, 1, ...) is that name."""
 
 
+class Numbers(list):  # type: ignore[type-arg]
+    """Schema type of a setting that lists numbers: a YAML list of them, or one number."""
+
+
 # group -> key -> (type, check, what a good value is)
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _FRACTION = (lambda v: 0 < v < 1, "a number above 0 and below 1 (each split needs examples)")
@@ -50,6 +54,11 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
         "continue_leader": (bool, *_ANY),
+        "learning_rates": (
+            Numbers,
+            lambda v: all(r > 0 for r in v) and len(set(v)) == len(v),
+            "a list of distinct positive numbers, e.g. [0.0005, 0.001, 0.002] ([]: train.learning_rate alone)",
+        ),
         "initial_width": (int, *_POSITIVE),
         "initial_depth": (int, *_POSITIVE),
         "initial_units": (int, *_POSITIVE),
@@ -80,6 +89,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "acquisition": "ucb",
         "parents": 0,
         "propose_ahead": True,
+        "learning_rates": [],
     },
     "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
     "final": {"schedule": "cosine", "ensemble": 3},
@@ -111,6 +121,12 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         if not isinstance(names, list) or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
             raise ValueError(f"{key}={value!r} must be a list of column names, e.g. [id, date]")
         return [str(n).strip() for n in names if str(n).strip()]
+    if typ is Numbers:
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        try:
+            return [_coerce(key, v, float) for v in items]
+        except ValueError:
+            raise ValueError(f"{key}={value!r} must be a list of numbers, e.g. [0.0005, 0.001, 0.002]") from None
     if typ is Column:
         if value is None:  # label: (empty) in YAML
             return ""
@@ -163,6 +179,11 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     out = _validate(config, SCHEMA)
     if out["data"]["val_fraction"] + out["data"]["test_fraction"] >= 1:
         raise ValueError("data.val_fraction + data.test_fraction must be below 1, or nothing is left to train on")
+    if out["search"]["learning_rates"] and out["search"]["strategy"] != "bayesian":
+        raise ValueError(
+            f"search.learning_rates={out['search']['learning_rates']!r} is chosen among by the bayesian strategy only; "
+            f"set search.strategy=bayesian or search.learning_rates=[]"
+        )
     return out
 
 

@@ -243,9 +243,11 @@ def bar(done: int, total: int, width: int = 20) -> str:
 
 
 def outcome_line(record: ModelRecord) -> str:
-    """One line on a model that ended, e.g. ``m3 val_accuracy 0.9613`` or ``m4 failed: out_of_memory``."""
+    """One line on a model that ended, e.g. ``m3 val_accuracy 0.9613`` (``m3 val_accuracy 0.9613 at learning rate
+    0.002`` where its proposal chose the rate) or ``m4 failed: out_of_memory``."""
     if record.status == ModelStatus.TRAINED:
-        return f"{record.model_id} val_accuracy {record.val_accuracy:.4f}"
+        rate = "" if record.learning_rate is None else f" at learning rate {record.learning_rate:g}"
+        return f"{record.model_id} val_accuracy {record.val_accuracy:.4f}{rate}"
     return f"{record.model_id} failed: {record.failure}"
 
 

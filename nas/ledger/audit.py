@@ -254,7 +254,8 @@ def check_records(
 
 
 def lineage(state: SearchState) -> list[dict[str, Any]]:
-    """The best model's ancestry, initial network first: each model with the morphisms that made it."""
+    """The best model's ancestry, initial network first: each model with the morphisms that made it and the
+    learning rate its proposal chose (None: the configured one)."""
     steps = []
     model = state.best
     while model is not None:
@@ -264,6 +265,7 @@ def lineage(state: SearchState) -> list[dict[str, Any]]:
                 "morphisms": [Morphism.from_dict(m).describe() for m in model.morphisms],
                 "val_accuracy": model.val_accuracy,
                 "params": model.param_count,
+                "learning_rate": model.learning_rate,
             }
         )
         model = state.models.get(model.parent_id) if model.parent_id else None

@@ -122,6 +122,8 @@ class Proposing:
             targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
             acquisition=s.get("acquisition", "ucb"),  # UCB in a search logged before the setting
             parents=s.get("parents", 0),  # every trained model in a search logged before the setting
+            rates=tuple(s.get("learning_rates", ())),  # none chosen in a search logged before the setting
+            base_rate=state.config["train"]["learning_rate"],
         )
 
     def proposer(self, state: SearchState) -> Proposer:
@@ -153,10 +155,12 @@ class Proposing:
             further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)
-        first = Proposal(further.model_id, (), further.point)
+        first = Proposal(further.model_id, (), further.point, learning_rate=further.rate)
         if k == 1:
             return Batch([first])
-        rest = self.proposer(state).propose(replace(history, pending=(*history.pending, further.point)), k - 1, rng)
+        rates = tuple(history.rate_of_pending(i) for i in range(len(history.pending)))
+        more = replace(history, pending=(*history.pending, further.point), pending_rates=(*rates, further.rate))
+        rest = self.proposer(state).propose(more, k - 1, rng)
         return Batch([first, *rest.proposals], rest.refit)
 
 
@@ -293,6 +297,7 @@ class SearchService:
                     batch_index=i,
                     batch_size=len(batch.proposals),
                     elapsed_s=elapsed,
+                    learning_rate=p.learning_rate,
                 )
                 for i, p in enumerate(batch.proposals)
             ]

@@ -66,6 +66,7 @@ class ModelRecord:
     train_seconds: float = 0.0
     epochs_trained: int = 0  # epochs its completed training ran (0 before it completed)
     planned_epochs: int | None = None  # the epochs its TrainingStarted planned (None: as configured)
+    learning_rate: float | None = None  # the rate its proposal chose (None: the configured one)
 
     @property
     def arch(self) -> Architecture:
@@ -171,13 +172,16 @@ class SearchState:
         order = list(self.models)
         known = set(order if known_models is None else order[: max(known_models, 0)])
         trained = tuple(
-            Observation(mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0))
+            Observation(
+                mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0), self.models[mid].learning_rate
+            )
             for mid in (order if proposal_order else self.trained_order)
             if mid in known and self.models[mid].status == ModelStatus.TRAINED
         )
-        pending = tuple(m.arch for m in self.models.values() if m.model_id not in known or not m.status.is_finished)
+        waiting = [m for m in self.models.values() if m.model_id not in known or not m.status.is_finished]
         seen = frozenset(m.architecture_id for m in self.models.values())
-        return History(trained, pending, seen)
+        rates = tuple(m.learning_rate for m in waiting)
+        return History(trained, tuple(m.arch for m in waiting), seen, pending_rates=rates)
 
 
 def _with_model(state: SearchState, model: ModelRecord, **changes: Any) -> SearchState:
@@ -228,6 +232,7 @@ def _(event: ArchitectureProposed, state: SearchState) -> SearchState:
         event.architecture_id,
         tuple(event.morphisms),
         event.seq,
+        learning_rate=event.learning_rate,
     )
     return _with_model(
         state,

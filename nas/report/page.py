@@ -54,14 +54,17 @@ def morphism_summary(chain: Sequence[Mapping[str, Any]]) -> str:
 
 
 def table(state: SearchState) -> list[dict[str, Any]]:
-    """Every model: id, parent, morphism chain ("trained further" for none from a parent), parameters, status,
-    validation accuracy, training seconds."""
+    """Every model: id, parent, morphism chain ("trained further" for none from a parent), parameters, where the
+    search chooses learning rates the one its proposal chose ("-": the configured one), status, validation
+    accuracy, training seconds."""
+    rates = bool(state.config.get("search", {}).get("learning_rates"))
     return [
         {
             "model": m.model_id,
             "parent": m.parent_id or "-",
             "morphisms": "trained further" if m.parent_id and not m.morphisms else morphism_summary(m.morphisms),
             "params": m.param_count if m.param_count is not None else m.arch.param_count,
+            **({"learning_rate": "-" if m.learning_rate is None else f"{m.learning_rate:g}"} if rates else {}),
             "status": "not trained (budget: no time left)"
             if m.out_of_time
             else m.status + (f" ({m.failure})" if m.failure else ""),
@@ -108,6 +111,7 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
             f"<b>partial</b>: the search is still running or was interrupted "
             f"({ended} of at most {s.get('max_models', '?')} trainings ended); run again for the rest"
         )
+    rows_of_models = table(state)
     cells = "".join(
         "<tr>"
         + "".join(
@@ -115,9 +119,12 @@ def render(events: Sequence[Event], out: Path, baselines: Mapping[str, Sequence[
             for k, v in r.items()
         )
         + "</tr>"
-        for r in table(state)
+        for r in rows_of_models
     )
-    head = "".join(f"<th>{k}</th>" for k in ("model", "parent", "morphisms", "params", "status", "val accuracy", "s"))
+    names = {"learning_rate": "learning rate", "val_accuracy": "val accuracy", "seconds": "s"}
+    plain = ("model", "parent", "morphisms", "params", "status", "val_accuracy", "seconds")  # before any model
+    keys = rows_of_models[0] if rows_of_models else plain
+    head = "".join(f"<th>{names.get(k, k)}</th>" for k in keys)
     best_line = (
         f"best <b>{best.model_id}</b>, validation accuracy <b>{best.val_accuracy:.4f}</b>"
         if best is not None

@@ -29,7 +29,8 @@ def run_name(record: Mapping[str, Any]) -> str:
         case "ArchitectureProposed":
             origin = f" from {p['parent_model_id']}" if p["parent_model_id"] else ""
             chain = "+".join(m["kind"] for m in p["morphisms"]) or ("trained further" if origin else "initial")
-            return f"{seq} proposed {p['model_id']}{origin} ({chain})"
+            rate = f" lr={p['learning_rate']:g}" if p.get("learning_rate") else ""
+            return f"{seq} proposed {p['model_id']}{origin} ({chain}){rate}"
         case "SurrogateRefitted":
             return f"{seq} refit n={p['observations']}"
         case "TrainingStarted":

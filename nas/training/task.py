@@ -38,9 +38,10 @@ def _classify(error: BaseException) -> str:
     return "error"
 
 
-def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
-    """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at
-    ``learning_rate x lr_decay ** generation``, on ``train.schedule``, with ``train.augment`` and
+def train_config(train: Mapping[str, Any], generation: int = 0, learning_rate: float | None = None) -> TrainConfig:
+    """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at the
+    ``learning_rate`` its proposal chose, else ``learning_rate x lr_decay ** generation``, on ``train.schedule``,
+    with ``train.augment`` and
     ``train.weight_decay`` (a search logged before ``train.min_steps``, ``train.lr_decay``, ``train.schedule``,
     ``train.augment`` or ``train.weight_decay`` existed trains as it did then, without them)."""
     from nas.training.fit import TrainConfig
@@ -48,7 +49,7 @@ def train_config(train: Mapping[str, Any], generation: int = 0) -> TrainConfig:
     return TrainConfig(
         train["epochs"],
         train["batch_size"],
-        train["learning_rate"] * train.get("lr_decay", 1.0) ** generation,
+        train["learning_rate"] * train.get("lr_decay", 1.0) ** generation if learning_rate is None else learning_rate,
         train["early_stopping_patience"],
         train.get("min_steps", 0),
         train.get("schedule", "constant"),
@@ -110,7 +111,7 @@ def run_training(
 
     state = service.state
     t = state.config["train"]
-    config = train_config(t, generation(state, model_id))
+    config = train_config(t, generation(state, model_id), state.models[model_id].learning_rate)
     configured = config.epochs_for(len(data.x_train))
     seconds_left = None if deadline is None else deadline - time.time()
     per_epoch = expected_epoch_seconds(state, model_id)

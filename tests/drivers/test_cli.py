@@ -19,6 +19,15 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.acquisition=ei"], "search.acquisition='ei' must be one of ucb, ei_per_cost"),
         (["--set", "search.max_steps=-1"], "search.max_steps=-1 must be a non-negative integer (0: no cap)"),
         (["--set", "search.parents=-2"], "search.parents=-2 must be a non-negative integer (0: every trained model)"),
+        (
+            ["--set", "search.learning_rates=[0.001,-0.01]"],
+            "search.learning_rates=[0.001, -0.01] must be a list of distinct positive numbers, e.g. [0.0005,",
+        ),
+        (["--set", "search.learning_rates=[fast]"], "search.learning_rates=['fast'] must be a list of numbers, e.g."),
+        (
+            ["--set", "search.strategy=evolution", "--set", "search.learning_rates=[0.001,0.002]"],
+            "search.learning_rates=[0.001, 0.002] is chosen among by the bayesian strategy only; set search.strategy",
+        ),
         (["--set", "data.ignore_columns=[[id]]"], "data.ignore_columns=[['id']] must be a list of column names"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),
@@ -57,6 +66,10 @@ def test_scientific_notation_is_a_number() -> None:
 
     config = load(Path(__file__).parents[2] / "params.yaml", ["train.learning_rate=1e-4", "search.time_budget_s=2e3"])
     assert config["train"]["learning_rate"] == 1e-4 and config["search"]["time_budget_s"] == 2000.0
+    rates = load(Path(__file__).parents[2] / "params.yaml", ["search.learning_rates=[5e-4, 1, 2e-3]"])
+    assert rates["search"]["learning_rates"] == [0.0005, 1.0, 0.002]
+    one = load(Path(__file__).parents[2] / "params.yaml", ["search.learning_rates=3e-3"])
+    assert one["search"]["learning_rates"] == [0.003]
 
 
 def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_says(tmp_path: Path) -> None:

@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 
 from nas.drivers.config import load
-from nas.drivers.runner import run_search
+from nas.drivers.runner import outcome_line, run_search
+from nas.ledger.audit import lineage
 from nas.ledger.events import ArchitectureProposed, SearchStarted, SurrogateRefitted, TrainingCompleted
 from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import verify
+from nas.ledger.state import fold
+from nas.report.page import table
 from nas.tracking import open_store
 
 ROOT = Path(__file__).parents[2]
@@ -286,3 +289,36 @@ def test_a_search_proposing_ahead_replays_with_its_rule_and_logs_from_before_the
     divergence = verify(with_search(events, {**old, "propose_ahead": False}))
     first_refit = next(e.seq for e in events if isinstance(e, SurrogateRefitted))
     assert divergence is not None and divergence.seq <= first_refit
+
+
+@pytest.mark.slow
+def test_a_search_choosing_learning_rates_trains_each_model_at_its_rate_and_verifies() -> None:
+    """With search.learning_rates each Bayesian proposal after the first chooses one of them with its morphisms: the
+    model's training starts at it (each epoch records its rate; cosine starts at the full rate), the same seed
+    chooses the same rates, replay reproduces them, and a rate edited after the fact is a divergence at its seq.
+    A model whose proposal chose none (the first) trains at train.learning_rate."""
+    rates = [0.0005, 0.004]
+    settings = [*SMALL, "search.max_models=5", "search.propose_ahead=false", f"search.learning_rates={rates}"]
+    runs = []
+    for _ in range(2):
+        store = MemoryStore()
+        run_search(store, "rates", load(ROOT / "params.yaml", settings))
+        runs.append(store.log("rates").read())
+    events = runs[0]
+    chosen = {e.model_id: e.learning_rate for e in events if isinstance(e, ArchitectureProposed)}
+    assert chosen == {e.model_id: e.learning_rate for e in runs[1] if isinstance(e, ArchitectureProposed)}
+    assert outcome(events) == outcome(runs[1]) and len(outcome(events)) == 5
+    assert chosen["m1"] is None and all(chosen[m] in rates for m in ("m2", "m3", "m4", "m5"))
+    for e in events:
+        if isinstance(e, TrainingCompleted):
+            assert e.epochs[0]["learning_rate"] == pytest.approx(chosen[e.model_id] or 0.001)
+    assert verify(events) is None
+    state = fold(events)  # what people read: the report's table, the audit's lineage, the progress line
+    shown = ["-", *(f"{chosen[m]:g}" for m in ("m2", "m3", "m4", "m5"))]
+    assert [row["learning_rate"] for row in table(state)] == shown
+    assert all(step["learning_rate"] == chosen[step["model"]] for step in lineage(state))
+    assert outcome_line(state.models["m2"]).endswith(f" at learning rate {chosen['m2']:g}")
+    i, bad = next((i, e) for i, e in enumerate(events) if isinstance(e, ArchitectureProposed) and e.learning_rate)
+    other = next(r for r in rates if r != bad.learning_rate)
+    divergence = verify([*events[:i], replace(bad, learning_rate=other), *events[i + 1 :]])
+    assert divergence is not None and divergence.seq == bad.seq and "learning rate" in divergence.problem
