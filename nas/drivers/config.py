@@ -179,11 +179,6 @@ def validate(config: Mapping[str, Any]) -> dict[str, Any]:
     out = _validate(config, SCHEMA)
     if out["data"]["val_fraction"] + out["data"]["test_fraction"] >= 1:
         raise ValueError("data.val_fraction + data.test_fraction must be below 1, or nothing is left to train on")
-    if out["search"]["learning_rates"] and out["search"]["strategy"] != "bayesian":
-        raise ValueError(
-            f"search.learning_rates={out['search']['learning_rates']!r} is chosen among by the bayesian strategy only; "
-            f"set search.strategy=bayesian or search.learning_rates=[]"
-        )
     return out
 
 

@@ -129,8 +129,12 @@ class Proposing:
     def proposer(self, state: SearchState) -> Proposer:
         """The configured proposer; the Bayesian one uses the hyperparameters of the last logged refit."""
         strategy = state.config["search"]["strategy"]
-        if strategy != "bayesian":
-            return make_proposer(strategy, self.space(state))
+        rates = tuple(state.config["search"].get("learning_rates", ()))  # none in a search logged before the setting
+        if strategy == "random":
+            return make_proposer(strategy, self.space(state), rates=rates)
+        if strategy == "evolution":
+            base = state.config["train"]["learning_rate"]
+            return make_proposer(strategy, self.space(state), rates=rates, base_rate=base)
         return self._bayesian(state, state.surrogate)
 
     def refit(self, state: SearchState) -> Refit | None:

@@ -27,16 +27,18 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
   With ``rates``, each proposal also chooses the learning rate its training starts from: the GP reads the log
   rate as one more group of the kernel (``features``) and each candidate network gets the rate of highest
   acquisition (``best_rates``).
-- ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model.
+- ``random``: a random chain of 1 to ``max_chain`` steps from a random trained model (with ``rates``, at a
+  rate drawn from them).
 - ``evolution``: regularised evolution. Tournament of ``sample`` among the ``population`` most
-  recent trained models; the winner's one-step mutation is the child; older ones age out.
+  recent trained models; the winner's one-step mutation is the child; older ones age out. With ``rates`` the
+  child's rate is the winner's, mutated (``mutated_rate``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -169,40 +171,73 @@ def _fill(
         start = time.perf_counter()
         p = _first_proposal(space, history, rng, taken) if not history.observations else pick(taken)
         if p is not None:
-            out.append(Proposal(p.parent_id, p.steps, p.point, seconds=time.perf_counter() - start))
+            out.append(replace(p, seconds=time.perf_counter() - start))
             taken.add(p.point.id)
     return out
 
 
+def _check_rates(rates: Sequence[float]) -> None:
+    if not all(r > 0 for r in rates):
+        raise ValueError(f"learning rates must be positive, got {list(rates)}")
+
+
+def mutated_rate(rates: Sequence[float], rate: float, rng: np.random.Generator) -> float:
+    """An evolved child's learning rate: of ``rates``, the one nearest its parent's ``rate`` on a log scale (the
+    smaller on ties), moved to a neighbour in sorted order (up or down by lot, staying at an end) with probability
+    1/2."""
+    ordered = sorted(rates)
+    i = int(np.argmin(np.abs(np.log(ordered) - np.log(rate))))
+    if rng.random() < 0.5:
+        i = min(max(i + (1 if rng.random() < 0.5 else -1), 0), len(ordered) - 1)
+    return ordered[i]
+
+
 @dataclass(frozen=True)
 class RandomProposer:
-    """Random morphism chains from random trained models."""
+    """Random morphism chains from random trained models; with ``rates``, each at a rate drawn from them."""
 
     space: Any
     max_chain: int = 3
+    rates: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_rates(self.rates)
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         def pick(taken: set[str]) -> Proposal | None:
             parent = history.observations[int(rng.integers(len(history.observations)))]
-            return _random_chain(self.space, parent, rng, int(rng.integers(1, self.max_chain + 1)), taken)
+            p = _random_chain(self.space, parent, rng, int(rng.integers(1, self.max_chain + 1)), taken)
+            if p is None or not self.rates:
+                return p
+            return replace(p, learning_rate=self.rates[int(rng.integers(len(self.rates)))])
 
         return Batch(_fill(history, k, rng, self.space, pick))
 
 
 @dataclass(frozen=True)
 class EvolutionProposer:
-    """Regularised evolution (Real et al. 2019) with morphisms as mutations."""
+    """Regularised evolution (Real et al. 2019) with morphisms as mutations; with ``rates``, a child's learning rate
+    is its parent's mutated (``mutated_rate``; a parent whose proposal chose none had ``base_rate``)."""
 
     space: Any
     population: int = 20
     sample: int = 5
+    rates: tuple[float, ...] = ()
+    base_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_rates((*self.rates, self.base_rate))
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         def pick(taken: set[str]) -> Proposal | None:
             alive = history.observations[-self.population :]  # the oldest age out
             idx = rng.choice(len(alive), size=min(self.sample, len(alive)), replace=False)
             winner = max((alive[int(i)] for i in idx), key=lambda o: o.score)
-            return _random_chain(self.space, winner, rng, 1, taken)
+            p = _random_chain(self.space, winner, rng, 1, taken)
+            if p is None or not self.rates:
+                return p
+            parent_rate = self.base_rate if winner.rate is None else winner.rate
+            return replace(p, learning_rate=mutated_rate(self.rates, parent_rate, rng))
 
         return Batch(_fill(history, k, rng, self.space, pick))
 
@@ -281,8 +316,7 @@ class BayesianProposer:
             raise ValueError(f"parents must be a non-negative number of models (0: every one), got {self.parents}")
         if not 0 <= self.identify < 1:
             raise ValueError(f"identify must be a share of the budget in [0, 1), got {self.identify}")
-        if not all(r > 0 for r in (*self.rates, self.base_rate)):
-            raise ValueError(f"learning rates must be positive, got {[*self.rates, self.base_rate]}")
+        _check_rates((*self.rates, self.base_rate))
         if self.rates and hasattr(self.space, "points"):
             raise ValueError("learning rates are chosen in a space of trainable networks only, not in a table's")
 

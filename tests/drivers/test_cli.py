@@ -24,10 +24,6 @@ from tests.conftest import mlflow_has_no_runs
             "search.learning_rates=[0.001, -0.01] must be a list of distinct positive numbers, e.g. [0.0005,",
         ),
         (["--set", "search.learning_rates=[fast]"], "search.learning_rates=['fast'] must be a list of numbers, e.g."),
-        (
-            ["--set", "search.strategy=evolution", "--set", "search.learning_rates=[0.001,0.002]"],
-            "search.learning_rates=[0.001, 0.002] is chosen among by the bayesian strategy only; set search.strategy",
-        ),
         (["--set", "data.ignore_columns=[[id]]"], "data.ignore_columns=[['id']] must be a list of column names"),
         (["--set", "train.lr_decay=0"], "train.lr_decay=0.0 must be a number in (0, 1] (1: no decay)"),
         (["--set", "train.schedule=linear"], "train.schedule='linear' must be one of constant, cosine"),

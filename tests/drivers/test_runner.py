@@ -322,3 +322,21 @@ def test_a_search_choosing_learning_rates_trains_each_model_at_its_rate_and_veri
     other = next(r for r in rates if r != bad.learning_rate)
     divergence = verify([*events[:i], replace(bad, learning_rate=other), *events[i + 1 :]])
     assert divergence is not None and divergence.seq == bad.seq and "learning rate" in divergence.problem
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+def test_random_and_evolution_searches_choosing_rates_train_at_them_and_verify(strategy: str) -> None:
+    """The other strategies choose rates too (by lot; the parent's, mutated): each training starts at its
+    proposal's rate, and replay reproduces the rates."""
+    rates = [0.0005, 0.004]
+    settings = [*SMALL, f"search.strategy={strategy}", "search.propose_ahead=false", f"search.learning_rates={rates}"]
+    store = MemoryStore()
+    run_search(store, "rates", load(ROOT / "params.yaml", settings))
+    events = store.log("rates").read()
+    chosen = {e.model_id: e.learning_rate for e in events if isinstance(e, ArchitectureProposed)}
+    assert chosen["m1"] is None and all(chosen[m] in rates for m in ("m2", "m3", "m4"))
+    for e in events:
+        if isinstance(e, TrainingCompleted):
+            assert e.epochs[0]["learning_rate"] == pytest.approx(chosen[e.model_id] or 0.001)
+    assert len(outcome(events)) == 4 and verify(events) is None

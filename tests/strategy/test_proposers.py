@@ -18,6 +18,7 @@ from nas.strategy.proposers import (
     Observation,
     continuation,
     make_proposer,
+    mutated_rate,
 )
 from nas.strategy.space import MorphismSpace
 
@@ -531,3 +532,32 @@ def test_rates_must_be_positive_and_belong_to_a_trainable_space() -> None:
         BayesianProposer(morphism_space(), rates=(0.001, 0.0))
     with pytest.raises(ValueError, match="trainable networks only"):
         BayesianProposer(CellSpace(Cell(("none",) * 6)), rates=RATES)
+
+
+def test_an_evolved_rate_is_the_parents_or_a_neighbour_in_the_list() -> None:
+    """Half the children keep the listed rate nearest their parent's (on a log scale), the rest move one place up or
+    down, never past an end; a parent at an unlisted rate starts from the nearest listed one."""
+    rng = np.random.default_rng(0)
+    draws = [mutated_rate(RATES, 0.001, rng) for _ in range(400)]
+    assert set(draws) == set(RATES) and 150 < draws.count(0.001) < 250
+    assert {mutated_rate(RATES, 0.0005, rng) for _ in range(100)} == {0.0005, 0.001}
+    assert {mutated_rate(RATES, 0.0007, rng) for _ in range(100)} == {0.0005, 0.001}  # nearest: 0.0005
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution"])
+def test_random_and_evolution_choose_listed_rates_repeatably(strategy: str) -> None:
+    """With rates the random walk draws each proposal's rate from them and evolution mutates the winner's; the same
+    history and seed give the same batch. Without rates neither draws one, so older searches replay unchanged."""
+    space = morphism_space()
+    history = rated_history(space, 8, seed=2, good=0.002)
+    parents = {o.model_id: o.rate for o in history.observations}
+    proposer = make_proposer(strategy, space, rates=RATES)
+    batch = proposer.propose(history, 4, np.random.default_rng(5))
+    assert len(batch.proposals) == 4 and all(p.learning_rate in RATES for p in batch.proposals)
+    again = proposer.propose(history, 4, np.random.default_rng(5)).proposals
+    assert [(p.point.id, p.learning_rate) for p in again] == [(p.point.id, p.learning_rate) for p in batch.proposals]
+    if strategy == "evolution":
+        for p in batch.proposals:
+            assert abs(RATES.index(p.learning_rate) - RATES.index(parents[p.parent_id])) <= 1
+    plain = make_proposer(strategy, space).propose(history, 4, np.random.default_rng(5)).proposals
+    assert all(p.learning_rate is None for p in plain)
