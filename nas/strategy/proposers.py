@@ -105,7 +105,7 @@ class Proposal:
     std: float | None = None
     candidates: int = 0
     seconds: float = 0.0
-    learning_rate: float | None = None  # chosen with the steps (``BayesianProposer.rates``); None: the configured one
+    learning_rate: float | None = None  # chosen with the steps (a proposer's ``rates``); None: the configured one
 
 
 @dataclass(frozen=True)
@@ -516,7 +516,9 @@ class BayesianProposer:
                 found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing, acquire)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
-                    RandomProposer(self.space, max_chain=self.annealing.max_steps or RandomProposer.max_chain)
+                    RandomProposer(
+                        self.space, max_chain=self.annealing.max_steps or RandomProposer.max_chain, rates=self.rates
+                    )
                     .propose(
                         History(history.observations, (*history.pending, *(p.point for p in out)), frozenset(taken)),
                         1,
