@@ -7,6 +7,7 @@ weights files); the end-to-end test at the bottom attacks a really trained searc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,18 @@ def test_an_outcome_that_does_not_match_its_proposal_is_caught(store: MlflowStor
     )
     found, problem = first_finding(store, "mismatch", capsys)
     assert found == seq + 2 and "names architecture bbbbbbbbbbbb, its proposal" in problem
+
+
+def test_a_proposal_at_a_learning_rate_the_search_does_not_list_is_caught(store: MlflowStore, capsys) -> None:
+    from nas.ledger.events import ArchitectureProposed
+
+    fake_search(store, "rate", finish=False)  # search.learning_rates: [] (none chosen)
+    log = store.log("rate")
+    seq = log.last_seq() + 1
+    m1 = next(e for e in log.read() if isinstance(e, ArchitectureProposed) and e.model_id == "m1")
+    log.append([replace(m1, seq=seq, model_id="m4", parent_model_id="m1", learning_rate=0.5)], seq - 1)
+    found, problem = first_finding(store, "rate", capsys)
+    assert found == seq and "m4 is proposed at learning rate 0.5, not one of search.learning_rates []" in problem
 
 
 def test_a_search_finished_that_names_another_best_model_is_caught(store: MlflowStore, capsys) -> None:
