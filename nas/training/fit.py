@@ -141,6 +141,16 @@ class _EpochHook(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class _BatchHook(keras.callbacks.Callback):
+    def __init__(self, fn: Callable[[], bool]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.fn():
+            self.model.stop_training = True
+
+
 def fit(
     arch: Architecture,
     weights: Weights | None,
@@ -152,6 +162,7 @@ def fit(
     *,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
+    on_batch: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam (AdamW where
     ``config.weight_decay`` > 0) and early stopping, for
@@ -161,7 +172,9 @@ def fit(
     loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
     Without validation data (``x_val`` None, as in a final fit on train + validation) early stopping
     must be 0. ``on_epoch(epoch, logs)`` is called after every epoch; returning True stops training
-    there. Each epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes
+    there. ``on_batch()`` is called after every training batch; returning True stops training at the end of that
+    batch (the epoch it cut short is validated and ends as any other, so it is in the history; an exception it raises
+    ends the training). Each epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes
     the batch order, the augmentation of images (``config.augment``) and the dropout masks without touching
     global random state, so trainings running side by side repeat exactly.
     """
@@ -194,6 +207,8 @@ def fit(
         )
     if on_epoch is not None:
         callbacks.append(_EpochHook(on_epoch))
+    if on_batch is not None:
+        callbacks.append(_BatchHook(on_batch))
     start = time.perf_counter()
     logged = model.fit(
         batches,

@@ -100,7 +100,9 @@ def run_training(
     configured where, at the seconds per epoch ``expected_epoch_seconds`` gives, fewer fit before it (the learning-rate
     schedule spans the planned epochs, so a cosine one still ends at 0; TrainingStarted records the plan); where
     none fits, the model is not trained but logged as failed for ``budget``. A training ends after the epoch
-    past which another epoch, as long as the last one, would end beyond the deadline; its first epoch always runs.
+    past which another epoch, as long as the last one, would end beyond the deadline, and at the end of the batch
+    that passes the deadline (an epoch that takes longer than expected is cut short, validated and kept). Past
+    ``train.timeout_s`` it fails for ``timeout`` at the end of that batch.
 
     A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
     timeout, or any other error with its text) and the search goes on. Parent weights that fail their
@@ -157,10 +159,31 @@ def run_training(
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
 
+        batches = [0]
+
+        def interrupt() -> bool:
+            """After each batch: past ``train.timeout_s`` the training fails now, past the deadline it stops now
+            (an epoch that runs longer than planned does not carry the search past its budget)."""
+            batches[0] += 1
+            if time.perf_counter() - start > t["timeout_s"]:
+                raise TrainingTimeout(
+                    f"training took longer than train.timeout_s={t['timeout_s']:g} (stopped at batch {batches[0]})"
+                )
+            return deadline is not None and time.time() > deadline
+
         if plan != configured:
             config = replace(config, epochs=plan, min_steps=0)  # exactly the planned epochs
         result = fit(
-            arch, weights, data.x_train, data.y_train, data.x_val, data.y_val, config, seed=train_seed, on_epoch=watch
+            arch,
+            weights,
+            data.x_train,
+            data.y_train,
+            data.x_val,
+            data.y_val,
+            config,
+            seed=train_seed,
+            on_epoch=watch,
+            on_batch=interrupt,
         )
     except IntegrityError:
         files.cleanup()

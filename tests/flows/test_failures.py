@@ -40,6 +40,7 @@ def test_nan_loss_and_timeout_are_recorded_and_the_search_ends() -> None:
     run_search(store, "slow", load(ROOT / "params.yaml", [*SMALL, "search.max_models=1", "train.timeout_s=1e-6"]))
     (failure,) = failures(slow)
     assert failure.reason == "timeout" and "train.timeout_s" in failure.error
+    assert failure.error.endswith("(stopped at batch 1)")  # at the first batch past it, not the epoch's end
 
 
 @pytest.mark.slow

@@ -177,3 +177,28 @@ def test_work_counts_multiply_adds_and_element_operations() -> None:
     conv_layer = Layer.make("c", "Conv2D", ["input"], filters=4, kernel_size=3, strides=1)
     conv = Architecture((8, 8, 3), (conv_layer, Layer.make("g", "GlobalAveragePooling2D", ["c"])))
     assert conv.work == 8 * 8 * 4 * 3 * 3 * 3 + 8 * 8 * 4  # the convolution, then the pooling reads 256 values
+
+
+def test_a_batch_hook_stops_a_training_within_its_epoch_and_the_cut_epoch_is_validated() -> None:
+    """``fit``'s ``on_batch`` runs after every training batch: returning True ends the training at that batch (how a
+    training stops at the search's deadline), the epoch it cut short is validated and recorded, and an exception it
+    raises ends the training (how a timeout fails one)."""
+    config = load(ROOT / "params.yaml", SETTINGS)
+    splits = splits_for(config)
+    arch = initial_mlp((64,), 10, layers=1, units=8)
+    x, x_val = splits.x_train.reshape(len(splits.x_train), -1), splits.x_val.reshape(len(splits.x_val), -1)
+    calls: list[int] = []
+
+    def stop_at_the_third() -> bool:
+        calls.append(1)
+        return len(calls) == 3
+
+    train = TrainConfig(4, 32, early_stopping_patience=0)
+    result = fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, on_batch=stop_at_the_third)
+    assert len(calls) == 3 < len(x) // 32 and len(result.history) == 1 and "val_accuracy" in result.history[0]
+
+    def fail() -> bool:
+        raise TimeoutError("too long")
+
+    with pytest.raises(TimeoutError, match="too long"):
+        fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, on_batch=fail)
