@@ -124,6 +124,7 @@ class Proposing:
             parents=s.get("parents", 0),  # every trained model in a search logged before the setting
             rates=tuple(s.get("learning_rates", ())),  # none chosen in a search logged before the setting
             base_rate=state.config["train"]["learning_rate"],
+            random_without_signal=bool(s.get("learning_rates")),  # a search choosing rates (see the proposer)
         )
 
     def proposer(self, state: SearchState) -> Proposer:

@@ -19,6 +19,7 @@ from nas.ledger.audit import lineage
 from nas.ledger.events import ArchitectureProposed, SearchStarted, SurrogateRefitted, TrainingCompleted
 from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import verify
+from nas.ledger.service import Proposing
 from nas.ledger.state import fold
 from nas.report.page import table
 from nas.tracking import open_store
@@ -309,6 +310,12 @@ def test_a_search_choosing_learning_rates_trains_each_model_at_its_rate_and_veri
     assert chosen == {e.model_id: e.learning_rate for e in runs[1] if isinstance(e, ArchitectureProposed)}
     assert outcome(events) == outcome(runs[1]) and len(outcome(events)) == 5
     assert chosen["m1"] is None and all(chosen[m] in rates for m in ("m2", "m3", "m4", "m5"))
+    # m2, the first proposal to see a score (m1's alone: nothing to rank by), is a random chain; a search that does
+    # not choose rates proposes by UCB there, as every search logged before the setting did
+    m2 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m2")
+    assert m2.acquisition is None and 1 <= len(m2.morphisms) <= 3
+    plain = Proposing()._bayesian(fold(with_search(events, {**events[0].config["search"], "learning_rates": []})), None)
+    assert (plain.rates, plain.random_without_signal) == ((), False)
     for e in events:
         if isinstance(e, TrainingCompleted):
             assert e.epochs[0]["learning_rate"] == pytest.approx(chosen[e.model_id] or 0.001)

@@ -561,3 +561,21 @@ def test_random_and_evolution_choose_listed_rates_repeatably(strategy: str) -> N
             assert abs(RATES.index(p.learning_rate) - RATES.index(parents[p.parent_id])) <= 1
     plain = make_proposer(strategy, space).propose(history, 4, np.random.default_rng(5)).proposals
     assert all(p.learning_rate is None for p in plain)
+
+
+def test_where_every_score_is_the_same_the_proposals_are_random_chains() -> None:
+    """Two trained networks with one score give the GP nothing to rank by (its mean is flat, its deviation grows with
+    the distance from them): with ``random_without_signal`` the proposals are the random walk's (no acquisition, at
+    most its 3 steps, rates by lot) and the refit is still reported; once the scores differ, the GP chooses again."""
+    space = morphism_space()
+    walk = grow("random", space, 2, seed=4)
+    tied = History(tuple(Observation(o.model_id, o.point, 0.9, None) for o in walk.observations), (), walk.seen)
+    proposer = BayesianProposer(space, FAST, n_anchors=8, rates=RATES, random_without_signal=True)
+    batch = proposer.propose(tied, 3, np.random.default_rng(0))
+    assert batch.refit is not None and len(batch.proposals) == 3
+    assert all(p.acquisition is None and 1 <= len(p.steps) <= 3 and p.learning_rate in RATES for p in batch.proposals)
+    first, second = tied.observations
+    apart = History((first, Observation(second.model_id, second.point, 0.91, None)), (), tied.seen)
+    assert all(p.acquisition is not None for p in proposer.propose(apart, 2, np.random.default_rng(0)).proposals)
+    off = BayesianProposer(space, FAST, n_anchors=8, rates=RATES)  # a search logged before the rule: UCB throughout
+    assert all(p.acquisition is not None for p in off.propose(tied, 2, np.random.default_rng(0)).proposals)
