@@ -71,6 +71,12 @@ def seed_for(seed: int, *parts: int) -> np.random.Generator:
     return np.random.default_rng([seed, *parts])
 
 
+def _rate_choice(state: SearchState) -> tuple[tuple[float, ...], float]:
+    """The learning rates a search's proposals choose from (``search.learning_rates``; none in a search logged before
+    the setting) and the rate of a training whose proposal chose none (``train.learning_rate``)."""
+    return tuple(state.config["search"].get("learning_rates", ())), state.config["train"]["learning_rate"]
+
+
 class Proposing:
     """Turns a search state into proposals: a pure function of the state, its seed and k.
 
@@ -110,6 +116,7 @@ class Proposing:
         """The Bayesian proposer; its anchors depend on the configured caps only."""
         s = state.config["search"]
         space = self.space(state)
+        rates, base = _rate_choice(state)
         if self._embedding is None:
             fixed = MorphismSpace(space.start, s["max_params"], s["max_layers"], s["kernel_lambda"])
             self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
@@ -122,19 +129,18 @@ class Proposing:
             targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
             acquisition=s.get("acquisition", "ucb"),  # UCB in a search logged before the setting
             parents=s.get("parents", 0),  # every trained model in a search logged before the setting
-            rates=tuple(s.get("learning_rates", ())),  # none chosen in a search logged before the setting
-            base_rate=state.config["train"]["learning_rate"],
-            random_without_signal=bool(s.get("learning_rates")),  # a search choosing rates (see the proposer)
+            rates=rates,
+            base_rate=base,
+            random_without_signal=bool(rates),  # a search choosing rates (see the proposer)
         )
 
     def proposer(self, state: SearchState) -> Proposer:
         """The configured proposer; the Bayesian one uses the hyperparameters of the last logged refit."""
         strategy = state.config["search"]["strategy"]
-        rates = tuple(state.config["search"].get("learning_rates", ()))  # none in a search logged before the setting
+        rates, base = _rate_choice(state)
         if strategy == "random":
             return make_proposer(strategy, self.space(state), rates=rates)
         if strategy == "evolution":
-            base = state.config["train"]["learning_rate"]
             return make_proposer(strategy, self.space(state), rates=rates, base_rate=base)
         return self._bayesian(state, state.surrogate)
 

@@ -131,6 +131,9 @@ class _ShuffledBatches(keras.utils.PyDataset):
         self.order = self.rng.permutation(len(self.x))
 
 
+# Two classes, not one with both hooks optional: a callback that overrides ``on_train_batch_end`` makes Keras
+# dispatch every batch's callbacks synchronously (``CallbackList._configure_async_dispatch``), so a training
+# without a batch hook must not carry one.
 class _EpochHook(keras.callbacks.Callback):
     def __init__(self, fn: EpochCallback) -> None:
         super().__init__()
