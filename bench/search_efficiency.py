@@ -294,12 +294,13 @@ def time_to(curve: Curve, target: float, budget: float) -> float | None:
     return next((s for s, a, _ in curve if a >= target and s <= budget), None)
 
 
-def _median(values: Sequence[float | None], fmt: str = ".3f") -> str:
+def _median(values: Sequence[float | None], fmt: str = ".3f", absent: str = "never") -> str:
+    """The median of the values given, with their [min, max], and how many are absent (None) and why."""
     got = [v for v in values if v is not None]
     if not got:
         return "-"
     spread = f" [{min(got):{fmt}}, {max(got):{fmt}}]" if len(got) > 1 else ""
-    missing = f" ({len(values) - len(got)} never)" if len(got) < len(values) else ""
+    missing = f" ({len(values) - len(got)} {absent})" if len(got) < len(values) else ""
     return f"{statistics.median(got):{fmt}}{spread}{missing}"
 
 
@@ -310,7 +311,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], budget: float, target: floa
         for f in FRACTIONS:
             row[f"best val @{int(f * 100)}%"] = _median([best_at(r["curve"], f * budget) for r in results])
         row["test acc"] = _median([r["test_accuracy"] for r in results])
-        row["test acc, ensemble"] = _median([r.get("ensemble_test_accuracy") for r in results])
+        row["test acc, ensemble"] = _median([r.get("ensemble_test_accuracy") for r in results], absent="not measured")
         trained = [1.0 if method == CONTROL else float(sum(s <= budget for s, _, _ in r["curve"])) for r in results]
         row["models"] = _median(trained, ".0f")  # the control's curve has a point per epoch of its one model
         times = [time_to(r["curve"], target, budget) for r in results]
