@@ -48,17 +48,29 @@ def holder_name(description: str) -> str:
 
 
 def holder_is_dead(holder: str) -> bool:
-    """Whether a lease holder is a process of this host that no longer exists (its lease need not expire)."""
+    """Whether a lease holder is a process of this host that has ended (its lease need not expire): one that no
+    longer exists, or one killed whose parent has not yet reaped it (a zombie, which still answers signal 0)."""
     found = HOLDER_PROCESS.search(holder)
     if found is None or found["host"] != socket.gethostname():
         return False
+    pid = int(found["pid"])
     try:
-        os.kill(int(found["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return False
+    return _ended_unreaped(pid)
+
+
+def _ended_unreaped(pid: int) -> bool:
+    """Whether the process ``pid`` has ended and waits for its parent to reap it (state Z or X in Linux's
+    ``/proc/<pid>/stat``); False where that cannot be read (another system: the lease then expires as usual)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])  # the state follows the parenthesised name
 
 
 class LeaseHeld(RuntimeError):

@@ -168,6 +168,31 @@ class StoreContract:
         store.lease(name).acquire(dead, ttl_s=600)
         assert store.lease(name).acquire("runner B", ttl_s=600) == dead
 
+    def test_a_lease_whose_holder_was_killed_and_not_yet_reaped_is_free_at_once(self) -> None:
+        """A runner killed under a parent that has not yet waited for it (a flow run's process under its worker) is
+        a zombie, which still answers ``kill(pid, 0)``: it holds nothing. Found by the stack's resume drill."""
+        import signal
+        import socket
+        import subprocess
+        import sys
+
+        store, name = self.leased()
+        runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        try:
+            holder = f"runner A [{socket.gethostname()}:{runner.pid}]"
+            store.lease(name).acquire(holder, ttl_s=600)
+            with pytest.raises(LeaseHeld, match="runner A"):  # alive: held
+                store.lease(name).acquire("runner B", ttl_s=600)
+            runner.send_signal(signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{runner.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                assert time.monotonic() < deadline, "the killed process never became a zombie"
+                time.sleep(0.01)
+            assert store.lease(name).acquire("runner B", ttl_s=600) == holder  # killed, not yet reaped: free
+        finally:
+            runner.kill()
+            runner.wait()
+
     # --- report sink and listing ---------------------------------------------------------------------
 
     def test_the_summary_lists_a_search_without_its_events_and_marks_broken_ones(self) -> None:
