@@ -23,16 +23,19 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from flows.local_api import shared_api
 from flows.story import FlowStory
 from flows.trainings import TRAINER_LIMIT, DeployedTrainings, TaskTrainings, data_of
 from nas.drivers.config import load, located, validate
 from nas.drivers.publish import Publisher
 from nas.drivers.runner import LeaseKeeper, RoundHooks, Trainings, env_seconds, open_search, process_holder, run_rounds
+from nas.drivers.signals import stop_on_signals
 from nas.ledger.log import ConcurrencyError
 from nas.ledger.ports import LeaseHeld, holder_name
 from nas.ledger.replay import summary
 from nas.ledger.service import SearchService
 from nas.tracking import open_store, tracking_uri
+from nas.training.stop import StopRequested
 
 
 @lru_cache(maxsize=8)
@@ -165,7 +168,42 @@ def nas_search(
     A new search takes ``settings`` (validated again here), or else params.yaml (``config_path``) with the
     named parameters and ``overrides``; an existing one goes on with its logged settings. Bad settings or
     data fail the flow run before anything is written; LeaseHeld if another runner is running the search.
+    SIGINT or SIGTERM (Prefect's cancellation among them) stops it at the next batch and ends the flow run
+    Cancelled, with the interrupted trainings to be trained again on resume; a second one stops it at once.
+    A refusal (bad input, a log that fails its checks, another runner) ends it Failed with the reason as its
+    message and no traceback; the flow's result raises it.
     """
+    with stop_on_signals():  # inside the flow run: Prefect puts its own SIGTERM handler in place around it
+        try:
+            return _search(name, settings, dataset, strategy, max_models, time_budget_s, epochs, batch_size, seed,
+                           trainers, max_params, overrides, config_path)  # fmt: skip
+        except StopRequested as e:
+            from prefect.states import Cancelled
+
+            print(f"search {name} stopped ({e}); continue it with: nas resume {name}")
+            return Cancelled(message=f"stopped by {e}; continue it with: nas resume {name}")  # type: ignore[return-value]
+        except (ValueError, LeaseHeld) as e:  # bad input, a log that fails its checks, another runner: one sentence
+            from prefect.states import Failed
+
+            return Failed(message=str(e), data=e)  # type: ignore[return-value]
+
+
+def _search(
+    name: str,
+    settings: dict[str, Any] | None,
+    dataset: str | None,
+    strategy: str | None,
+    max_models: int | None,
+    time_budget_s: float | None,
+    epochs: int | None,
+    batch_size: int | None,
+    seed: int | None,
+    trainers: int | None,
+    max_params: int | None,
+    overrides: list[str] | None,
+    config_path: str | None,
+) -> dict[str, Any]:
+    """The flow's body: open (or resume) the search, run its rounds, return its summary."""
     uri = tracking_uri()
     store = open_store(uri)
     config: dict[str, Any] | None = None
@@ -200,7 +238,8 @@ def nas_search(
             service, splits = open_search(store, name, config, data_of, keeper, print)
         except ConcurrencyError as e:  # another runner started it at the same moment
             raise LeaseHeld(f"search {name!r} was started by another runner at the same moment; this one stops") from e
-        _ensure_trainer_limit(service.state.config["search"]["trainers"])
+        if shared_api():
+            _ensure_trainer_limit(service.state.config["search"]["trainers"])
         # The flow run's artifacts are updated by the publisher's thread too: off the round's critical path.
         story = FlowStory(name, store.reports(name).location())
         publisher = Publisher(store, service, splits, print, also=story.round)

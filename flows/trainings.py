@@ -21,11 +21,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.futures import PrefectFuture
 
+from flows.local_api import shared_api
 from nas.data import Splits
 from nas.drivers.runner import LeaseKeeper, Trainings, bar, splits_for
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
 from nas.tracking import open_store, tracking_uri
+from nas.training.stop import StopRequested, check_stop
 
 TRAINER_LIMIT = "nas-trainer"
 HEARTBEAT = "nas.training.heartbeat"  # a Prefect event each training flow run sends every HEARTBEAT_S
@@ -52,9 +54,51 @@ def data_of(config: Any) -> Splits:
     return splits_for(config)
 
 
-TASK_LEASE_S = 300.0  # the lease of a slot held in the flow's process (renewed every third of it)
+TASK_LEASE_S = 60.0  # the lease of a slot held in the flow's process (renewed every third of it): a server frees
+# the slot of a process that died holding it within this, and its lease service's loop (15 s)
 BUSY_RETRY_S = 0.05  # how soon a slot request the server's database could not serve is sent again
 FULL_RETRY_S = 1.0  # the longest wait before asking again for a slot of a full limit
+WAITING_SAY_S = 60.0  # how often a training waiting for a slot says so again
+
+
+def _running_searches(client: Any) -> str:
+    """The running flow runs of the search and training flows on this API (those that can hold a slot)."""
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["nas-search", "nas-train"])),
+            limit=20,
+        )
+    except Exception as e:  # only a message depends on it
+        return f"its holders could not be read ({type(e).__name__})"
+    names = [f"{r.name} (since {r.start_time:%H:%M:%S})" if r.start_time else r.name for r in runs]
+    return "running: " + (", ".join(names) if names else "no search or training flow run; a dead one's lease lapses")
+
+
+def _waiting_line(client: Any, limit: str) -> str:
+    """What a training waiting for a slot of ``limit`` waits for, and who holds the slots."""
+    try:
+        found = client.read_global_concurrency_limit_by_name(limit)
+        taken = f"{found.active_slots} of {found.limit} slots taken"
+    except Exception as e:  # only a message depends on it
+        taken = f"its slots could not be read ({type(e).__name__})"
+    return (
+        f"waiting for a training slot: the Prefect concurrency limit {limit!r} on {client.api_url} has {taken}; "
+        f"{_running_searches(client)}. A slot held by a process that died frees when its lease lapses "
+        f"(at most {TASK_LEASE_S:.0f} s and the server's lease check); "
+        f"prefect gcl update {limit} --active-slots 0 frees every slot by hand"
+    )
 
 
 def _slot_holder() -> Any:
@@ -76,8 +120,10 @@ def training_slot(
     """Hold one slot of the global concurrency limit ``limit`` for the block: wait for a free slot, keep its
     lease (``lease_s``, at least 60) renewed every ``renew_s`` (a third of the lease unless given) while the
     block runs, release it after. Yields True; with ``wait`` False, yields False at once (holding nothing)
-    when the limit is full. A process that dies holding the slot frees it when the lease runs out. A limit
-    that does not exist limits nothing.
+    when the limit is full. A process that dies holding the slot frees it when the lease runs out (on a
+    server that runs Prefect's lease service). A limit that does not exist limits nothing. While it waits,
+    it says what for and who holds the slots, at once and every ``WAITING_SAY_S``; StopRequested if a stop
+    is asked meanwhile.
 
     Why not ``prefect.concurrency.sync.concurrency``: on a SQLite-backed Prefect server (the temporary one
     ``nas search`` starts) its acquisition often meets a database locked by other writes, and Prefect's HTTP
@@ -92,7 +138,9 @@ def training_slot(
     holder = _slot_holder()
     with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(sync_client=True) as client:
         granted: dict[str, Any] | None = None
+        said = -WAITING_SAY_S
         while granted is None:
+            check_stop()
             try:
                 granted = client.increment_concurrency_slots_with_lease(
                     names=[limit], slots=1, mode="concurrency", lease_duration=lease_s, holder=holder
@@ -101,6 +149,9 @@ def training_slot(
                 if e.response.status_code == 423:
                     if not wait:
                         break
+                    if time.monotonic() - said >= WAITING_SAY_S:
+                        print(_waiting_line(client, limit), flush=True)
+                        said = time.monotonic()
                     time.sleep(min(float(e.response.headers.get("Retry-After", FULL_RETRY_S)), FULL_RETRY_S))
                 elif e.response.status_code == 503:
                     time.sleep(BUSY_RETRY_S)
@@ -145,11 +196,22 @@ def _train_in_slot(
 ) -> ModelStatus:
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
     died holding it; ``slot_held``: the caller holds one for it) and log the outcome; a model that has its
-    outcome already is not trained again. ``deadline``: when the search's wall-clock budget runs out."""
+    outcome already is not trained again. ``deadline``: when the search's wall-clock budget runs out. A stop
+    asked (``nas.training.stop``) ends it at the next batch with the model's status unchanged (no outcome)."""
+    try:
+        return _train(search_id, model_id, uri, lease_s, slot_held, deadline)
+    except StopRequested:
+        get_run_logger().info("%s: stopped before its end (no outcome logged; nas resume trains it again)", model_id)
+        return service_for(search_id, uri).state.models[model_id].status
+
+
+def _train(
+    search_id: str, model_id: str, uri: str, lease_s: float, slot_held: bool, deadline: float | None
+) -> ModelStatus:
     from nas.training.task import run_training, train_config
 
     logger = get_run_logger()
-    with nullcontext() if slot_held else training_slot(lease_s):
+    with nullcontext() if slot_held or not shared_api() else training_slot(lease_s):
         service = service_for(search_id, uri)
         model = service.state.models[model_id]
         if model.status.is_finished:
@@ -222,7 +284,7 @@ class TaskTrainings(Trainings):
     trains), and taking a slot anew for every training costs seconds on a SQLite-backed Prefect server, whose
     database is often locked right then. Beyond the first slot it takes only free ones; when there is none, the
     task waits for a slot itself, as deployed trainings do, so a search never holds a slot while waiting for
-    another.
+    another. On a Prefect API no other process uses (``flows.local_api``) there is no limit to take.
     """
 
     def __init__(self, search_id: str, uri: str) -> None:
@@ -234,6 +296,7 @@ class TaskTrainings(Trainings):
         self.finished = threading.Event()
         self.slots: list[ExitStack] = []  # the slots this flow run holds
         self.on_held: set[str] = set()  # running models that use a slot the flow run holds
+        self.shared = shared_api()  # slots of the global limit only where several processes use one API
 
     def adopt(self, service: SearchService) -> None:
         self.service = service  # a task does not outlive its flow run: nothing to adopt
@@ -250,7 +313,7 @@ class TaskTrainings(Trainings):
             slot.close()
 
     def start(self, model_id: str) -> None:
-        if len(self.on_held) >= len(self.slots):
+        if len(self.on_held) >= len(self.slots) and self.shared:
             self._take_slot(wait=not self.slots)
         slot_held = len(self.on_held) < len(self.slots)
         if slot_held:
@@ -398,6 +461,7 @@ class DeployedTrainings(Trainings):
 
         while True:
             lease.check()
+            check_stop()  # the trainings on workers go on; a resumed search adopts them
             state = service.refresh()
             ended = [m for m in self.running if state.models[m].status.is_finished]
             if ended:

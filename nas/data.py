@@ -277,6 +277,14 @@ def load_csv(path: Path, label: str = "", ignore: Sequence[str] = ()) -> Example
                         problem += " (data.label names the label's column, data.ignore_columns columns not to read)"
                 raise ValueError(f"{path} line {n}, {column} {problem}")
     x = np.array(values, dtype=np.float32).reshape(len(values), len(columns))
+    if not np.all(np.isfinite(x)):  # "nan", "inf" and numbers too large for float32 parse, but cannot be learnt from
+        i, k = (int(v) for v in np.argwhere(~np.isfinite(x))[0])
+        n, row = lines[i]
+        column = f"column {header[columns[k]]!r}" if header else f"column {columns[k] + 1}"
+        raise ValueError(
+            f"{path} line {n}, {column} is {row[columns[k]].strip()!r}, not a finite number; "
+            "fill in or impute missing values first"
+        )
     labels = [row[target].strip() for _, row in lines]
     numbers = all(_is_number(text) for text in labels)
     for (n, _), text in zip(lines, labels, strict=True):
@@ -378,8 +386,11 @@ def check(
     if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN, infinite or non-numeric values; clean or impute them first")
     if not _whole_numbers(y):
+        odd = y[~np.isfinite(y) | (y != np.round(y))] if np.issubdtype(y.dtype, np.floating) else y
+        shown = odd[0].item() if isinstance(odd[0], np.generic) else odd[0]  # 0.5, not np.float64(0.5)
         raise ValueError(
-            f"labels are {y.dtype} values such as {y[0]!r}; they must be integers 0, 1, 2, ... or class names (strings)"
+            f"labels are {y.dtype} values such as {shown!r}; they must be integers 0, 1, 2, ... or class names "
+            "(strings)"
         )
     labels = np.unique(y)
     if labels.min() < 0 or labels.max() != len(labels) - 1:

@@ -1,7 +1,11 @@
 """The ``nas`` command line: what MLflow, Prefect and DVC do not do themselves (search, resume, replay, audit,
-list, report, register, and the DVC stages). Heavy libraries are imported inside the commands, so
-``nas --help`` is fast. Bad input is one sentence on stderr and exit status 2; a log that fails its
-integrity checks is exit status 3.
+list, report, register, and the DVC stages).
+
+Exit status: 0 done; 1 an audit or verified replay that failed; 2 bad input (one sentence on stderr); 3 a log
+that fails its integrity checks; 4 a store that cannot be read or reached; 130 stopped by Ctrl-C or SIGTERM
+(continue with nas resume).
+
+Heavy libraries are imported inside the commands, so ``nas --help`` is fast.
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import os
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
 EXIT_INTEGRITY = 3
+EXIT_STORE = 4  # the store cannot be read or reached: a corrupt database, a server down or refusing
+EXIT_STOPPED = 130  # Ctrl-C or SIGTERM: stopped where nothing is lost (a shell's 128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # the output's reader went away (a shell's 128 + SIGPIPE)
 
 
 def _print_json(value: object) -> None:
@@ -33,9 +41,14 @@ def _epoch(epoch: int, logs: dict[str, float]) -> None:
     print(f"    epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}  val_accuracy {acc:.4f}", flush=True)
 
 
-def _store() -> Any:
-    from nas.tracking import open_store
+def _store(create: bool = False) -> Any:
+    """The store of ``MLFLOW_TRACKING_URI`` (default ./mlflow.db); unless ``create``, ValueError where there is
+    none yet, so that a command that only reads does not make one."""
+    from nas.tracking import open_store, tracking_uri
+    from nas.tracking.problems import require_store
 
+    if not create:
+        require_store(tracking_uri())
     return open_store()
 
 
@@ -50,22 +63,30 @@ def _head_line(store: Any, name: str, by: str) -> None:
 
 
 def _run(name: str, config: Mapping[str, Any] | None, local: bool) -> int:
-    """Run or resume search ``name``: the nas-search Prefect flow in this process, or the plain loop."""
+    """Run or resume search ``name``: the nas-search Prefect flow in this process (on ``PREFECT_API_URL``, else on
+    a Prefect API of this process's own), or the plain loop. Ctrl-C or SIGTERM stops it at the next batch:
+    StopRequested."""
     from nas.drivers.runner import run_search
+    from nas.drivers.signals import stop_on_signals
     from nas.ledger.replay import summary
     from nas.ledger.service import SearchService
+    from nas.training.stop import StopRequested
 
-    store = _store()
-    if local:
-        state = run_search(store, name, config, progress=_progress, on_epoch=_epoch)
-    else:
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry: no internet here
-        # Prefect waits 20 s for its temporary local API to start; a loaded 2-core machine can need more.
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-        from flows.nas_search import nas_search
+    store = _store(create=config is not None)
+    with stop_on_signals(), _naming(name), _new_search(name if config is not None else None):
+        if local:
+            state = run_search(store, name, config, progress=_progress, on_epoch=_epoch)
+        else:
+            os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry: no internet here
+            from flows.local_api import local_api
+            from flows.nas_search import nas_search
 
-        nas_search(name=name, settings=dict(config) if config is not None else None)
-        state = SearchService(store.log(name)).state
+            with local_api():
+                final = nas_search(name=name, settings=dict(config) if config is not None else None, return_state=True)
+            if final.is_cancelled():
+                raise StopRequested(final.message or "cancelled")
+            final.result()  # the flow's error, if it failed
+            state = SearchService(store.log(name)).state
     info = summary(state)
     counts = f"{info['failed']} failed" + (
         f", {info['not_trained']} not trained for lack of time" if info["not_trained"] else ""
@@ -82,6 +103,35 @@ def _run(name: str, config: Mapping[str, Any] | None, local: bool) -> int:
     return 0
 
 
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """A StopRequested out of the block carries the search's name (``search``), for the line that says how to go on."""
+    from nas.training.stop import StopRequested
+
+    try:
+        yield
+    except StopRequested as e:
+        e.search = name  # type: ignore[attr-defined]
+        raise
+
+
+@contextmanager
+def _new_search(name: str | None) -> Iterator[None]:
+    """For a new search ``name``: another process that took its lease (two ``nas search --name NAME`` at once,
+    both finding no such search) is told as the search existing already."""
+    from nas.ledger.ports import LeaseHeld
+
+    try:
+        yield
+    except LeaseHeld as e:
+        if name is None:
+            raise
+        raise ValueError(
+            f"search {name!r} already exists: another process started it and runs it now; "
+            f"continue it with: nas resume {name} after that one stops"
+        ) from e
+
+
 def default_name(config: Mapping[str, Any]) -> str:
     """``<strategy>-<dataset>-<time>``, the dataset named by its file or folder name (paths cannot name a search)."""
     dataset = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(config["data"]["dataset"]).rstrip("/")).stem).strip("-.")
@@ -95,9 +145,9 @@ def _search(args: argparse.Namespace) -> int:
     from nas.ledger.ports import check_search_name
 
     config = located(load(Path(args.config) if args.config else None, args.set))
-    name = check_search_name(args.name or default_name(config))
+    name = check_search_name(default_name(config) if args.name is None else args.name)
     check_new(config)  # bad data or an initial network over the cap: refused before the store is touched
-    if _store().exists(name):
+    if _store(create=True).exists(name):
         raise ValueError(f"search {name!r} already exists; continue it with: nas resume {name}")
     return _run(name, config, args.local)
 
@@ -127,6 +177,7 @@ def _check_anchors(name: str) -> None:
 
 def _replay(args: argparse.Namespace) -> int:
     """Rebuild a search's state from its events alone."""
+    from nas.ledger.audit import require_files
     from nas.ledger.replay import summary, verify
     from nas.ledger.state import fold
 
@@ -136,6 +187,7 @@ def _replay(args: argparse.Namespace) -> int:
         raise ValueError(f"no search named {args.name!r} in {store.uri}; nas ls lists the searches")
     info = summary(fold(events))
     if args.verify:
+        require_files(store, args.name)  # a verified log is one a resume could build on
         divergence = verify(events)
         info["verified"] = divergence is None
         if divergence is not None:
@@ -153,6 +205,8 @@ def _audit(args: argparse.Namespace) -> int:
     from nas.drivers.witness import default_anchors, parse_anchor, witness, witness_path
 
     store = _store()
+    if not store.exists(args.name):
+        raise ValueError(f"there is no search {args.name!r} in {store.uri}; nas ls lists the searches")
     anchors = default_anchors(args.name, store.uri)
     sources = [str(witness_path())] if anchors else []
     for value in args.anchor:
@@ -186,7 +240,7 @@ def _ls(args: argparse.Namespace) -> int:
 
     from nas.tracking import list_searches, tracking_uri
 
-    rows = list_searches()
+    rows = list_searches()  # reads, and creates no store where there is none
     if args.json:
         _print_json([asdict(r) for r in rows])
         return 0
@@ -255,7 +309,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nas",
+        description=__doc__.split("\n\n")[0].replace("``", "").replace("\n", " "),
+        epilog=__doc__.split("\n\n")[1].replace("``", "").replace("\n", " "),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     search = sub.add_parser(
         "search", help="run a new search (the nas-search flow; local MLflow unless MLFLOW_TRACKING_URI)"
@@ -324,15 +382,32 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from nas.ledger.log import ChainError
     from nas.ledger.ports import LeaseHeld
+    from nas.training.stop import StopRequested
 
     try:
         return int(args.run(args))
+    except StopRequested as e:
+        name = getattr(e, "search", None)
+        print(f"nas: stopped; continue it with: nas resume {name}" if name else "nas: stopped", file=sys.stderr)
+        return EXIT_STOPPED
     except ChainError as e:
         print(f"nas: integrity error: {e}", file=sys.stderr)
         return EXIT_INTEGRITY
     except (ValueError, LeaseHeld) as e:
         print(f"nas: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader went away (nas audit NAME | head -1): no more to say, nowhere to say it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as e:
+        from nas.tracking import tracking_uri
+        from nas.tracking.problems import store_problem
+
+        problem = store_problem(e, tracking_uri())
+        if problem is None:
+            raise  # a bug: its traceback is for us
+        print(f"nas: store error: {problem}", file=sys.stderr)
+        return EXIT_STORE
 
 
 if __name__ == "__main__":

@@ -203,6 +203,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
 
 def _read(given: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
     path = given or DEFAULT_FILE
+    if path.is_dir():
+        raise ValueError(f"settings file {str(path)!r} is a folder; pass --config with a YAML file such as params.yaml")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -212,7 +214,12 @@ def _read(given: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
             f"settings file {str(path)!r} does not exist in {Path.cwd()}; pass --config PATH{copy_it}"
         ) from None
     except yaml.YAMLError as e:
-        raise ValueError(f"settings file {str(path)!r} is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"settings file {str(path)!r} is not valid YAML{where}: {problem}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"settings file {str(path)!r} cannot be read ({e})") from e
     if not isinstance(raw, dict):
         raise ValueError(f"settings file {str(path)!r} must hold groups of settings (data, search, train)")
     return apply_overrides(raw, overrides)

@@ -20,6 +20,7 @@ import numpy as np
 from nas.architectures.graph import Architecture
 from nas.architectures.weights import Weights
 from nas.data import Splits, load_prepared, save_prepared
+from nas.ledger.audit import require_files
 from nas.ledger.events import Event, canonical_json
 from nas.ledger.log import Head
 from nas.ledger.ports import SearchStore
@@ -337,6 +338,7 @@ def stage_register(params: Path, local: bool = False) -> None:
     test = json.loads((METRICS / "test.json").read_text())
     store = open_store()
     runs = _mlflow_runs(store, info["search"])
+    require_files(store, info["search"])
     service = SearchService(store.log(info["search"]))
     logged, digest = log_ensemble(
         runs,
@@ -389,6 +391,7 @@ def register_best(
     if ensemble < 1:
         raise ValueError(f"--ensemble {ensemble} must be a positive integer (1: the best model alone)")
     runs = _mlflow_runs(store, search)
+    require_files(store, search)
     service = SearchService(store.log(search))
     best = service.state.best
     if best is None or best.weights_sha256 is None:

@@ -27,6 +27,7 @@ from nas.data import Splits, fingerprint, load_splits
 from nas.ledger.ports import Lease, LeaseHeld, Repairable, SearchStore, holder_name
 from nas.ledger.service import Proposing, SearchService, initial_for
 from nas.ledger.state import ModelRecord, ModelStatus, SearchState
+from nas.training.stop import check_stop
 
 Progress = Callable[[str], None]
 
@@ -146,11 +147,11 @@ def open_search(
 
     A new search (``config`` given, nothing in the store) is checked first: its data loads and passes its
     checks and its initial network fits the size cap, or ValueError with nothing written. A search that
-    exists is resumed with its logged settings: crash leftovers are repaired (each reported), the log
-    must pass the audit's checks (ValueError naming the first finding otherwise), and its data must be
-    the data it started on.
+    exists is resumed with its logged settings: the files its events name must all be there, crash
+    leftovers are repaired (each reported), the log must pass the audit's checks (ChainError naming the
+    first finding otherwise), and its data must be the data it started on.
     """
-    from nas.ledger.audit import require_clean
+    from nas.ledger.audit import require_clean, require_files
 
     splits: Splits | None = None
     if not store.exists(name):
@@ -159,6 +160,8 @@ def open_search(
         splits = load(config)  # bad data is refused before anything is written
         initial_for(config, splits.input_shape, splits.num_classes)  # and so is an initial network over the cap
         store.create(name)
+    else:
+        require_files(store, name)  # a log whose files are gone is refused before anything is written
     lease.acquire()
     log = store.log(name)
     if isinstance(log, Repairable):
@@ -253,7 +256,9 @@ def outcome_line(record: ModelRecord) -> str:
 
 def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper, hooks: RoundHooks) -> SearchState:
     """The rounds: keep the training slots busy, propose the next model once the outcomes it may see are in,
-    until the budget is spent or nothing new fits; then log SearchFinished. Returns the final state."""
+    until the budget is spent or nothing new fits; then log SearchFinished. Returns the final state.
+    StopRequested (``nas.training.stop``) between steps, or from a training, when a stop was asked: the
+    trainings it cut short have no outcome and are trained again on resume."""
 
     def refit() -> None:
         service.refit()
@@ -270,6 +275,7 @@ def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper,
     exhausted = False
     while True:
         lease.check()
+        check_stop()
         while queued and len(trainings.running) < slots:
             trainings.start(queued.pop(0))
         state = service.refresh()
@@ -288,6 +294,7 @@ def run_rounds(service: SearchService, trainings: Trainings, lease: LeaseKeeper,
         if not trainings.running:
             break
         ended = trainings.wait(service, lease)
+        check_stop()  # a training that stopped for it has no outcome to show
         state = service.refresh()
         for model_id in ended:
             hooks.progress(outcome_line(state.models[model_id]))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.architectures.graph import Architecture
 from nas.architectures.morphisms import Morphism, apply_chain
@@ -33,6 +33,9 @@ from nas.ledger.events import (
 )
 from nas.ledger.log import GENESIS, ChainError, Head, check_macs, content_hash, from_record, record_of
 from nas.ledger.state import ImpossibleEvent, ModelStatus, SearchState, apply
+
+if TYPE_CHECKING:
+    from nas.ledger.ports import SearchStore
 
 
 @dataclass
@@ -287,4 +290,21 @@ def require_clean(report: AuditReport) -> None:
         f"{problem}{more}. The log fails its audit, so nothing was resumed: see `nas audit {report.search}`; "
         "to go on, restore the store from a backup, or start a new search under another name",
         report.search,
+    )
+
+
+def require_files(store: SearchStore, search_id: str) -> None:
+    """ChainError naming the first stored file search ``search_id``'s events need that the store lacks (its
+    events' files, its trainings' weights), and how many more; what resume, replay --verify and register check
+    before they write or build anything, as the audit does."""
+    missing = store.missing_files(search_id)
+    if not missing:
+        return
+    seq, problem = missing[0]
+    more = f" ({len(missing) - 1} more missing)" if len(missing) > 1 else ""
+    raise ChainError(
+        seq,
+        f"{problem}{more}. Nothing was done: restore the store's files from a backup (nas audit {search_id} "
+        "lists each one), or start a new search under another name",
+        search_id,
     )

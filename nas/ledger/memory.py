@@ -161,6 +161,18 @@ class MemoryStore(SearchStore):
             out.append(SearchListing.from_summary(name, v, int(v.get("events", 0))))
         return out
 
+    def missing_files(self, search_id: str) -> list[tuple[int, str]]:
+        log = self._logs.get(search_id)
+        out = []
+        for record in log.records() if log is not None else []:
+            payload = record["payload"]
+            if record["type"] == "TrainingCompleted" and payload.get("weights_sha256"):
+                try:
+                    log.attachment(record["seq"], "weights.npz")  # type: ignore[union-attr]
+                except FileNotFoundError:
+                    out.append((record["seq"], f"the weights of {payload['model_id']} are missing"))
+        return out
+
     def audit(self, search_id: str, *, deep: bool = True, anchors: Sequence[Head] = ()) -> AuditReport:
         from nas.ledger.audit import AuditReport, check_records, lineage
 

@@ -138,7 +138,7 @@ class SearchListing:
 
     ``failed`` counts failed trainings, ``not_trained`` the models never trained because no epoch of theirs fitted
     in the time left. ``problem`` says why a search cannot be summarised (it has no SearchStarted, its store entry
-    is broken).
+    is broken). ``stale``: the summary was made before the last events (its runner died before publishing it).
     """
 
     name: str
@@ -152,6 +152,7 @@ class SearchListing:
     best_val_accuracy: float | None = None
     events: int = 0
     problem: str | None = None
+    stale: bool = False
 
     @classmethod
     def from_summary(cls, name: str, values: Mapping[str, Any], events: int) -> SearchListing:
@@ -171,6 +172,7 @@ class SearchListing:
             not_trained=not_trained,
             best_val_accuracy=float(best) if best not in ("", None) else None,
             events=events,
+            stale=str(values.get("events", events)).isdigit() and int(values.get("events", events)) < events,
         )
 
 
@@ -202,6 +204,11 @@ class SearchStore(ABC):
     @abstractmethod
     def searches(self) -> list[SearchListing]:
         """Every search in the store, summarised without reading its events; broken ones carry ``problem``."""
+
+    @abstractmethod
+    def missing_files(self, search_id: str) -> list[tuple[int, str]]:
+        """(seq, problem) for each stored file a committed event of the search names that the store does not have
+        (an event's own file, a training's weights), found without reading the files; seq 0 for all of them."""
 
     @abstractmethod
     def audit(self, search_id: str, *, deep: bool = True, anchors: Sequence[Head] = ()) -> AuditReport:

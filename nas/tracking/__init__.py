@@ -41,17 +41,33 @@ def list_searches(uri: str | None = None) -> list[SearchListing]:
 
     uri = uri or tracking_uri()
     path = sqlite_path(uri)
+    listed: list[SearchListing] | None = None
     if path is not None:
         try:
-            return sqlite_searches(path, DEFAULT_EXPERIMENT)
+            listed = sqlite_searches(path, DEFAULT_EXPERIMENT)
         except sqlite3.Error:
             pass  # not the schema this reading knows: MLflow reads it
-    if uri.startswith(("http://", "https://")):
+    if listed is None and uri.startswith(("http://", "https://")):
         try:
-            return rest_searches(uri, DEFAULT_EXPERIMENT)
+            listed = rest_searches(uri, DEFAULT_EXPERIMENT)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreachable or not answering as this reading expects: MLflow's client says why
-    return open_store(uri).searches()
+    if listed is None:
+        listed = open_store(uri).searches()
+    return [_fresh(uri, listing) if listing.stale else listing for listing in listed]
+
+
+def _fresh(uri: str, listing: SearchListing) -> SearchListing:
+    """A search whose summary is missing or older than its log (its runner died before publishing it), summarised
+    from its events instead; the listing as it was when they cannot be read (``nas audit`` says why)."""
+    from nas.ledger.replay import summary_values
+    from nas.ledger.state import fold
+
+    try:
+        events = open_store(uri).log(listing.name).read()
+        return SearchListing.from_summary(listing.name, summary_values(fold(events)), len(events))
+    except ValueError:  # a ChainError, or events a fold refuses
+        return listing
 
 
 @lru_cache(maxsize=16)

@@ -260,3 +260,44 @@ def _weights(
         except (ValueError, OSError, KeyError) as e:
             return [(seq, f"the weights of {payload['model_id']} do not fit its proposed architecture ({e})")]
     return []
+
+
+def missing_files(runs: SearchRuns) -> list[tuple[int, str]]:
+    """The stored files the committed events name that the store does not have: each run's ``event.json`` and
+    each training's ``weights.npz`` (listed, not downloaded). One finding, at seq 0, where the search's whole
+    local artifact folder is gone."""
+    parent = runs.parent()
+    if parent is None:
+        return []
+    folder = _local_folder(parent.info.artifact_uri)
+    if folder is not None and not folder.parent.parent.exists():
+        return [(0, f"the artifact folder {folder.parent.parent} is missing: every event file and weight is gone")]
+    claims = claims_of(parent)
+    by_hash = {r.data.params.get("nas.hash", ""): r for r in runs.event_runs()}
+    with ThreadPoolExecutor(THREADS) as pool:
+        found = [pool.submit(_missing_of, runs, seq, by_hash.get(digest)) for seq, digest in sorted(claims.items())]
+        return [problem for job in found for problem in job.result()]
+
+
+def _local_folder(uri: str) -> Path | None:
+    """The folder of a local artifact location (a path or ``file:`` URI); None for a remote one."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri or uri.startswith("mlflow-artifacts:") else Path(uri)
+
+
+def _missing_of(runs: SearchRuns, seq: int, run: Any) -> list[tuple[int, str]]:
+    if run is None:
+        return []  # the audit's finding (a committed event without its run), not a missing file
+    run_id, out = run.info.run_id, []
+    if "event.json" not in {f.path for f in runs.client.list_artifacts(run_id)}:
+        out.append((seq, f"the event.json of run {run_id} is missing"))
+    try:
+        record = record_from_params(run.data.params)
+    except (ValueError, ChainError):
+        record = None
+    payload = record.get("payload", {}) if record is not None else {}
+    if record is not None and record.get("type") == "TrainingCompleted" and payload.get("weights_sha256"):
+        if "files/weights.npz" not in {f.path for f in runs.client.list_artifacts(run_id, "files")}:
+            out.append((seq, f"the weights of {payload.get('model_id')} (weights.npz of run {run_id}) are missing"))
+    return out

@@ -50,7 +50,8 @@ def summarise(tags: Mapping[str, str], run_name: str, events: int) -> SearchList
     if not events:
         return SearchListing(name, problem="no SearchStarted: nothing was logged (an empty or decoy parent run)")
     if "nas.status" not in tags:
-        return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name)
+        # its runner died before publishing a first summary: stale, so the lister summarises its events
+        return SearchListing(name, events=events, problem="no summary yet: see nas replay " + name, stale=True)
     try:
         values = {k.removeprefix("nas."): v for k, v in tags.items() if k.startswith("nas.")}
         return SearchListing.from_summary(name, values, events)

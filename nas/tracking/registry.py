@@ -321,5 +321,10 @@ def register(
             )
     if alias:
         client.set_registered_model_alias(registered_name, alias, version)
-    service.model_registered(model_id, registered_name, version)
+    if service.model_registered(model_id, registered_name, version):
+        from nas.ledger.replay import summary_values
+        from nas.tracking.sink import MlflowReportSink
+
+        # the summary says which seq it was made at; made anew, nas ls need not read the events to trust it
+        MlflowReportSink(runs).summary(summary_values(service.state), {})
     return version, created

@@ -16,6 +16,7 @@ from nas.ledger.ports import SearchListing, SearchStore
 from nas.tracking.event_log import MlflowEventLog
 from nas.tracking.lease import MlflowLease
 from nas.tracking.listing import sqlite_path, summarise
+from nas.tracking.locking import folder_lock
 from nas.tracking.runs import DEFAULT_EXPERIMENT, SearchRuns, claims_of, experiment_id
 from nas.tracking.sink import MlflowReportSink
 
@@ -35,9 +36,15 @@ class MlflowStore(SearchStore):
         self.uri = uri
         self.experiment = experiment
         path = sqlite_path(uri)
-        if path is not None:
+        if path is None:
+            self.client = MlflowClient(tracking_uri=uri)
+            return
+        with folder_lock(path.parent):
             write_ahead_log(path)
-        self.client = MlflowClient(tracking_uri=uri)
+            # MLflow creates (or upgrades) its tables when the client is made; two processes doing it at once in
+            # a new file race, and one dies ("table ... already exists"): done here, one process at a time.
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
 
     def runs(self, search_id: str) -> SearchRuns:
         """The runs of search ``search_id`` (ValueError for a name MLflow filters could not hold)."""
@@ -77,6 +84,11 @@ class MlflowStore(SearchStore):
         from nas.tracking.audit import audit
 
         return audit(self.runs(search_id), deep=deep, anchors=anchors)
+
+    def missing_files(self, search_id: str) -> list[tuple[int, str]]:
+        from nas.tracking.audit import missing_files
+
+        return missing_files(self.runs(search_id))
 
     def experiment_id(self) -> str:
         """The experiment's id (created if missing)."""

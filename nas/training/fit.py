@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from nas.architectures.graph import Architecture
 from nas.architectures.weights import Weights
 from nas.training import AUGMENTS, SCHEDULES
 from nas.training.builder import build_model, read_weights
+from nas.training.stop import TrainingTimeout, check_stop, stop_requested
 
 EpochCallback = Callable[[int, dict[str, float]], bool | None]  # True stops training
 
@@ -131,27 +133,66 @@ class _ShuffledBatches(keras.utils.PyDataset):
         self.order = self.rng.permutation(len(self.x))
 
 
-# Two classes, not one with both hooks optional: a callback that overrides ``on_train_batch_end`` makes Keras
-# dispatch every batch's callbacks synchronously (``CallbackList._configure_async_dispatch``), so a training
-# without a batch hook must not carry one.
 class _EpochHook(keras.callbacks.Callback):
-    def __init__(self, fn: EpochCallback) -> None:
+    """Calls ``fn(epoch, logs)`` after every epoch; stops the training where it returns True or the epoch's loss is
+    NaN or infinite. Only epoch hooks: a callback with ``on_train_batch_end`` makes Keras dispatch every batch's
+    callbacks synchronously (``CallbackList._configure_async_dispatch``), the device waiting for Python."""
+
+    def __init__(self, fn: EpochCallback | None) -> None:
         super().__init__()
         self.fn = fn
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.fn(epoch, {k: float(v) for k, v in (logs or {}).items()}):
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        if not math.isfinite(values.get("loss", 0.0)):
+            self.model.stop_training = True
+        if self.fn is not None and self.fn(epoch, values):
             self.model.stop_training = True
 
 
-class _BatchHook(keras.callbacks.Callback):
-    def __init__(self, fn: Callable[[], bool]) -> None:
-        super().__init__()
-        self.fn = fn
+class _Watchdog:
+    """Stops a training from a thread of its own, within ``TICK_S`` of the moment: a stop asked of the search
+    (``nas.training.stop``), its timeout, its deadline. Keras reads ``model.stop_training`` after every batch, so the
+    batch running then is the last; nothing runs in the training loop itself."""
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if self.fn():
-            self.model.stop_training = True
+    TICK_S = 0.05
+
+    def __init__(self, model: keras.Model, deadline: float | None, timeout_s: float | None) -> None:
+        self.model, self.deadline, self.timeout_s = model, deadline, timeout_s
+        self.reason: str | None = None  # "stop", "timeout" or "deadline" once it stopped the training
+        self.start = time.perf_counter()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="nas-training-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.TICK_S):
+            if stop_requested():
+                self.reason = "stop"
+            elif self.timeout_s is not None and time.perf_counter() - self.start > self.timeout_s:
+                self.reason = "timeout"
+            elif self.deadline is not None and time.time() > self.deadline:
+                self.reason = "deadline"
+            if self.reason is not None:
+                self.model.stop_training = True
+                return
+
+    def check(self, epoch: int, epochs: int) -> None:
+        """After a training that ended in epoch ``epoch`` of ``epochs``: StopRequested if a stop was asked,
+        TrainingTimeout past the timeout."""
+        if self.reason == "stop":
+            check_stop()
+        if self.reason == "timeout":
+            raise TrainingTimeout(
+                f"training took longer than train.timeout_s={self.timeout_s:g} (stopped in epoch {epoch} of {epochs})"
+            )
 
 
 def fit(
@@ -165,21 +206,22 @@ def fit(
     *,
     seed: int = 0,
     on_epoch: EpochCallback | None = None,
-    on_batch: Callable[[], bool] | None = None,
+    deadline: float | None = None,
+    timeout_s: float | None = None,
 ) -> TrainResult:
-    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam (AdamW where
-    ``config.weight_decay`` > 0) and early stopping, for
-    ``config.epochs_for(len(x_train))`` epochs at most.
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam (AdamW where ``config.weight_decay`` >
+    0) and early stopping, for ``config.epochs_for(len(x_train))`` epochs at most.
 
-    With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation
-    loss and keeps the weights of the best epoch; with 0, trains every epoch and keeps the last.
-    Without validation data (``x_val`` None, as in a final fit on train + validation) early stopping
-    must be 0. ``on_epoch(epoch, logs)`` is called after every epoch; returning True stops training
-    there. ``on_batch()`` is called after every training batch; returning True stops training at the end of that
-    batch (the epoch it cut short is validated and ends as any other, so it is in the history; an exception it raises
-    ends the training). Each epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes
-    the batch order, the augmentation of images (``config.augment``) and the dropout masks without touching
-    global random state, so trainings running side by side repeat exactly.
+    With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation loss and keeps
+    the weights of the best epoch; with 0, trains every epoch and keeps the last. Without validation data (``x_val``
+    None, as in a final fit on train + validation) early stopping must be 0. ``on_epoch(epoch, logs)`` is called
+    after every epoch; returning True stops training there, as does a NaN or infinite loss. Past ``deadline``
+    (``time.time()``) the training stops after the batch running then: the epoch it cut short is validated and ends
+    as any other, so it is in the history. Past ``timeout_s`` seconds it stops the same way and raises
+    TrainingTimeout; a stop asked of the search (``nas.training.stop``) stops it and raises StopRequested. Each
+    epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes the batch order, the
+    augmentation of images (``config.augment``) and the dropout masks without touching global random state, so
+    trainings running side by side repeat exactly.
     """
     validation = None if x_val is None or y_val is None else (x_val, y_val)
     if validation is None and config.early_stopping_patience:
@@ -201,26 +243,24 @@ def fit(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    callbacks: list[keras.callbacks.Callback] = [_EpochHook(on_epoch)]
     if config.early_stopping_patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True
             )
         )
-    if on_epoch is not None:
-        callbacks.append(_EpochHook(on_epoch))
-    if on_batch is not None:
-        callbacks.append(_BatchHook(on_batch))
     start = time.perf_counter()
-    logged = model.fit(
-        batches,
-        validation_data=validation,
-        epochs=epochs,
-        callbacks=callbacks,
-        shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
-        verbose=0,
-    )
+    with _Watchdog(model, deadline, timeout_s) as watchdog:
+        logged = model.fit(
+            batches,
+            validation_data=validation,
+            epochs=epochs,
+            callbacks=callbacks,
+            shuffle=False,  # Keras would reorder the batches with Python's global `random`; ours are already shuffled
+            verbose=0,
+        )
+    watchdog.check(len(logged.history.get("loss", ())), epochs)
     seconds = time.perf_counter() - start
     keys = list(logged.history)
     history = [

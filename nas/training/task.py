@@ -17,15 +17,12 @@ from nas.data import Splits
 from nas.ledger.events import finite_or_none
 from nas.ledger.service import IntegrityError, SearchService, seed_for
 from nas.ledger.state import ModelStatus, SearchState
+from nas.training.stop import StopRequested, TrainingTimeout, check_stop
 
 if TYPE_CHECKING:
     from nas.training.fit import TrainConfig
 
 PROBE = 64  # validation examples the preservation error is measured on
-
-
-class TrainingTimeout(RuntimeError):
-    pass
 
 
 def _classify(error: BaseException) -> str:
@@ -106,11 +103,13 @@ def run_training(
 
     A model whose training fails becomes a ``TrainingFailed`` event (out of memory, NaN loss,
     timeout, or any other error with its text) and the search goes on. Parent weights that fail their
-    recorded hash are not a training failure: IntegrityError propagates and the search stops.
+    recorded hash are not a training failure: IntegrityError propagates and the search stops. A stop asked
+    (``nas.training.stop``) ends the training at the next batch with StopRequested and no outcome logged.
     """
     from nas.training.builder import preservation_error
     from nas.training.fit import fit, make_deterministic
 
+    check_stop()
     state = service.state
     t = state.config["train"]
     config = train_config(t, generation(state, model_id), state.models[model_id].learning_rate)
@@ -151,25 +150,13 @@ def run_training(
         epoch_ends = [time.perf_counter()]
 
         def watch(epoch: int, logs: dict[str, float]) -> bool:
+            """After each epoch: stop before an epoch as long as the last would carry the search past its
+            deadline."""
             if on_epoch is not None:
                 on_epoch(epoch, logs)
             now = time.perf_counter()
-            if now - start > t["timeout_s"]:
-                raise TrainingTimeout(f"training took longer than train.timeout_s={t['timeout_s']:g}")
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
-
-        batches = [0]
-
-        def interrupt() -> bool:
-            """After each batch: past ``train.timeout_s`` the training fails now, past the deadline it stops now
-            (an epoch that runs longer than planned does not carry the search past its budget)."""
-            batches[0] += 1
-            if time.perf_counter() - start > t["timeout_s"]:
-                raise TrainingTimeout(
-                    f"training took longer than train.timeout_s={t['timeout_s']:g} (stopped at batch {batches[0]})"
-                )
-            return deadline is not None and time.time() > deadline
 
         if plan != configured:
             config = replace(config, epochs=plan, min_steps=0)  # exactly the planned epochs
@@ -183,9 +170,10 @@ def run_training(
             config,
             seed=train_seed,
             on_epoch=watch,
-            on_batch=interrupt,
+            deadline=deadline,
+            timeout_s=t["timeout_s"],
         )
-    except IntegrityError:
+    except (IntegrityError, StopRequested):
         files.cleanup()
         raise
     except Exception as e:  # every failure is recorded and the search goes on

@@ -183,6 +183,12 @@ def _write(name: str, content: str | bytes):
         (_write("d.csv", "".join(f"{i},{-1 if i == 5 else i % 3}\n" for i in range(30))), "class '-1' has 1 example;"),
         (_write("d.csv", "a,label\n1,x\n2,\n"), "d.csv line 3: the label (last column) is missing; drop unlabelled"),
         (_write("d.csv", "a,label\n1,0\n2,NaN\n"), "d.csv line 3: the label (last column) is missing"),
+        (_write("d.csv", "a,b,label\n1,2,0\n3,nan,1\n"), "d.csv line 3, column 'b' is 'nan', not a finite number"),
+        (_write("d.csv", "1,2,0\n-inf,2,1\n"), "d.csv line 2, column 1 is '-inf', not a finite number; fill in"),
+        (
+            lambda p: np.savez(p / "d.npz", x=np.zeros((30, 4)), y=np.r_[np.zeros(29), 0.5]),
+            "labels are float64 values such as 0.5; they must be integers",  # not np.float64(0.5)
+        ),
         (  # a regression target: a measurement, not a class
             _write("d.csv", "x,price\n" + "".join(f"{i},{10 + i * 0.37:.2f}\n" for i in range(30))),
             "d.csv line 3: the label (last column) is '10.37', a number that is not a class; nas search classifies",

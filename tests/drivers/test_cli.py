@@ -37,6 +37,8 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "data.dataset=cifar"], "unknown dataset 'cifar'; choose one of mnist5k, digits"),
         (["--set", "oops"], "must look like group.key=value"),
         (["--config", "missing.yaml"], "settings file 'missing.yaml' does not exist in "),
+        (["--config", "."], "settings file '.' is a folder; pass --config with a YAML file"),
+        (["--config", "params.yaml", "--name", ""], "search name '' is not allowed"),
         (["--name", "bad name!"], "search name 'bad name!' is not allowed"),
         (["--local", "--set", "search.max_params=10"], "above search.max_params=10"),
     ],
@@ -50,11 +52,23 @@ def test_bad_search_input(args: list[str], message: str, mlflow_uri: str, capsys
 
 
 def test_unknown_search_names_are_reported(mlflow_uri: str, capsys) -> None:
+    from nas.tracking import open_store
+
+    open_store(mlflow_uri)  # a store, without those searches
     assert main(["replay", "ghost"]) == 2
     assert "no search named 'ghost'" in capsys.readouterr().err
     assert main(["resume", "ghost"]) == 2
     assert "there is no search 'ghost' to resume" in capsys.readouterr().err
-    assert main(["audit", "ghost"]) == 1
+    assert main(["audit", "ghost"]) == 2  # as every other command: stderr, bad input
+    assert "there is no search 'ghost' in " in capsys.readouterr().err
+
+
+def test_a_settings_file_that_is_not_yaml_is_one_line(tmp_path: Path, mlflow_uri: str, capsys) -> None:
+    (tmp_path / "bad.yaml").write_text("data:\n  dataset: [digits\nsearch: {\n")
+    assert main(["search", "--config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nas: error: settings file '{tmp_path / 'bad.yaml'}' is not valid YAML at line ")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_scientific_notation_is_a_number() -> None:

@@ -37,10 +37,11 @@ def test_nan_loss_and_timeout_are_recorded_and_the_search_ends() -> None:
     assert [f.reason for f in failures(nan)] == ["nan_loss", "nan_loss"]
     assert state.finished and state.count("failed") == 2 and state.best is None
     slow = store.log("slow")
-    run_search(store, "slow", load(ROOT / "params.yaml", [*SMALL, "search.max_models=1", "train.timeout_s=1e-6"]))
+    timed = [*SMALL, "search.max_models=1", "train.epochs=4", "train.timeout_s=1e-6"]
+    run_search(store, "slow", load(ROOT / "params.yaml", timed))
     (failure,) = failures(slow)
     assert failure.reason == "timeout" and "train.timeout_s" in failure.error
-    assert failure.error.endswith("(stopped at batch 1)")  # at the first batch past it, not the epoch's end
+    assert failure.error.endswith("(stopped in epoch 1 of 4)")  # within the first epoch, not after the training
 
 
 @pytest.mark.slow

@@ -179,26 +179,44 @@ def test_work_counts_multiply_adds_and_element_operations() -> None:
     assert conv.work == 8 * 8 * 4 * 3 * 3 * 3 + 8 * 8 * 4  # the convolution, then the pooling reads 256 values
 
 
-def test_a_batch_hook_stops_a_training_within_its_epoch_and_the_cut_epoch_is_validated() -> None:
-    """``fit``'s ``on_batch`` runs after every training batch: returning True ends the training at that batch (how a
-    training stops at the search's deadline), the epoch it cut short is validated and recorded, and an exception it
-    raises ends the training (how a timeout fails one)."""
+def test_a_deadline_stops_a_training_within_its_epoch_and_the_cut_epoch_is_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past ``fit``'s deadline the training ends after the batch running then (how a training stops at the search's
+    deadline), the epoch it cut short is validated and recorded; past its timeout it raises TrainingTimeout, and a
+    stop asked of the search raises StopRequested, the same way. The batches read are counted to tell a stop within
+    the epoch from one at its end."""
+    from nas.training import fit as fitting
+    from nas.training.stop import StopRequested, TrainingTimeout, clear_stop, request_stop
+
     config = load(ROOT / "params.yaml", SETTINGS)
     splits = splits_for(config)
     arch = initial_mlp((64,), 10, layers=1, units=8)
     x, x_val = splits.x_train.reshape(len(splits.x_train), -1), splits.x_val.reshape(len(splits.x_val), -1)
-    calls: list[int] = []
+    read: list[int] = []
+    real = fitting._ShuffledBatches.__getitem__
 
-    def stop_at_the_third() -> bool:
-        calls.append(1)
-        return len(calls) == 3
+    def counted(self: fitting._ShuffledBatches, i: int) -> tuple[np.ndarray, np.ndarray]:
+        read.append(i)
+        if len(read) == 20:
+            time.sleep(0.5)  # the deadline passes here, within the first epoch
+        return real(self, i)
 
-    train = TrainConfig(4, 32, early_stopping_patience=0)
-    result = fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, on_batch=stop_at_the_third)
-    assert len(calls) == 3 < len(x) // 32 and len(result.history) == 1 and "val_accuracy" in result.history[0]
+    monkeypatch.setattr(fitting._ShuffledBatches, "__getitem__", counted)
+    train = TrainConfig(4, 2, early_stopping_patience=0)
+    per_epoch = -(-len(x) // 2)
+    result = fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, deadline=time.time() + 0.25)
+    assert len(read) < per_epoch and len(result.history) == 1 and "val_accuracy" in result.history[0]
 
-    def fail() -> bool:
-        raise TimeoutError("too long")
-
-    with pytest.raises(TimeoutError, match="too long"):
-        fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, on_batch=fail)
+    read.clear()
+    with pytest.raises(TrainingTimeout, match=r"train.timeout_s=0.25 \(stopped in epoch 1 of 4\)"):
+        fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, timeout_s=0.25)
+    assert len(read) < per_epoch
+    read.clear()
+    request_stop("a test")
+    try:
+        with pytest.raises(StopRequested, match="a test"):
+            fit(arch, None, x, splits.y_train, x_val, splits.y_val, train)
+    finally:
+        clear_stop()
+    assert len(read) < per_epoch
