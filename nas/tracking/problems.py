@@ -8,7 +8,6 @@ stops a command that only reads from creating a store where there is none.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -53,6 +52,16 @@ def _database_detail(error: BaseException) -> str | None:
     return None
 
 
+def _unreachable(text: str) -> str:
+    """Why a server could not be reached, in a few words, from the error's text."""
+    for needle, said in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("Name or service not known", "unknown host"), ("nodename nor servname", "unknown host"),
+                         ("No route to host", "no route to host")):  # fmt: skip
+        if needle in text:
+            return said
+    return "no answer"
+
+
 def _server_detail(error: BaseException) -> tuple[str, str] | None:
     """(what happened, the fix) where ``error`` is a tracking server refusing or out of reach."""
     mlflow = sys.modules.get("mlflow.exceptions")
@@ -61,19 +70,17 @@ def _server_detail(error: BaseException) -> tuple[str, str] | None:
         status = getattr(error, "get_http_status_code", lambda: 0)()
         if status in (401, 403) or "Unauthorized" in text or "Permission denied" in text:
             return (
-                f"it refused the credentials ({status or 'unauthorized'})",
+                f"refused the credentials ({status or 'unauthorized'})",
                 "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)",
             )
-    if mlflow is not None and isinstance(error, mlflow.MlflowException) and "API request to" in text:
-        found = re.search(r"\((?:Caused by )?(\w*Error)\(?'?([^']*)", text)
-        reason = f"{found.group(1)}: {found.group(2)}".rstrip(": ") if found else "no answer"
+    requests = sys.modules.get("requests.exceptions")
+    if (mlflow is not None and isinstance(error, mlflow.MlflowException) and "API request to" in text) or (
+        requests is not None and isinstance(error, requests.ConnectionError)
+    ):
         return (
-            f"it cannot be reached ({reason[:160]})",
+            f"cannot be reached ({_unreachable(text)})",
             "check that the server runs and MLFLOW_TRACKING_URI names it",
         )
-    requests = sys.modules.get("requests.exceptions")
-    if requests is not None and isinstance(error, requests.ConnectionError):
-        return "it cannot be reached", "check that the server runs and MLFLOW_TRACKING_URI names it"
     return None
 
 

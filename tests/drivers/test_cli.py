@@ -63,6 +63,19 @@ def test_unknown_search_names_are_reported(mlflow_uri: str, capsys) -> None:
     assert "there is no search 'ghost' in " in capsys.readouterr().err
 
 
+def test_a_tracking_server_out_of_reach_is_one_sentence_and_exit_4(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A real MLflow client against a port where nothing listens (no retries, so it answers at once)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    for command in (["ls"], ["audit", "s"], ["replay", "s"]):
+        assert main(command) == 4, command
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == (
+            "nas: store error: the tracking store http://127.0.0.1:9 cannot be reached (connection refused); "
+            "check that the server runs and MLFLOW_TRACKING_URI names it"
+        )
+
+
 def test_a_settings_file_that_is_not_yaml_is_one_line(tmp_path: Path, mlflow_uri: str, capsys) -> None:
     (tmp_path / "bad.yaml").write_text("data:\n  dataset: [digits\nsearch: {\n")
     assert main(["search", "--config", str(tmp_path / "bad.yaml")]) == 2
