@@ -174,15 +174,17 @@ class _Watchdog:
 
     def _watch(self) -> None:
         while not self._done.wait(self.TICK_S):
-            if stop_requested():
+            if self.reason is not None:
+                pass
+            elif stop_requested():
                 self.reason = "stop"
             elif self.timeout_s is not None and time.perf_counter() - self.start > self.timeout_s:
                 self.reason = "timeout"
             elif self.deadline is not None and time.time() > self.deadline:
                 self.reason = "deadline"
             if self.reason is not None:
+                # Every tick, not once: ``fit`` clears the flag when it starts, which may come after the moment.
                 self.model.stop_training = True
-                return
 
     def check(self, epoch: int, epochs: int) -> None:
         """After a training that ended in epoch ``epoch`` of ``epochs``: StopRequested if a stop was asked,

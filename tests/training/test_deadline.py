@@ -66,6 +66,7 @@ def a_search_whose_models_took_100_s_an_epoch(uri: str, tmp_path: Path, budget_s
     return service
 
 
+@pytest.mark.slow  # a search on an MLflow store
 def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlflow_uri: str, tmp_path: Path) -> None:
     """With time left for 2.5 epochs of m3 as expected (100 s an epoch of its parent, scaled by the work per
     example), m3 plans 2 of its 4 epochs, logs the plan, trains exactly those, and its cosine rate spans them
@@ -90,6 +91,7 @@ def test_a_training_plans_the_epochs_that_fit_and_its_cosine_ends_with_them(mlfl
     assert open_store(mlflow_uri).audit("plan").ok  # the plan is a param, not metrics
 
 
+@pytest.mark.slow  # a search on an MLflow store
 def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained_further(
     mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +153,7 @@ def test_a_model_none_of_whose_epochs_fits_is_not_trained_and_the_leader_trained
     assert "trained   2  failed  0  best " in line and line.endswith("  (1 not trained for lack of time)")
 
 
+@pytest.mark.slow  # a search on an MLflow store
 def test_no_model_is_proposed_when_less_is_left_than_an_epoch_of_the_best(mlflow_uri: str, tmp_path: Path) -> None:
     service = a_search_whose_models_took_100_s_an_epoch(mlflow_uri, tmp_path, budget_s=60.0)
     reason = service.stop_reason()
@@ -207,6 +210,10 @@ def test_a_deadline_stops_a_training_within_its_epoch_and_the_cut_epoch_is_valid
     per_epoch = -(-len(x) // 2)
     result = fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, deadline=time.time() + 0.25)
     assert len(read) < per_epoch and len(result.history) == 1 and "val_accuracy" in result.history[0]
+
+    read.clear()  # a deadline passed before Keras' fit starts (which clears the stop flag) stops it all the same
+    result = fit(arch, None, x, splits.y_train, x_val, splits.y_val, train, deadline=time.time() - 1)
+    assert len(read) < per_epoch and len(result.history) == 1
 
     read.clear()
     with pytest.raises(TrainingTimeout, match=r"train.timeout_s=0.25 \(stopped in epoch 1 of 4\)"):
