@@ -75,7 +75,9 @@ def bare_fit(arch: Any, weights: Any, arrays: tuple[np.ndarray, ...], config: An
     x, y, xv, yv = arrays
     start = time.perf_counter()
     model = build_model(arch, weights, seed=1)
-    model.compile(keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, validation_data=(xv, yv), verbose=0)
     model.get_weights()
     return time.perf_counter() - start
