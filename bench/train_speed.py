@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--out", default=str(RESULTS / "train_speed.json"))
+    parser.add_argument("--note", default="", help="what the page should say of this run (e.g. what else ran)")
     args = parser.parse_args()
 
     import keras
@@ -127,15 +128,15 @@ def main() -> None:
         print(f"{backend:<10} {name:<12} search {row['search_s_per_epoch']:.2f} s/epoch, bare "
               f"{row['bare_s_per_epoch']:.2f} s/epoch: ratio {ratio:.3f} "
               f"({', '.join(f'{r:.2f}' for r in row['ratios'])})", flush=True)  # fmt: skip
-    write(Path(args.out), backend, rows)
+    write(Path(args.out), backend, rows, args.note)
 
 
-def write(path: Path, backend: str, rows: list[dict[str, Any]]) -> None:
+def write(path: Path, backend: str, rows: list[dict[str, Any]], note: str = "") -> None:
     """Keep this backend's rows in ``path`` (other backends' rows stay) and rewrite the page beside it."""
     found = json.loads(path.read_text()) if path.exists() else {}
     found[backend] = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "device": device(), "rows": rows,
+        "device": device(), "rows": rows, "note": note,
     }  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(found, indent=1) + "\n")
@@ -158,6 +159,7 @@ def write(path: Path, backend: str, rows: list[dict[str, Any]]) -> None:
                 f"| **{r['ratio']:.3f}** | {', '.join(f'{x:.2f}' for x in r['ratios'])} |"
             )
     lines += ["", "Runs: " + "; ".join(f"{k} on {v['date']}, {v['machine']}" for k, v in sorted(found.items()))]
+    lines += [f"\n{k}: {v['note']}" for k, v in sorted(found.items()) if v.get("note")]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {path} and {path.with_suffix('.md')}")
 
