@@ -15,6 +15,7 @@ already keeps to ``search.trainers``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -104,16 +105,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-@contextmanager
-def local_api() -> Iterator[str | None]:
-    """Run the block against a Prefect API: ``PREFECT_API_URL`` where it is set (yields None), else a server of
-    this process's own on loopback, stopped after the block and killed with this process (yields its URL)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_UI_URL, temporary_settings
+_RUNNING: dict[tuple[int, str], tuple[subprocess.Popen[bytes], str]] = {}  # (our pid, database) -> server, URL
 
-    if PREFECT_API_URL.value():
-        yield None
-        return
-    home = Path(PREFECT_HOME.value())
+
+def _stop_all() -> None:
+    for key, (process, _) in list(_RUNNING.items()):
+        if key[0] == os.getpid():
+            _stop(process)
+    _RUNNING.clear()
+
+
+def _start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A new server on a free loopback port, healthy; its output goes to ``home``/LOG."""
     # Servers starting at once on one new $PREFECT_HOME would migrate its database together, and all but one fail.
     with folder_lock(home), open(home / LOG, "ab") as log:
         for _ in range(5):  # a port found free can be taken before the server binds it: then try another
@@ -129,15 +132,43 @@ def local_api() -> Iterator[str | None]:
             )
             try:
                 if _wait_healthy(process, url, STARTUP_S):
-                    break
+                    return process, url
             except BaseException:
                 _stop(process)
                 raise
-        else:
-            raise RuntimeError(
-                f"could not start a temporary Prefect API on 127.0.0.1 in 5 tries (see {home / LOG}); start a "
-                "server (prefect server start) and set PREFECT_API_URL"
-            )
+    raise RuntimeError(
+        f"could not start a temporary Prefect API on 127.0.0.1 in 5 tries (see {home / LOG}); start a "
+        "server (prefect server start) and set PREFECT_API_URL"
+    )
+
+
+def _server() -> str:
+    """The URL of this process's own server for Prefect's current database, started on first use (a few seconds,
+    a minute for a new database on a loaded machine) and kept until this process exits."""
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_HOME
+
+    home = Path(PREFECT_HOME.value())
+    key = (os.getpid(), str(PREFECT_API_DATABASE_CONNECTION_URL.value() or home))
+    known = _RUNNING.get(key)
+    if known is not None and known[0].poll() is None:
+        return known[1]
+    if not _RUNNING:
+        atexit.register(_stop_all)
+    _RUNNING[key] = _start(home)
+    return _RUNNING[key][1]
+
+
+@contextmanager
+def local_api() -> Iterator[str | None]:
+    """Run the block against a Prefect API: ``PREFECT_API_URL`` where it is set (yields None), else a server of
+    this process's own on loopback (yields its URL). That server is kept for later blocks in this process (a
+    Python session running several searches starts one), stopped when the process exits and killed with it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield None
+        return
+    url = _server()
     previous = os.environ.get(PRIVATE)
     os.environ[PRIVATE] = url
     try:
@@ -151,7 +182,6 @@ def local_api() -> Iterator[str | None]:
             os.environ.pop(PRIVATE, None)
         else:
             os.environ[PRIVATE] = previous
-        _stop(process)
 
 
 def _die_with(parent: int) -> None:

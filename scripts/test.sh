@@ -16,7 +16,7 @@ fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 .venv/bin/ruff check nas flows bench tests
 .venv/bin/mypy nas flows
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=40 "$@"
 if [ $# -eq 0 ]; then
   # Training, building and morphisms (not the searches) again on Keras' JAX backend, as the GPU machines run.
   KERAS_BACKEND=jax .venv/bin/python -m pytest -q -m "not slow" tests/training tests/architectures
