@@ -120,7 +120,7 @@ def main() -> None:
 
     def cli(*command: str) -> float:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "nas.drivers.cli", *command], env=env, capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "nas.cli", *command], env=env, capture_output=True, check=False)
         return time.perf_counter() - start
 
     # One growing search: append timings along the way, reads and audits at each size.

@@ -1,7 +1,8 @@
 """Event-sourced neural architecture search: Auto-Keras' Bayesian network morphism, replayable.
 
-Layers, imports pointing down only: ``drivers`` (and ``flows/``, Prefect) -> ``tracking`` (MLflow) and
-``training`` (Keras) -> ``report`` -> ``ledger`` -> ``strategy`` -> ``architectures``; ``data`` stands alone.
+Layers, imports pointing down only: ``cli`` (the ``nas`` command) -> ``flows/`` (Prefect) -> ``drivers`` ->
+``tracking`` (MLflow) -> ``training`` (Keras) -> ``report`` -> ``ledger`` -> ``strategy`` -> ``architectures``
+-> ``data``.
 """
 
 __version__ = "0.2.0"

@@ -30,6 +30,7 @@ from nas.report.page import progress_rows
 from nas.tracking.store import MlflowStore
 
 if TYPE_CHECKING:
+    from nas.ledger.service import SearchService
     from nas.training.builder import Member
 
 PREPARED = Path("data/prepared")
@@ -244,7 +245,7 @@ def prepared_data(prepared: Path = PREPARED) -> Splits:
     return load_prepared(prepared)
 
 
-def stage_prepare(params: Path, local: bool = False) -> None:
+def stage_prepare(params: Path) -> None:
     """Stage ``prepare``: load the dataset ``data.*`` names, check and split it into ``data/prepared``."""
     from nas.drivers.config import load
     from nas.drivers.runner import splits_for
@@ -256,12 +257,12 @@ def stage_prepare(params: Path, local: bool = False) -> None:
     )
 
 
-def stage_search(params: Path, local: bool = False) -> None:
-    """Stage ``search``: run (or resume, or reuse) the search named by the settings and the prepared data,
-    then write its outputs."""
+def stage_search(params: Path, run: Callable[[str, Mapping[str, Any] | None], object]) -> None:
+    """Stage ``search``: run (or resume, or reuse) the search named by the settings and the prepared data, then
+    write its outputs. ``run(name, settings)`` runs a new search, or resumes one where ``settings`` is None, as
+    ``nas search`` and ``nas resume`` do."""
     from nas.architectures.weights import load_weights
     from nas.data import fingerprint
-    from nas.drivers.cli import _run
     from nas.drivers.config import load, load_pipeline
     from nas.ledger.service import SearchService
     from nas.tracking import open_store
@@ -277,7 +278,7 @@ def stage_search(params: Path, local: bool = False) -> None:
         print(f"search {name} already ran on these settings and data; using its results (nas replay {name})")
     else:
         print(f"{'resuming' if service else 'starting'} search {name}")
-        _run(name, None if service else config, local)
+        run(name, None if service else config)
     if isinstance(store, MlflowStore):  # the parent run shows the data it read
         link_data(store.runs(name), splits, str(PREPARED), pipeline_tags(PREPARED))
     log = store.log(name)
@@ -297,7 +298,7 @@ def stage_search(params: Path, local: bool = False) -> None:
     )
 
 
-def stage_evaluate(params: Path, local: bool = False) -> None:
+def stage_evaluate(params: Path) -> None:
     """Stage ``evaluate``: fine-tune the searched model (each member) on train + validation, test it once."""
     from nas.drivers.config import load, load_pipeline
 
@@ -311,6 +312,14 @@ def stage_evaluate(params: Path, local: bool = False) -> None:
     )
 
 
+def _summarise(store: SearchStore, service: SearchService) -> None:
+    """Publish the search's summary anew after a registration, so that nas ls need not read its events to trust
+    it (the summary says which seq it was made at)."""
+    from nas.ledger.replay import summary_values
+
+    store.reports(service.state.search_id).summary(summary_values(service.state), {})
+
+
 def _mlflow_runs(store: SearchStore, name: str) -> Any:
     """The MLflow runs of search ``name``; ValueError if the store is not MLflow's (nowhere to register)."""
     if not isinstance(store, MlflowStore):
@@ -320,7 +329,7 @@ def _mlflow_runs(store: SearchStore, name: str) -> Any:
     return store.runs(name)
 
 
-def stage_register(params: Path, local: bool = False) -> None:
+def stage_register(params: Path) -> None:
     """Stage ``register``: models/final.keras becomes a version of ``register.model_name``, alias champion."""
     from nas.drivers.config import load_pipeline
     from nas.ledger.service import SearchService
@@ -360,6 +369,7 @@ def stage_register(params: Path, local: bool = False) -> None:
         description=f"{what} of search {info['search']}; test accuracy {test['test_accuracy']:.4f}",
         members=ids,
     )
+    _summarise(store, service)
     record = {
         "name": name,
         "version": version,
@@ -420,4 +430,5 @@ def register_best(
         runs, service, best.model_id, logged, digest, name, alias or None, description=description,
         members=ids if len(ids) > 1 else (),
     )  # fmt: skip
+    _summarise(store, service)
     return version, created, name, ids

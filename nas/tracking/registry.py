@@ -282,9 +282,9 @@ def register(
     members: Sequence[str] = (),
 ) -> tuple[str, bool]:
     """Make LoggedModel ``logged_model_id`` (weights ``digest``) a version of ``registered_name``, linked to the
-    parent run, with ``alias``; log ModelRegistered. ``members``: the models an ensemble averages (tag
-    ``nas.members``; ``model_id`` is its best). Returns (version, created); the same weights again find their
-    version (so an interrupted registration completes) instead of adding one."""
+    parent run, with ``alias``; log ModelRegistered (the caller publishes the summary anew). ``members``: the
+    models an ensemble averages (tag ``nas.members``; ``model_id`` is its best). Returns (version, created); the
+    same weights again find their version (so an interrupted registration completes) instead of adding one."""
     from mlflow.exceptions import MlflowException
 
     client = runs.client
@@ -321,10 +321,5 @@ def register(
             )
     if alias:
         client.set_registered_model_alias(registered_name, alias, version)
-    if service.model_registered(model_id, registered_name, version):
-        from nas.ledger.replay import summary_values
-        from nas.tracking.sink import MlflowReportSink
-
-        # the summary says which seq it was made at; made anew, nas ls need not read the events to trust it
-        MlflowReportSink(runs).summary(summary_values(service.state), {})
+    service.model_registered(model_id, registered_name, version)
     return version, created

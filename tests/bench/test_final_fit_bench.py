@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.drivers.cli import main
+from nas.cli import main
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.initial_width=8", "search.max_models=2"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import nas.data
+from nas.cli import main
 from nas.data import check, fingerprint, load, load_splits, split
-from nas.drivers.cli import main
 from tests.conftest import mlflow_has_no_runs
 
 ROOT = Path(__file__).parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.drivers.cli import main
+from nas.cli import main
 from tests.conftest import mlflow_has_no_runs
 
 

@@ -160,7 +160,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tmp_path: Path, mlflow_u
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
     sets = [f"--set={s}" for s in (*SMALL[:-1], "search.max_models=5", "search.strategy=random")]
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    nas = [sys.executable, "-m", "nas.drivers.cli"]
+    nas = [sys.executable, "-m", "nas.cli"]
     sets.append("--local")  # the plain loop: the drill is about the log, not about Prefect
 
     subprocess.run([*nas, "search", "--name", "whole", *sets], env=env, cwd=tmp_path, check=True, capture_output=True)

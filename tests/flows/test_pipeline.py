@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nas.drivers.cli import main
+from nas.cli import main
 from tests.conftest import mlflow_has_no_runs
 
 ROOT = Path(__file__).parents[2]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from nas.drivers.cli import main
+from nas.cli import main
 from nas.drivers.config import load
 from nas.drivers.runner import run_search, splits_for
 from nas.ledger.events import TrainingCompleted

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.drivers.cli import main
+from nas.cli import main
 from nas.ledger.log import verify_chain
 from nas.tracking import open_store
 from nas.tracking.event_log import MlflowEventLog

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.drivers.cli import main
+from nas.cli import main
 from nas.drivers.witness import default_anchors, witness
 from nas.ledger.events import SearchFinished, TrainingCompleted
 from nas.ledger.log import Head, seal

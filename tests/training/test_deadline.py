@@ -13,8 +13,8 @@ import pytest
 from nas.architectures.graph import Architecture, Layer
 from nas.architectures.initial import initial_mlp
 from nas.architectures.weights import init_weights, load_weights, save_weights, standardize
+from nas.cli import main
 from nas.data import fingerprint
-from nas.drivers.cli import main
 from nas.drivers.config import load
 from nas.drivers.pipeline import write_search_outputs
 from nas.drivers.runner import splits_for

@@ -290,13 +290,13 @@ def _stage(args: argparse.Namespace) -> int:
     """One stage of the DVC pipeline (dvc.yaml), settings from --params."""
     from nas.drivers import pipeline
 
-    stages = {
-        "prepare": pipeline.stage_prepare,
-        "search": pipeline.stage_search,
-        "evaluate": pipeline.stage_evaluate,
-        "register": pipeline.stage_register,
-    }
-    stages[args.stage](Path(args.params), local=args.local)
+    params = Path(args.params)
+    if args.stage == "search":
+        pipeline.stage_search(params, lambda name, config: _run(name, config, args.local))
+    else:
+        {"prepare": pipeline.stage_prepare, "evaluate": pipeline.stage_evaluate, "register": pipeline.stage_register}[
+            args.stage
+        ](params)
     return 0
 
 
