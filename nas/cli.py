@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nas import __version__
+
 EXIT_BAD_INPUT = 2
 EXIT_INTEGRITY = 3
 EXIT_STORE = 4  # the store cannot be read or reached: a corrupt database, a server down or refusing
@@ -314,6 +316,7 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0].replace("``", "").replace("\n", " "),
         epilog=__doc__.split("\n\n")[1].replace("``", "").replace("\n", " "),
     )
+    parser.add_argument("--version", action="version", version=f"nas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     search = sub.add_parser(
         "search", help="run a new search (the nas-search flow; local MLflow unless MLFLOW_TRACKING_URI)"

@@ -156,3 +156,11 @@ def test_a_folder_without_settings_is_told_which_file_to_copy(
     assert mlflow_has_no_runs(mlflow_uri)
     (tmp_path / "params.yaml").write_text(project.read_text())
     assert load()["data"]["dataset"] == "mnist5k"
+
+
+def test_version_is_the_installed_package_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"nas {version('nas-ledger')}"
