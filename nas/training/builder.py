@@ -1,15 +1,15 @@
-"""Architecture + weights -> keras.Model, and back. One of the two modules that import Keras."""
+"""Architecture + weights -> keras.Model, and back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from nas.architectures.graph import BN_EPSILON, BN_MOMENTUM, INPUT, Architecture, Layer
 from nas.architectures.weights import Weights, check_weights, weight_shapes
+from nas.training.backend import keras
 
 
 def _keras_layer(layer: Layer, seed: int | None) -> keras.layers.Layer:

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 
 from nas.architectures.graph import Architecture
 from nas.architectures.weights import Weights
 from nas.training import AUGMENTS, SCHEDULES
+from nas.training.backend import keras
 from nas.training.builder import build_model, read_weights
 from nas.training.stop import TrainingTimeout, check_stop, stop_requested
 
