@@ -9,12 +9,14 @@ a crash; callers check it with ``isinstance``. Nothing here imports a backend.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,28 +41,58 @@ def check_search_name(name: str) -> str:
     return name
 
 
-HOLDER_PROCESS = re.compile(r"\[(?P<host>[^\]:]+):(?P<pid>\d+)\]$")
+HOLDER_PROCESS = re.compile(r"\[(?P<host>[^\]:]+):(?P<pid>\d+)(:(?P<space>[0-9a-f]+))?\]$")
 
 
-def holder_name(description: str) -> str:
-    """A lease holder's name: ``description`` and, in brackets, this process (``[host:pid]``)."""
-    return f"{description} [{socket.gethostname()}:{os.getpid()}]"
+@lru_cache(maxsize=1)
+def process_space() -> str:
+    """Where a pid names one process: this kernel's boot and PID namespace, as 12 hex digits ('' where that cannot
+    be read, off Linux). Two containers named alike, on one host or on two, differ here, so neither takes the
+    other's pids for its own; a restarted machine differs from itself before the restart."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
 
 
-def holder_is_dead(holder: str) -> bool:
-    """Whether a lease holder is a process of this host that has ended (its lease need not expire): one that no
-    longer exists, or one killed whose parent has not yet reaped it (a zombie, which still answers signal 0)."""
-    found = HOLDER_PROCESS.search(holder)
-    if found is None or found["host"] != socket.gethostname():
+def process_tag() -> str:
+    """This process as ``host:pid`` and, where it can be told, ``:space`` (``process_space``)."""
+    space = process_space()
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":{space}" if space else "")
+
+
+def here(host: str, space: str | None) -> bool:
+    """Whether a process tagged ``host`` and ``space`` (None: tagged before spaces were) is in this process's pid
+    space, so that its pid can be looked up here. A tag without a space is here only off Linux, by its host."""
+    if host != socket.gethostname():
         return False
-    pid = int(found["pid"])
+    return space == process_space() if space else not process_space()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this pid space runs: it exists and is not a zombie waiting to be reaped."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return _ended_unreaped(pid)
+    except PermissionError:
+        return True
+    return not _ended_unreaped(pid)
+
+
+def holder_name(description: str) -> str:
+    """A lease holder's name: ``description`` and, in brackets, this process (``process_tag``)."""
+    return f"{description} [{process_tag()}]"
+
+
+def holder_is_dead(holder: str) -> bool:
+    """Whether a lease holder is a process of this pid space (``here``) that has ended (its lease need not
+    expire): one that no longer exists, or one killed whose parent has not yet reaped it (a zombie, which still
+    answers signal 0). A holder elsewhere, or one that cannot be told apart from one elsewhere, is not."""
+    found = HOLDER_PROCESS.search(holder)
+    return found is not None and here(found["host"], found["space"]) and not alive(int(found["pid"]))
 
 
 def _ended_unreaped(pid: int) -> bool:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from nas.ledger.log import GENESIS, Attachments, ChainError, ConcurrencyError, EventLog, Head
-from nas.ledger.ports import Repairable
+from nas.ledger.ports import Repairable, alive, here, process_tag
 from nas.tracking.records import event_metrics, event_params, event_tags, record_from_params, run_name
 from nas.tracking.runs import SearchRuns, claim_key
 
@@ -143,7 +142,7 @@ class MlflowEventLog(EventLog, Repairable):
         else:
             raise ValueError(f"search {self.search_id!r} has no parent run; its log must start with SearchStarted")
         for rec in sealed:
-            tags = {**event_tags(rec, parent_id, self.search_id), "nas.writer": f"{socket.gethostname()} {os.getpid()}"}
+            tags = {**event_tags(rec, parent_id, self.search_id), "nas.writer": process_tag()}
             run = self.client.create_run(self.runs.experiment_id, run_name=run_name(rec), tags=tags)
             run_id = run.info.run_id
             metrics = [
@@ -212,19 +211,14 @@ class MlflowEventLog(EventLog, Repairable):
 
 def in_flight(run: Any) -> bool:
     """Whether an uncommitted run may belong to a writer still between writing and claiming it: its writer (tag
-    ``nas.writer``) is a live process of this host, or a process elsewhere that wrote it less than
+    ``nas.writer``) is a live process of this pid space, or a process elsewhere that wrote it less than
     ``UNCLAIMED_AGE_S`` ago. A run with no writer tag was not written by a writer of ours."""
-    host, _, pid = run.data.tags.get("nas.writer", "").partition(" ")
+    writer = run.data.tags.get("nas.writer", "")
+    host, pid, space = ([*writer.replace(" ", ":").split(":"), "", ""])[:3]  # "host:pid:space"; before: "host pid"
     if not pid.isdigit():
         return False
-    if host == socket.gethostname():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
+    if here(host, space or None):
+        return alive(int(pid))
     return time.time() - run.info.start_time / 1000 < UNCLAIMED_AGE_S
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,7 +17,7 @@ import pytest
 from nas.ledger.events import ArchitectureProposed, SearchStarted, TrainingCompleted, TrainingStarted
 from nas.ledger.log import ChainError, ConcurrencyError, Head
 from nas.ledger.memory import MemoryStore
-from nas.ledger.ports import LeaseHeld, SearchStore
+from nas.ledger.ports import LeaseHeld, SearchStore, holder_name, process_space
 from nas.tracking import open_store
 from nas.tracking.runs import searches_path
 
@@ -164,7 +169,7 @@ class StoreContract:
 
         store, name = self.leased()
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-        dead = f"runner A [{socket.gethostname()}:{gone.stdout.strip()}]"  # a process of this host that has exited
+        dead = f"runner A [{socket.gethostname()}:{gone.stdout.strip()}:{process_space()}]"  # exited, of this host
         store.lease(name).acquire(dead, ttl_s=600)
         assert store.lease(name).acquire("runner B", ttl_s=600) == dead
 
@@ -179,7 +184,7 @@ class StoreContract:
         store, name = self.leased()
         runner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         try:
-            holder = f"runner A [{socket.gethostname()}:{runner.pid}]"
+            holder = f"runner A [{socket.gethostname()}:{runner.pid}:{process_space()}]"
             store.lease(name).acquire(holder, ttl_s=600)
             with pytest.raises(LeaseHeld, match="runner A"):  # alive: held
                 store.lease(name).acquire("runner B", ttl_s=600)
@@ -192,6 +197,25 @@ class StoreContract:
         finally:
             runner.kill()
             runner.wait()
+
+    def test_a_gone_pid_of_a_machine_named_alike_or_of_an_older_version_holds_its_lease_until_it_expires(self) -> None:
+        """Two containers often share a hostname: a pid that is gone here says nothing of a process there."""
+        import socket
+        import subprocess
+        import sys
+
+        store, name = self.leased()
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        pid = gone.stdout.strip()
+        for holder in (
+            f"runner A [{socket.gethostname()}:{pid}:0123456789ab]",
+            f"runner A [{socket.gethostname()}:{pid}]",
+        ):
+            lease = store.lease(name)
+            lease.acquire(holder, ttl_s=600)
+            with pytest.raises(LeaseHeld, match="runner A"):
+                store.lease(name).acquire("runner B", ttl_s=600)
+            lease.release()
 
     # --- report sink and listing ---------------------------------------------------------------------
 
@@ -277,3 +301,17 @@ class TestMlflowStore(StoreContract):
     def test_a_search_without_a_parent_run_cannot_be_leased(self) -> None:
         with pytest.raises(ValueError, match="no parent run"):
             open_store().lease("nothing-yet").acquire("runner A", ttl_s=60)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare(1)")
+def test_a_container_named_alike_does_not_take_a_live_holder_for_dead() -> None:
+    """A process in another PID namespace with this host's name (a container of the same image) does not find our
+    pid among its own; before, it judged our live holder dead and freed its lease."""
+    holder = holder_name("runner A")  # this process: alive
+    check = f"from nas.ledger.ports import holder_is_dead; print(holder_is_dead({holder!r}))"
+    inside = subprocess.run(
+        ["unshare", "--uts", "--pid", "--fork", "--mount-proc", sys.executable, "-c", check],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert inside.stdout.strip() == "False"
+    assert f"[{socket.gethostname()}:{os.getpid()}:" in holder
