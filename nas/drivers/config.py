@@ -23,87 +23,76 @@ class Numbers(list):  # type: ignore[type-arg]
     """Schema type of a setting that lists numbers: a YAML list of them, or one number."""
 
 
-# group -> key -> (type, check, what a good value is)
+# group -> key -> (type, check, what a good value is, the default)
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _FRACTION = (lambda v: 0 < v < 1, "a number above 0 and below 1 (each split needs examples)")
 _ANY = (lambda v: True, "")
 
 
-SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+SCHEMA: dict[str, dict[str, tuple[type, Any, str, Any]]] = {
     "data": {
-        "dataset": (str, *_ANY),
-        "label": (Column, *_ANY),
-        "ignore_columns": (list, lambda v: len(set(v)) == len(v), "a list of distinct column names"),
-        "val_fraction": (float, *_FRACTION),
-        "test_fraction": (float, *_FRACTION),
-        "seed": (int, lambda v: v >= 0, "a non-negative integer"),
+        "dataset": (str, *_ANY, "mnist5k"),
+        "label": (Column, *_ANY, ""),
+        "ignore_columns": (list, lambda v: len(set(v)) == len(v), "a list of distinct column names", []),
+        "val_fraction": (float, *_FRACTION, 0.2),
+        "test_fraction": (float, *_FRACTION, 0.2),
+        "seed": (int, lambda v: v >= 0, "a non-negative integer", 0),
     },
     "search": {
-        "strategy": (str, lambda v: v in ("bayesian", "random", "evolution"), "one of bayesian, random, evolution"),
-        "max_models": (int, *_POSITIVE),
-        "time_budget_s": (float, *_POSITIVE),
-        "seed": (int, lambda v: v >= 0, "a non-negative integer"),
-        "trainers": (int, *_POSITIVE),
-        "propose_ahead": (bool, *_ANY),
-        "max_params": (int, *_POSITIVE),
-        "max_layers": (int, *_POSITIVE),
-        "beta": (float, lambda v: v >= 0, "a non-negative number"),
-        "max_steps": (int, lambda v: v >= 0, "a non-negative integer (0: no cap)"),
-        "acquisition": (str, lambda v: v in ACQUISITIONS, f"one of {', '.join(ACQUISITIONS)}"),
-        "parents": (int, lambda v: v >= 0, "a non-negative integer (0: every trained model)"),
-        "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number"),
-        "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}"),
-        "continue_leader": (bool, *_ANY),
+        "strategy": (
+            str,
+            lambda v: v in ("bayesian", "random", "evolution"),
+            "one of bayesian, random, evolution",
+            "bayesian",
+        ),
+        "max_models": (int, *_POSITIVE, 10),
+        "time_budget_s": (float, *_POSITIVE, 480.0),
+        "seed": (int, lambda v: v >= 0, "a non-negative integer", 0),
+        "trainers": (int, *_POSITIVE, 1),
+        "propose_ahead": (bool, *_ANY, True),
+        "max_params": (int, *_POSITIVE, 1000000),
+        "max_layers": (int, *_POSITIVE, 60),
+        "beta": (float, lambda v: v >= 0, "a non-negative number", 2.576),
+        "max_steps": (int, lambda v: v >= 0, "a non-negative integer (0: no cap)", 0),
+        "acquisition": (str, lambda v: v in ACQUISITIONS, f"one of {', '.join(ACQUISITIONS)}", "ucb"),
+        "parents": (int, lambda v: v >= 0, "a non-negative integer (0: every trained model)", 0),
+        "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number", 1.0),
+        "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}", "rank"),
+        "continue_leader": (bool, *_ANY, False),
         "learning_rates": (
             Numbers,
             lambda v: all(r > 0 for r in v) and len(set(v)) == len(v),
             "a list of distinct positive numbers, e.g. [0.0005, 0.001, 0.002] ([]: train.learning_rate alone)",
+            [],
         ),
-        "initial_width": (int, *_POSITIVE),
-        "initial_depth": (int, *_POSITIVE),
-        "initial_units": (int, *_POSITIVE),
-        "initial_dense_layers": (int, *_POSITIVE),
+        "initial_width": (int, *_POSITIVE, 32),
+        "initial_depth": (int, *_POSITIVE, 3),
+        "initial_units": (int, *_POSITIVE, 256),
+        "initial_dense_layers": (int, *_POSITIVE, 2),
     },
     "train": {
-        "epochs": (int, *_POSITIVE),
-        "batch_size": (int, *_POSITIVE),
-        "learning_rate": (float, *_POSITIVE),
-        "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)"),
-        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-        "augment": (str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}"),
-        "weight_decay": (float, lambda v: v >= 0, "a non-negative number (0: none)"),
-        "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer"),
-        "min_steps": (int, lambda v: v >= 0, "a non-negative integer"),
-        "timeout_s": (float, *_POSITIVE),
+        "epochs": (int, *_POSITIVE, 4),
+        "batch_size": (int, *_POSITIVE, 64),
+        "learning_rate": (float, *_POSITIVE, 0.001),
+        "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)", 1.0),
+        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}", "cosine"),
+        "augment": (str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}", "none"),
+        "weight_decay": (float, lambda v: v >= 0, "a non-negative number (0: none)", 0.0),
+        "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer", 2),
+        "min_steps": (int, lambda v: v >= 0, "a non-negative integer", 150),
+        "timeout_s": (float, *_POSITIVE, 600.0),
     },
-}
-# Settings added after settings files were written: a file without them gets these values.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"label": "", "ignore_columns": []},
-    "search": {
-        "initial_units": 256,
-        "initial_dense_layers": 2,
-        "surrogate_targets": "rank",
-        "continue_leader": False,
-        "max_steps": 0,
-        "acquisition": "ucb",
-        "parents": 0,
-        "propose_ahead": True,
-        "learning_rates": [],
-    },
-    "train": {"min_steps": 150, "lr_decay": 1.0, "schedule": "cosine", "augment": "none", "weight_decay": 0.0},
-    "final": {"schedule": "cosine", "ensemble": 3},
 }
 # Groups of params.yaml that the DVC stages after the search read; they are not part of a search's config.
-PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str]]] = {
+PIPELINE_SCHEMA: dict[str, dict[str, tuple[type, Any, str, Any]]] = {
     "final": {
-        "epochs": (int, lambda v: v >= 0, "a non-negative integer (0 keeps the searched weights)"),
-        "learning_rate": (float, *_POSITIVE),
-        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-        "ensemble": (int, lambda v: v > 0, "a positive integer (1: the best model alone)"),
+        "epochs": (int, lambda v: v >= 0, "a non-negative integer (0 keeps the searched weights)", 2),
+        "learning_rate": (float, *_POSITIVE, 0.0001),
+        "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}", "cosine"),
+        "ensemble": (int, lambda v: v > 0, "a positive integer (1: the best model alone)", 3),
     },
     "register": {
-        "model_name": (str, lambda v: bool(v.strip()), "a non-empty name"),
+        "model_name": (str, lambda v: bool(v.strip()), "a non-empty name", "nas-classifier"),
     },
 }
 DEFAULT_FILE = Path("params.yaml")
@@ -146,31 +135,29 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
     return value
 
 
-def _validate(config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple[type, Any, str]]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _validate(
+    config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple[type, Any, str, Any]]]
+) -> dict[str, Any]:
+    """``config`` checked against ``schema`` and completed with the schema's defaults: every group, every key."""
+    out: dict[str, Any] = {group: {} for group in schema}
     for group, values in config.items():
         if group not in schema:
             raise ValueError(f"unknown settings group {group!r}; groups are {', '.join([*SCHEMA, *PIPELINE_SCHEMA])}")
+        if values is None:  # a group left empty in YAML
+            continue
         if not isinstance(values, Mapping):
             raise ValueError(f"settings group {group!r} must be a mapping of keys to values")
         for key, value in values.items():
             if key not in schema[group]:
                 raise ValueError(f"unknown setting '{group}.{key}'; {group} has {', '.join(schema[group])}")
-            typ, check, good = schema[group][key]
+            typ, check, good, _ = schema[group][key]
             value = _coerce(f"{group}.{key}", value, typ)
             if not check(value):
                 raise ValueError(f"{group}.{key}={value!r} must be {good}")
-            out.setdefault(group, {})[key] = value
-    for group, values in DEFAULTS.items():
-        if group in schema:
-            for key, value in values.items():
-                out.setdefault(group, {}).setdefault(key, value)
-    missing = [f"{g}.{k}" for g, keys in schema.items() for k in keys if k not in out.get(g, {})]
-    if missing:
-        raise ValueError(
-            f"settings {', '.join(missing)} are missing; a settings file must set every key (the project's "
-            "params.yaml has them all: copy it and edit)"
-        )
+            out[group][key] = value
+    for group, keys in schema.items():
+        for key, (*_, default) in keys.items():
+            out[group].setdefault(key, copy.deepcopy(default))
     return out
 
 
@@ -209,7 +196,7 @@ def _read(given: Path | None, overrides: Iterable[str]) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         example = Path(__file__).resolve().parents[2] / DEFAULT_FILE  # the project's, where nas runs from a clone
-        copy_it = f", or copy {example} (every setting, explained) here" if given is None and example.is_file() else ""
+        copy_it = f", or copy {example} (the common settings) here" if given is None and example.is_file() else ""
         raise ValueError(
             f"settings file {str(path)!r} does not exist in {Path.cwd()}; pass --config PATH{copy_it}"
         ) from None

@@ -33,12 +33,13 @@ Progress = Callable[[str], None]
 
 
 def splits_for(config: Mapping[str, Any]) -> Splits:
-    """The data a configuration names, split as it says (ValueError for an unknown or bad dataset). Loaded once
-    per process for the same settings and the same file (its size and modification time are part of the key)."""
+    """The data a configuration (validated, or a search's as its fold completes it) names, split as it says
+    (ValueError for an unknown or bad dataset). Loaded once per process for the same settings and the same file
+    (its size and modification time are part of the key)."""
     d = config["data"]
     path = Path(str(d["dataset"]))
     stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-    label, ignore = d.get("label", ""), tuple(d.get("ignore_columns", ()))  # a log from before them: neither
+    label, ignore = d["label"], tuple(d["ignore_columns"])
     return _load(d["dataset"], d["val_fraction"], d["test_fraction"], d["seed"], label, ignore, stamp)
 
 

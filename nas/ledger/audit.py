@@ -193,7 +193,7 @@ def _proposal_problem(event: ArchitectureProposed, state: SearchState) -> str | 
         return f"{event.model_id} names architecture {event.architecture_id[:12]}, its architecture is {arch.id[:12]}"
     if event.model_id != f"m{len(state.models) + 1}" or event.model_id in state.models:
         return f"{event.model_id} is proposed where m{len(state.models) + 1} comes next"
-    rates = state.config.get("search", {}).get("learning_rates", [])
+    rates = state.config["search"]["learning_rates"]
     if event.learning_rate is not None and event.learning_rate not in rates:
         listed = f"not one of search.learning_rates {rates}"
         return f"{event.model_id} is proposed at learning rate {event.learning_rate}, {listed}"

@@ -7,10 +7,11 @@ and stored; reading an old record upcasts it step by step to the current version
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -187,6 +188,40 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("TrainingCompleted", 1): upcast_completed_v1_v2,
     ("SearchFinished", 1): upcast_elapsed,
 }
+
+
+# Settings added after searches were logged: the value a search logged before the setting existed ran with (which
+# is not always today's default: before train.schedule a rate was constant, before train.min_steps no minimum).
+BEFORE_SETTING: dict[str, dict[str, Any]] = {
+    "data": {"label": "", "ignore_columns": []},
+    "search": {
+        "initial_units": 256,
+        "initial_dense_layers": 2,
+        "surrogate_targets": "raw",
+        "continue_leader": False,
+        "max_steps": 0,
+        "acquisition": "ucb",
+        "parents": 0,
+        "propose_ahead": True,
+        "learning_rates": [],
+    },
+    "train": {"min_steps": 0, "lr_decay": 1.0, "schedule": "constant", "augment": "none", "weight_decay": 0.0},
+}
+
+
+def logged_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The upcaster of a logged search configuration (``SearchStarted.config``): every setting a search logged
+    before it existed gets the value that search ran with (``BEFORE_SETTING``); what the log holds is kept. The
+    fold applies it, so code reading a search's settings never guesses a default. It adds
+    ``search.outcomes_in_proposal_order``, which says how the log's proposals read outcomes."""
+    out = {group: dict(values) for group, values in config.items()}
+    # Not a setting but a fact of the log: before search.propose_ahead a proposal read outcomes in the order they
+    # ended, since then in the order the models were proposed.
+    out.setdefault("search", {})["outcomes_in_proposal_order"] = "propose_ahead" in config.get("search", {})
+    for group, values in BEFORE_SETTING.items():
+        for key, value in values.items():
+            out.setdefault(group, {}).setdefault(key, copy.deepcopy(value))
+    return out
 
 
 def canonical_json(value: Any) -> str:

@@ -72,9 +72,9 @@ def seed_for(seed: int, *parts: int) -> np.random.Generator:
 
 
 def _rate_choice(state: SearchState) -> tuple[tuple[float, ...], float]:
-    """The learning rates a search's proposals choose from (``search.learning_rates``; none in a search logged before
-    the setting) and the rate of a training whose proposal chose none (``train.learning_rate``)."""
-    return tuple(state.config["search"].get("learning_rates", ())), state.config["train"]["learning_rate"]
+    """The learning rates a search's proposals choose from (``search.learning_rates``) and the rate of a training
+    whose proposal chose none (``train.learning_rate``)."""
+    return tuple(state.config["search"]["learning_rates"]), state.config["train"]["learning_rate"]
 
 
 class Proposing:
@@ -90,16 +90,16 @@ class Proposing:
     def known(state: SearchState) -> int:
         """How many models' outcomes the next proposal may see (see ``batch``): all but the ``trainers`` last
         with ``search.propose_ahead`` (proposed while every slot trains), else all but the ``trainers - 1`` last
-        (proposed when a slot frees). A search logged before the setting proposed ahead."""
+        (proposed when a slot frees)."""
         s = state.config["search"]
-        return len(state.models) - s["trainers"] + (0 if s.get("propose_ahead", True) else 1)
+        return len(state.models) - s["trainers"] + (0 if s["propose_ahead"] else 1)
 
     @classmethod
     def seen(cls, state: SearchState) -> History:
         """What the next proposal reads: the outcomes of the first ``known`` models, in the order they were proposed,
         so that with several trainers which one ended first does not change a proposal. A search logged before
         ``search.propose_ahead`` read them in the order they ended, and replays so (with one trainer, the same)."""
-        in_order = "propose_ahead" in state.config["search"]
+        in_order = state.config["search"]["outcomes_in_proposal_order"]
         return state.history(known_models=cls.known(state), proposal_order=in_order)
 
     def space(self, state: SearchState) -> MorphismSpace:
@@ -122,13 +122,13 @@ class Proposing:
             self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
         return BayesianProposer(
             space,
-            AnnealingConfig(beta=s["beta"], max_steps=s.get("max_steps", 0)),  # no cap in a search logged before it
+            AnnealingConfig(beta=s["beta"], max_steps=s["max_steps"]),
             anchor_seed=state.seed,
             _embedding=self._embedding,
             hyperparameters=hyperparameters,
-            targets=s.get("surrogate_targets", "raw"),  # a search logged before the setting fitted raw scores
-            acquisition=s.get("acquisition", "ucb"),  # UCB in a search logged before the setting
-            parents=s.get("parents", 0),  # every trained model in a search logged before the setting
+            targets=s["surrogate_targets"],
+            acquisition=s["acquisition"],
+            parents=s["parents"],
             rates=rates,
             base_rate=base,
             random_without_signal=bool(rates),  # a search choosing rates (see the proposer)
@@ -161,7 +161,7 @@ class Proposing:
         (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
         history = self.seen(state)
         rng = seed_for(state.seed, len(state.models))
-        further = continuation(history) if k > 0 and state.config["search"].get("continue_leader", False) else None
+        further = continuation(history) if k > 0 and state.config["search"]["continue_leader"] else None
         if further is None and k > 0 and state.models and list(state.models.values())[-1].out_of_time:
             further = leader(history)
         if further is None:

@@ -19,6 +19,7 @@ from nas.ledger.events import (
     TrainingCompleted,
     TrainingFailed,
     TrainingStarted,
+    logged_config,
 )
 from nas.ledger.log import ChainError
 from nas.strategy.proposers import History, Observation
@@ -216,7 +217,7 @@ def _(event: SearchStarted, state: SearchState) -> SearchState:
         state,
         search_id=event.search_id,
         name=event.name,
-        config=event.config,
+        config=logged_config(event.config),
         seed=event.seed,
         initial_architecture=event.initial_architecture,
         dataset_fingerprint=event.dataset_fingerprint,

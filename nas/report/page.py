@@ -57,7 +57,7 @@ def table(state: SearchState) -> list[dict[str, Any]]:
     """Every model: id, parent, morphism chain ("trained further" for none from a parent), parameters, where the
     search chooses learning rates the one its proposal chose ("-": the configured one), status, validation
     accuracy, training seconds."""
-    rates = bool(state.config.get("search", {}).get("learning_rates"))
+    rates = bool(state.config["search"]["learning_rates"])
     return [
         {
             "model": m.model_id,

@@ -36,22 +36,20 @@ def _classify(error: BaseException) -> str:
 
 
 def train_config(train: Mapping[str, Any], generation: int = 0, learning_rate: float | None = None) -> TrainConfig:
-    """How a search with the ``train`` settings trains a model with ``generation`` ancestors: at the
-    ``learning_rate`` its proposal chose, else ``learning_rate x lr_decay ** generation``, on ``train.schedule``,
-    with ``train.augment`` and
-    ``train.weight_decay`` (a search logged before ``train.min_steps``, ``train.lr_decay``, ``train.schedule``,
-    ``train.augment`` or ``train.weight_decay`` existed trains as it did then, without them)."""
+    """How a search with the ``train`` settings (a search's, as its fold completes them) trains a model with
+    ``generation`` ancestors: at the ``learning_rate`` its proposal chose, else ``learning_rate x lr_decay **
+    generation``, on ``train.schedule``, with ``train.augment`` and ``train.weight_decay``."""
     from nas.training.fit import TrainConfig
 
     return TrainConfig(
         train["epochs"],
         train["batch_size"],
-        train["learning_rate"] * train.get("lr_decay", 1.0) ** generation if learning_rate is None else learning_rate,
+        train["learning_rate"] * train["lr_decay"] ** generation if learning_rate is None else learning_rate,
         train["early_stopping_patience"],
-        train.get("min_steps", 0),
-        train.get("schedule", "constant"),
-        train.get("augment", "none"),
-        train.get("weight_decay", 0.0),
+        train["min_steps"],
+        train["schedule"],
+        train["augment"],
+        train["weight_decay"],
     )
 
 

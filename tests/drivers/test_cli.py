@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,24 +96,37 @@ def test_scientific_notation_is_a_number() -> None:
     assert one["search"]["learning_rates"] == [0.003]
 
 
-def test_a_settings_file_written_before_the_later_keys_gets_what_params_yaml_says(tmp_path: Path) -> None:
-    """Every key added after settings files were written (train.schedule and final.schedule among them) takes,
-    where a file lacks it, the value the shipped params.yaml gives it: an old file and params.yaml configure the same
-    search and the same stages after it."""
+def test_a_setting_left_out_takes_its_default_and_the_shipped_file_shows_at_most_20(tmp_path: Path) -> None:
+    """A settings file sets what it changes: an empty one, an old one lacking later keys and the shipped
+    params.yaml (which shows the common settings at their defaults) configure the same search and stages."""
     import yaml
 
-    from nas.drivers.config import DEFAULTS, load, load_pipeline
+    from nas.drivers.config import load, load_pipeline
 
     shipped = Path(__file__).parents[2] / "params.yaml"
-    old = yaml.safe_load(shipped.read_text())
-    for group, keys in DEFAULTS.items():
-        for key in keys:
-            del old[group][key]
-    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
-    assert load(tmp_path / "old.yaml", []) == load(shipped, [])
-    assert load(tmp_path / "old.yaml", [])["train"]["schedule"] == "cosine"
-    assert load_pipeline(tmp_path / "old.yaml") == load_pipeline(shipped)  # and the same DVC stages after it
-    assert load_pipeline(tmp_path / "old.yaml")["final"]["schedule"] == "cosine"
+    (tmp_path / "empty.yaml").write_text("data:\n")
+    assert load(tmp_path / "empty.yaml") == load(shipped)
+    assert load_pipeline(tmp_path / "empty.yaml") == load_pipeline(shipped)
+    assert load(tmp_path / "empty.yaml")["train"]["schedule"] == "cosine"
+    assert load(tmp_path / "empty.yaml", ["train.epochs=7"])["train"]["epochs"] == 7
+    assert sum(len(keys) for keys in yaml.safe_load(shipped.read_text()).values()) <= 20
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    """docs/usage.md's table of every setting names each key of the schema with the default the code gives it."""
+    from nas.drivers.config import PIPELINE_SCHEMA, SCHEMA
+
+    page = (Path(__file__).parents[2] / "docs" / "usage.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip() for line in page.splitlines() if line.startswith("| `")
+    }
+    for group, keys in {**SCHEMA, **PIPELINE_SCHEMA}.items():
+        for key, (*_, default) in keys.items():
+            shown = rows.get(f"`{group}.{key}`")
+            assert shown is not None, f"{group}.{key} is not in docs/usage.md's table"
+            assert shown == f"`{json.dumps(default)}`", (
+                f"{group}.{key}: docs/usage.md says {shown}, the code {default!r}"
+            )
 
 
 def test_a_relative_data_path_is_logged_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,7 +165,7 @@ def test_a_folder_without_settings_is_told_which_file_to_copy(
     project = Path(__file__).parents[2].resolve() / "params.yaml"
     assert err == (
         f"nas: error: settings file 'params.yaml' does not exist in {tmp_path}; pass --config PATH, or copy "
-        f"{project} (every setting, explained) here\n"
+        f"{project} (the common settings) here\n"
     )
     assert mlflow_has_no_runs(mlflow_uri)
     (tmp_path / "params.yaml").write_text(project.read_text())

@@ -290,3 +290,27 @@ def test_the_wall_clock_carries_over_to_the_next_runner() -> None:
     shown = summary(second.state)  # what `nas replay` prints: compute and wall clock apart
     assert shown["elapsed_s"] == round(second.state.elapsed_s, 3) and shown["spent_seconds"] < shown["elapsed_s"]
     assert summary(fold(verify_chain(golden())))["elapsed_s"] is None  # a log from before the wall clock
+
+
+def test_a_search_logged_before_later_settings_reads_as_it_ran_and_a_complete_one_unchanged() -> None:
+    """The one upcaster of a logged configuration: the fold gives a log's missing settings the values such a search
+    ran with (a constant rate, raw GP targets, no minimum of steps), not today's defaults, and keeps what the log
+    holds."""
+    from nas.drivers.config import validate
+    from nas.ledger.events import BEFORE_SETTING, logged_config
+    from nas.ledger.state import fold
+
+    complete = validate({})
+    old = {
+        group: {k: v for k, v in values.items() if k not in BEFORE_SETTING.get(group, {})}
+        for group, values in complete.items()
+    }
+    state = fold([SearchStarted("s", 1, "s", old, "fp", "test", 0, "{}")])
+    assert state.config["train"]["schedule"] == "constant" and complete["train"]["schedule"] == "cosine"
+    assert state.config["search"]["surrogate_targets"] == "raw" and state.config["train"]["min_steps"] == 0
+    assert state.config["search"]["max_models"] == complete["search"]["max_models"]
+    now = fold([SearchStarted("s", 1, "s", complete, "fp", "test", 0, "{}")]).config
+    assert now["search"].pop("outcomes_in_proposal_order") is True and now == complete
+    assert state.config["search"]["outcomes_in_proposal_order"] is False  # read as they ended, as it did
+    assert logged_config(old) == fold([SearchStarted("s", 1, "s", old, "fp", "test", 0, "{}")]).config
+    assert "schedule" not in old["train"]  # the event itself is not changed (its hash covers it)

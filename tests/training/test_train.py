@@ -81,15 +81,17 @@ def test_an_unknown_schedule_is_refused() -> None:
 
 
 def test_a_search_trains_on_its_schedule_and_an_older_one_on_a_constant_rate() -> None:
+    """``train_config`` reads a search's settings as its fold completes them: an older log's as it ran."""
+    from nas.ledger.events import logged_config
     from nas.training.task import train_config
 
     train = {"epochs": 3, "batch_size": 64, "learning_rate": 0.001, "early_stopping_patience": 2, "lr_decay": 0.5}
-    assert train_config({**train, "schedule": "cosine"}, 2) == TrainConfig(3, 64, 0.00025, 2, 0, "cosine")
-    assert train_config(train).schedule == "constant"  # logged before train.schedule existed
-    assert train_config({**train, "augment": "shift"}).augment == "shift"
-    assert train_config(train).augment == "none"  # logged before train.augment existed
-    assert train_config({**train, "weight_decay": 0.05}).weight_decay == 0.05
-    assert train_config(train).weight_decay == 0.0  # logged before train.weight_decay existed
+    old = logged_config({"train": train})["train"]  # logged before train.schedule, augment and weight_decay existed
+    assert train_config({**old, "schedule": "cosine"}, 2) == TrainConfig(3, 64, 0.00025, 2, 0, "cosine")
+    assert train_config(old).schedule == "constant" and train_config(old).min_steps == 0
+    assert train_config({**old, "augment": "shift"}).augment == "shift"
+    assert train_config(old).augment == "none" and train_config(old).weight_decay == 0.0
+    assert train_config({**old, "weight_decay": 0.05}).weight_decay == 0.05
 
 
 def test_augment_mirrors_and_shifts_each_image_from_its_generator_alone() -> None:
