@@ -11,7 +11,7 @@ Each run is appended to the runs file as it ends; ``--resume`` keeps the runs al
     .venv/bin/python bench/ablation.py     # search.continue_leader true vs false, MNIST-5k, 90 s, 6 seeds: ~20 min
     .venv/bin/python bench/ablation.py --setting train.schedule --values cosine constant --out schedule
     .venv/bin/python bench/ablation.py --datasets fashion_mnist_official --budget 300 --epochs 3 --seeds 3
-    .venv/bin/python bench/ablation.py --set train.lr_decay=0.7 --out continue_leader-decay   # both sides decay
+    .venv/bin/python bench/ablation.py --set train.epochs=6 --out continue_leader-6   # both sides train 6 epochs
 """
 
 from __future__ import annotations

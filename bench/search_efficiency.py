@@ -155,8 +155,6 @@ def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str
         batch_size=t["batch_size"],
         learning_rate=t["learning_rate"],
         early_stopping_patience=CONTROL_PATIENCE,
-        augment=t.get("augment", "none"),  # as our searches' trainings, where --set gives them
-        weight_decay=t.get("weight_decay", 0.0),
     )
     curve: Curve = []
     start = time.monotonic()

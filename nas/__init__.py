@@ -5,4 +5,4 @@ Layers, imports pointing down only: ``cli`` (the ``nas`` command) -> ``flows/`` 
 -> ``data``.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

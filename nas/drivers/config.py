@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 
+from nas.ledger.events import REMOVED, REMOVED_IN
 from nas.strategy import ACQUISITIONS
 from nas.strategy.targets import TARGETS
-from nas.training import AUGMENTS, SCHEDULES
+from nas.training import SCHEDULES
 
 
 class Column(str):
@@ -74,10 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str, Any]]] = {
         "epochs": (int, *_POSITIVE, 4),
         "batch_size": (int, *_POSITIVE, 64),
         "learning_rate": (float, *_POSITIVE, 0.001),
-        "lr_decay": (float, lambda v: 0 < v <= 1, "a number in (0, 1] (1: no decay)", 1.0),
         "schedule": (str, lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}", "cosine"),
-        "augment": (str, lambda v: v in AUGMENTS, f"one of {', '.join(AUGMENTS)}", "none"),
-        "weight_decay": (float, lambda v: v >= 0, "a non-negative number (0: none)", 0.0),
         "early_stopping_patience": (int, lambda v: v >= 0, "a non-negative integer", 2),
         "min_steps": (int, lambda v: v >= 0, "a non-negative integer", 150),
         "timeout_s": (float, *_POSITIVE, 600.0),
@@ -135,6 +133,17 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
     return value
 
 
+def _removed(path: str, value: Any) -> None:
+    """A removed setting in a settings file: ignored at the value that does what the code now does, else
+    ValueError naming it, its measurement and the fix."""
+    neutral, page = REMOVED[path]
+    if value != neutral and not (isinstance(neutral, float) and value == neutral):
+        raise ValueError(
+            f"{path}={value!r}: nas {REMOVED_IN} removed this setting, which did not pay when measured ({page}); "
+            "delete it from the settings file"
+        )
+
+
 def _validate(
     config: Mapping[str, Any], schema: Mapping[str, Mapping[str, tuple[type, Any, str, Any]]]
 ) -> dict[str, Any]:
@@ -148,6 +157,9 @@ def _validate(
         if not isinstance(values, Mapping):
             raise ValueError(f"settings group {group!r} must be a mapping of keys to values")
         for key, value in values.items():
+            if f"{group}.{key}" in REMOVED and key not in schema[group]:
+                _removed(f"{group}.{key}", value)
+                continue
             if key not in schema[group]:
                 raise ValueError(f"unknown setting '{group}.{key}'; {group} has {', '.join(schema[group])}")
             typ, check, good, _ = schema[group][key]

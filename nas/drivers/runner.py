@@ -136,6 +136,21 @@ def process_holder() -> str:
     return holder_name(f"process {os.getpid()} on {socket.gethostname()}")
 
 
+def require_current(name: str, config: Mapping[str, Any]) -> None:
+    """ValueError if search ``name`` was logged with a setting this version removed, at a value that changed what
+    it did: its trainings cannot go on as they began. Replay, audit, report and register still read it."""
+    from nas.ledger.events import LAST_WITH, REMOVED, REMOVED_IN, removed_in_use
+
+    used = removed_in_use(config)
+    if used:
+        page = REMOVED[used[0].split("=")[0]][1]
+        raise ValueError(
+            f"search {name!r} was started with {', '.join(used)}, a setting nas {REMOVED_IN} removed (it did not pay: "
+            f"{page}); resume it with nas {LAST_WITH} or start a new search; replay, audit, report and register "
+            "still work on it"
+        )
+
+
 def open_search(
     store: SearchStore,
     name: str,
@@ -172,6 +187,7 @@ def open_search(
         require_clean(store.audit(name, deep=False))
     service = SearchService(log)
     if service.state.started:
+        require_current(name, service.state.config)
         splits = load(service.state.config)
         check_same_data(service.state, splits)
         progress(f"resuming search {name} at event {service.state.last_seq}")

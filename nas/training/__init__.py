@@ -2,4 +2,3 @@
 step that logs the outcome (``task``). The only package that imports Keras (backend-clean Keras 3)."""
 
 SCHEDULES = ("constant", "cosine")  # a training's learning rate: constant, or cosine decay to 0 over its steps
-AUGMENTS = ("none", "flip", "shift", "flip_shift")  # what a training does to its batches of images (fit.augment)

@@ -12,7 +12,7 @@ import numpy as np
 
 from nas.architectures.graph import Architecture
 from nas.architectures.weights import Weights
-from nas.training import AUGMENTS, SCHEDULES
+from nas.training import SCHEDULES
 from nas.training.backend import keras
 from nas.training.builder import build_model, read_weights
 from nas.training.stop import TrainingTimeout, check_stop, stop_requested
@@ -39,8 +39,6 @@ class TrainConfig:
     early_stopping_patience: int = 2
     min_steps: int = 0  # more epochs than ``epochs`` where an epoch is short, to take at least this many steps
     schedule: str = "constant"  # or "cosine": from learning_rate down to 0 over the training's steps
-    augment: str = "none"  # or "flip", "shift", "flip_shift": what each training batch of images goes through
-    weight_decay: float = 0.0  # AdamW's decoupled decay: each step shrinks every weight by weight_decay x its rate
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "early_stopping_patience", "min_steps"):
@@ -53,10 +51,6 @@ class TrainConfig:
             raise ValueError(f"train.learning_rate={self.learning_rate!r} must be positive")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule={self.schedule!r} must be one of {', '.join(SCHEDULES)}")
-        if self.augment not in AUGMENTS:
-            raise ValueError(f"train.augment={self.augment!r} must be one of {', '.join(AUGMENTS)}")
-        if isinstance(self.weight_decay, bool) or not self.weight_decay >= 0:
-            raise ValueError(f"train.weight_decay={self.weight_decay!r} must be a non-negative number (0: none)")
 
     def epochs_for(self, examples: int) -> int:
         """Epochs to train on ``examples`` training examples: ``epochs``, or more on data so small that an epoch
@@ -87,36 +81,12 @@ class TrainResult:
         return self.history[self.kept_epoch]["val_accuracy"]
 
 
-def augment(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """A batch of images ``x`` (N, H, W, C) as ``kind`` changes them, a new array: ``flip`` mirrors each image left
-    to right with probability 1/2; ``shift`` moves each by up to a tenth of its height and width (at least one
-    pixel) in each direction, the uncovered border zero; ``flip_shift`` does both; ``none`` returns ``x``. Draws
-    from ``rng`` only, so the same generator gives the same batch."""
-    if kind == "none":
-        return x
-    out = x.copy()
-    n, height, width = x.shape[:3]
-    if kind in ("flip", "flip_shift"):
-        mirrored = rng.random(n) < 0.5
-        out[mirrored] = out[mirrored, :, ::-1]
-    if kind in ("shift", "flip_shift"):
-        dy, dx = max(1, round(height / 10)), max(1, round(width / 10))
-        padded = np.pad(out, ((0, 0), (dy, dy), (dx, dx), (0, 0)))
-        top, left = rng.integers(0, 2 * dy + 1, n), rng.integers(0, 2 * dx + 1, n)
-        rows = (top[:, None] + np.arange(height))[:, :, None]  # (N, H, 1)
-        cols = (left[:, None] + np.arange(width))[:, None, :]  # (N, 1, W)
-        out = padded[np.arange(n)[:, None, None], rows, cols]
-    return out
-
-
 class _ShuffledBatches(keras.utils.PyDataset):
-    """Training batches in an order drawn from this dataset's own generator, reshuffled every epoch; batches of
-    images go through ``augment`` with a generator of (seed, epoch, batch), the same whatever order they are read."""
+    """Training batches in an order drawn from this dataset's own generator, reshuffled every epoch."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, kind: str = "none") -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> None:
         super().__init__()
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.seed, self.epoch, self.kind = seed, 0, kind if x.ndim == 4 else "none"  # feature vectors: never
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(x))
 
@@ -125,11 +95,9 @@ class _ShuffledBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        x = augment(self.x[idx], self.kind, np.random.default_rng([self.seed, self.epoch, i]))
-        return x, self.y[idx]
+        return self.x[idx], self.y[idx]
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
         self.order = self.rng.permutation(len(self.x))
 
 
@@ -211,8 +179,8 @@ def fit(
     deadline: float | None = None,
     timeout_s: float | None = None,
 ) -> TrainResult:
-    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam (AdamW where ``config.weight_decay`` >
-    0) and early stopping, for ``config.epochs_for(len(x_train))`` epochs at most.
+    """Fit ``arch`` from ``weights`` (Keras' initialisation if None) with Adam and early stopping, for
+    ``config.epochs_for(len(x_train))`` epochs at most.
 
     With ``early_stopping_patience`` > 0, stops after that many epochs without a better validation loss and keeps
     the weights of the best epoch; with 0, trains every epoch and keeps the last. Without validation data (``x_val``
@@ -221,27 +189,21 @@ def fit(
     (``time.time()``) the training stops after the batch running then: the epoch it cut short is validated and ends
     as any other, so it is in the history. Past ``timeout_s`` seconds it stops the same way and raises
     TrainingTimeout; a stop asked of the search (``nas.training.stop``) stops it and raises StopRequested. Each
-    epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes the batch order, the
-    augmentation of images (``config.augment``) and the dropout masks without touching global random state, so
-    trainings running side by side repeat exactly.
+    epoch of the history records the ``learning_rate`` of its first step. ``seed`` fixes the batch order and the
+    dropout masks without touching global random state, so trainings running side by side repeat exactly.
     """
     validation = None if x_val is None or y_val is None else (x_val, y_val)
     if validation is None and config.early_stopping_patience:
         raise ValueError("early stopping needs validation data; set train.early_stopping_patience=0 to train without")
     model = build_model(arch, weights, seed=seed)
-    batches = _ShuffledBatches(x_train, y_train, config.batch_size, seed, config.augment)
+    batches = _ShuffledBatches(x_train, y_train, config.batch_size, seed)
     epochs = config.epochs_for(len(x_train))
     steps = epochs * len(batches)
     rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
-    optimizer = (
-        keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
-        if config.weight_decay
-        else keras.optimizers.Adam(rate)
-    )
     model.compile(
-        optimizer=optimizer,
+        optimizer=keras.optimizers.Adam(rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

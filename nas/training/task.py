@@ -35,30 +35,19 @@ def _classify(error: BaseException) -> str:
     return "error"
 
 
-def train_config(train: Mapping[str, Any], generation: int = 0, learning_rate: float | None = None) -> TrainConfig:
-    """How a search with the ``train`` settings (a search's, as its fold completes them) trains a model with
-    ``generation`` ancestors: at the ``learning_rate`` its proposal chose, else ``learning_rate x lr_decay **
-    generation``, on ``train.schedule``, with ``train.augment`` and ``train.weight_decay``."""
+def train_config(train: Mapping[str, Any], learning_rate: float | None = None) -> TrainConfig:
+    """How a search with the ``train`` settings (a search's, as its fold completes them) trains a model: at the
+    ``learning_rate`` its proposal chose, else ``train.learning_rate``, on ``train.schedule``."""
     from nas.training.fit import TrainConfig
 
     return TrainConfig(
         train["epochs"],
         train["batch_size"],
-        train["learning_rate"] * train["lr_decay"] ** generation if learning_rate is None else learning_rate,
+        train["learning_rate"] if learning_rate is None else learning_rate,
         train["early_stopping_patience"],
         train["min_steps"],
         train["schedule"],
-        train["augment"],
-        train["weight_decay"],
     )
-
-
-def generation(state: SearchState, model_id: str) -> int:
-    """How many ancestors ``model_id`` has: the trainings its weights went through before its own."""
-    n, parent = 0, state.models[model_id].parent_id
-    while parent is not None:
-        n, parent = n + 1, state.models[parent].parent_id
-    return n
 
 
 def expected_epoch_seconds(state: SearchState, model_id: str) -> float | None:
@@ -110,7 +99,7 @@ def run_training(
     check_stop()
     state = service.state
     t = state.config["train"]
-    config = train_config(t, generation(state, model_id), state.models[model_id].learning_rate)
+    config = train_config(t, state.models[model_id].learning_rate)
     configured = config.epochs_for(len(data.x_train))
     seconds_left = None if deadline is None else deadline - time.time()
     per_epoch = expected_epoch_seconds(state, model_id)

@@ -96,28 +96,29 @@ def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> Non
     assert len(trained) == 5 and verify(events) is None
 
 
-@pytest.mark.slow
-def test_each_generation_trains_at_the_decayed_learning_rate_and_says_so() -> None:
-    """With train.lr_decay=0.5 a model with g ancestors trains at 0.001 x 0.5^g, recorded in each of its epochs;
-    without the setting (the default, 1) every model trains at train.learning_rate. The same seed then gives the
-    same trainings for models without a parent, and other ones for a model with one: the rate is the one used."""
-    losses = {}
-    for decay in (0.5, 1.0):
-        store = MemoryStore()
-        run_search(store, "decay", load(ROOT / "params.yaml", [*SMALL, f"train.lr_decay={decay}"]))
-        events = store.log("decay").read()
-        parents = {e.model_id: e.parent_model_id for e in events if isinstance(e, ArchitectureProposed)}
-        ancestors = {}
-        for model_id, parent in parents.items():  # a parent is always proposed before its child
-            ancestors[model_id] = 0 if parent is None else ancestors[parent] + 1
-        trained = [e for e in events if isinstance(e, TrainingCompleted)]
-        for e in trained:
-            expected = 0.001 * decay ** ancestors[e.model_id]
-            assert all(h["learning_rate"] == pytest.approx(expected) for h in e.epochs)
-        assert max(ancestors[e.model_id] for e in trained) >= 1  # some model had a parent
-        losses[decay] = {e.model_id: (ancestors[e.model_id], e.epochs[-1]["loss"]) for e in trained}
-    for model_id, (generation, loss) in losses[0.5].items():
-        assert (loss == losses[1.0][model_id][1]) == (generation == 0)
+def test_a_search_logged_with_a_removed_setting_is_not_resumed_and_nothing_is_written() -> None:
+    """train.augment (like train.lr_decay and train.weight_decay) was removed: a search that used it cannot go on
+    as it began, so resuming it is one sentence naming the setting, its page and the version that still has it."""
+    from nas.data import fingerprint
+    from nas.drivers.runner import splits_for
+    from nas.ledger.events import removed_in_use
+    from nas.ledger.service import SearchService
+
+    store = MemoryStore()
+    config = load(ROOT / "params.yaml", SMALL)
+    config["train"]["augment"] = "flip"  # as nas 0.2.0 logged it
+    splits = splits_for(config)
+    store.create("old")
+    SearchService(store.log("old")).start("old", config, splits.input_shape, splits.num_classes, fingerprint(splits))
+    before = store.log("old").last_seq()
+    refused = r"search 'old' was started with train.augment='flip', a setting nas 0.3.0 removed \(it did not pay: "
+    with pytest.raises(
+        ValueError, match=refused + r"bench/results/flip-fashion_mnist-1200.md\); resume it with nas 0.2.0"
+    ):
+        run_search(store, "old", None)
+    assert store.log("old").last_seq() == before
+    config["train"]["augment"] = "none"  # what the code does now: nothing stands in the way
+    assert removed_in_use(config) == [] and removed_in_use({"train": {"lr_decay": 0.5}}) == ["train.lr_decay=0.5"]
 
 
 @pytest.mark.slow
