@@ -58,7 +58,7 @@ def test_the_published_split_keeps_the_test_file_as_the_test_set(
 def test_the_control_trains_the_initial_network_until_the_budget(bench: ModuleType) -> None:
     config = load(ROOT / "params.yaml", ["data.dataset=digits"])
     splits = splits_for(config)
-    budget = 12.0
+    budget = 25.0  # two epochs fit even when the first, which warms Keras up, takes 10 s on a loaded machine
     result = bench.run_control(0, budget, splits, config)
     seconds = [s for s, _, _ in result["curve"]]
     assert len(seconds) > 1 and seconds == sorted(seconds)
