@@ -10,7 +10,6 @@ from typing import Any
 import yaml
 
 from nas.ledger.events import REMOVED, REMOVED_IN
-from nas.strategy import ACQUISITIONS
 from nas.strategy.targets import TARGETS
 from nas.training import SCHEDULES
 
@@ -54,9 +53,6 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str, Any]]] = {
         "max_params": (int, *_POSITIVE, 1000000),
         "max_layers": (int, *_POSITIVE, 60),
         "beta": (float, lambda v: v >= 0, "a non-negative number", 2.576),
-        "max_steps": (int, lambda v: v >= 0, "a non-negative integer (0: no cap)", 0),
-        "acquisition": (str, lambda v: v in ACQUISITIONS, f"one of {', '.join(ACQUISITIONS)}", "ucb"),
-        "parents": (int, lambda v: v >= 0, "a non-negative integer (0: every trained model)", 0),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number", 1.0),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}", "rank"),
         "continue_leader": (bool, *_ANY, False),

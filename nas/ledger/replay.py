@@ -6,7 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nas.ledger.events import ArchitectureProposed, Event, SurrogateRefitted, TrainingCompleted, TrainingFailed
+from nas.ledger.events import (
+    LAST_WITH,
+    REMOVED,
+    REMOVED_IN,
+    ArchitectureProposed,
+    Event,
+    SearchStarted,
+    SurrogateRefitted,
+    TrainingCompleted,
+    TrainingFailed,
+    removed_in_use,
+)
 from nas.ledger.service import Proposing
 from nas.ledger.state import ModelStatus, SearchState, fold
 
@@ -80,7 +91,16 @@ def _groups(events: Sequence[Event]) -> list[list[Event]]:
 
 
 def verify(events: Sequence[Event]) -> Divergence | None:
-    """Re-run every refit and every proposal over the log; the first logged step they do not reproduce."""
+    """Re-run every refit and every proposal over the log; the first logged step they do not reproduce. ValueError
+    for a search whose proposals read a setting this version removed (``REMOVED``): they cannot be re-run here."""
+    started = next((e for e in events if isinstance(e, SearchStarted)), None)
+    used = [u for u in removed_in_use(started.config) if u.startswith("search.")] if started else []
+    if used and started is not None:
+        page = REMOVED[used[0].split("=")[0]][1]
+        raise ValueError(
+            f"search {started.name!r} proposed with {', '.join(used)}, a setting nas {REMOVED_IN} removed (it did not "
+            f"pay: {page}); nas {LAST_WITH} re-runs its proposals, and nas audit still checks its log here"
+        )
     proposing = Proposing()
     state = SearchState()
     for group in _groups(events):

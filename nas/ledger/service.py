@@ -122,13 +122,11 @@ class Proposing:
             self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
         return BayesianProposer(
             space,
-            AnnealingConfig(beta=s["beta"], max_steps=s["max_steps"]),
+            AnnealingConfig(beta=s["beta"]),
             anchor_seed=state.seed,
             _embedding=self._embedding,
             hyperparameters=hyperparameters,
             targets=s["surrogate_targets"],
-            acquisition=s["acquisition"],
-            parents=s["parents"],
             rates=rates,
             base_rate=base,
             random_without_signal=bool(rates),  # a search choosing rates (see the proposer)

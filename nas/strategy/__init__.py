@@ -1,5 +1,3 @@
 """The search strategy: search spaces (``space``, ``nb201``), the kernel and Gaussian process (``kernel``, ``gp``),
 the acquisition and its optimiser (``acquisition``) and the proposers (``proposers``). numpy and scipy only;
 proposers hold no history: they read it from the ledger's state on every call."""
-
-ACQUISITIONS = ("ucb", "ei_per_cost")  # what the Bayesian tree search maximises in a space it cannot list

@@ -1,14 +1,11 @@
-"""UCB acquisition (or another one, such as expected improvement per unit of cost), optimised by best-first
-search with simulated annealing over morphism trees; or, in a space small enough to list (NAS-Bench-201's
-15,625 cells), expected improvement over every point.
+"""UCB acquisition, optimised by best-first search with simulated annealing over morphism trees; or, in a
+space small enough to list (NAS-Bench-201's 15,625 cells), expected improvement over every point.
 
 As in Auto-Keras: a priority queue starts with the trained models; the most promising node is
 expanded into random neighbours; a neighbour joins the queue when its acquisition beats its
 parent's, or else with probability exp((acq - parent_acq) / t); the temperature t starts at t0 and
 is multiplied by ``decay`` after every expansion until it falls below ``t_min``. The best
-neighbour ever seen is the proposal, and it carries the chain of steps from its trained root. With
-``max_steps`` set, a neighbour that many steps from its root may be proposed but is not expanded further:
-the proposal is at most ``max_steps`` morphisms from a trained model.
+neighbour ever seen is the proposal, and it carries the chain of steps from its trained root.
 """
 
 from __future__ import annotations
@@ -35,15 +32,12 @@ class AnnealingConfig:
     t_min: float = 1e-4
     keep: int = 8  # neighbours kept per expansion
     tries: int = 16  # attempts to find them
-    max_steps: int = 0  # the longest chain of steps a proposal may carry from its trained root; 0: no cap
 
     def __post_init__(self) -> None:
         if not (self.t0 > self.t_min > 0 and 0 < self.decay < 1):
             raise ValueError(f"annealing needs t0 > t_min > 0 and 0 < decay < 1, got {self}")
         if self.keep < 1 or self.tries < self.keep:
             raise ValueError(f"annealing needs 1 <= keep <= tries, got keep={self.keep}, tries={self.tries}")
-        if self.max_steps < 0:
-            raise ValueError(f"annealing needs max_steps >= 0 (0: no cap), got {self.max_steps}")
 
 
 def ucb(mean: np.ndarray, std: np.ndarray, beta: float = BETA) -> np.ndarray:
@@ -85,25 +79,19 @@ def optimize_acquisition(
     excluded: set[str],
     rng: np.random.Generator,
     config: AnnealingConfig = AnnealingConfig(),
-    acquire: Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> SearchResult:
     """The neighbour of the trained ``roots`` (model id, point) with the highest acquisition: UCB with
-    ``config.beta``, or ``acquire(points, mean, std)`` where given.
+    ``config.beta``.
 
     ``score(points)`` returns the surrogate's (mean, std). Points whose id is in ``excluded``
     (trained, pending, or already proposed) are never proposed, but the search may pass through
-    them to reach new points. With ``config.max_steps`` the proposal is at most that many steps from its root.
+    them to reach new points.
     """
-    if acquire is None:
-
-        def acquire(points: Sequence[Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-            return ucb(mean, std, config.beta)
-
     seen = {point.id for _, point in roots}  # expanded or queued once at most
     counter = 0  # tie-breaker, so the heap never compares points
     heap: list[tuple[float, int, Candidate]] = []
     mean, std = score([p for _, p in roots])
-    values = acquire([p for _, p in roots], mean, std)
+    values = ucb(mean, std, config.beta)
     for (root_id, point), m, s, acq in zip(roots, mean, std, values.tolist(), strict=True):
         heapq.heappush(heap, (-acq, counter, Candidate(root_id, (), point, acq, float(m), float(s))))
         counter += 1
@@ -119,14 +107,12 @@ def optimize_acquisition(
                 fresh.append((step, child))
         if fresh:
             mean, std = score([c for _, c in fresh])
-            values = acquire([c for _, c in fresh], mean, std)
+            values = ucb(mean, std, config.beta)
             evaluated += len(fresh)
             for (step, child), m, s, acq in zip(fresh, mean, std, values.tolist(), strict=True):
                 cand = Candidate(node.root_id, (*node.steps, step), child, acq, float(m), float(s))
                 if child.id not in excluded and (best is None or acq > best.acquisition):
                     best = cand
-                if config.max_steps and len(cand.steps) >= config.max_steps:
-                    continue  # a leaf: the chain may not grow longer
                 if acq >= node.acquisition or rng.random() < math.exp((acq - node.acquisition) / t):
                     heapq.heappush(heap, (-acq, counter, cand))
                     counter += 1

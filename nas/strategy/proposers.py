@@ -7,12 +7,7 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
 - ``bayesian``: Auto-Keras. A GP on the anchor-embedded edit distance (fitted to the scores' rank
   quantiles, see ``targets``), UCB optimised by annealed best-first search over morphism trees;
   k > 1 proposals fantasise the pending ones (kriging believer: each is added to the GP at its
-  predicted mean). With ``acquisition="ei_per_cost"`` (a space that prices its points, ``cost``) the tree
-  search maximises expected improvement over the best fitted target divided by the point's cost relative to
-  the median cost of the trained points, so a child that costs twice as much must promise twice the gain.
-  With ``parents`` = r > 0 the tree search starts from the r best trained models only (by score, the first
-  observed on ties), so the budget goes into extending the leading lineages and the GP chooses their morphisms.
-  A space that can encode its points (``encode``, ``groups``) gets the exact
+  predicted mean). A space that can encode its points (``encode``, ``groups``) gets the exact
   edit-distance kernel with a length scale per group instead of the anchor embedding, and one that
   can list them all (``points``, ``steps``) gets expected improvement maximised over every point.
   In a space that can measure a point again (``remeasurable``), a point leads only once measured
@@ -37,16 +32,14 @@ the same proposals. Three strategies share one interface, ``propose(history, k, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
-from nas.strategy import ACQUISITIONS
 from nas.strategy.acquisition import (
     AnnealingConfig,
-    expected_improvement,
     maximize_over_space,
     optimize_acquisition,
     ucb,
@@ -299,8 +292,6 @@ class BayesianProposer:
     targets: str = "rank"  # the scale the GP fits scores on (nas.strategy.targets); "raw" for older logs
     confirm: int = 2  # measurements a point needs to lead, in a space that is ``remeasurable``
     identify: float = 0.1  # the final share of a counted budget spent re-measuring contenders, same spaces
-    acquisition: str = "ucb"  # or "ei_per_cost", in a space with ``cost`` (see the module's docstring)
-    parents: int = 0  # the tree search's roots: the r best trained models; 0: every trained model
     # learning rates each proposal chooses among, jointly with its morphisms (see ``features``); (): none chosen
     rates: tuple[float, ...] = ()
     base_rate: float = 1e-3  # the rate of an observation whose proposal chose none (the configured one)
@@ -309,14 +300,8 @@ class BayesianProposer:
     random_without_signal: bool = False
 
     def __post_init__(self) -> None:
-        if self.acquisition not in ACQUISITIONS:
-            raise ValueError(f"unknown acquisition {self.acquisition!r}; choose one of {', '.join(ACQUISITIONS)}")
-        if self.acquisition == "ei_per_cost" and not hasattr(self.space, "cost"):
-            raise ValueError("acquisition 'ei_per_cost' needs a space that prices its points (a cost method)")
         if self.confirm < 1:
             raise ValueError(f"confirm must be at least 1 measurement, got {self.confirm}")
-        if self.parents < 0:
-            raise ValueError(f"parents must be a non-negative number of models (0: every one), got {self.parents}")
         if not 0 <= self.identify < 1:
             raise ValueError(f"identify must be a share of the budget in [0, 1), got {self.identify}")
         _check_rates((*self.rates, self.base_rate))
@@ -355,20 +340,14 @@ class BayesianProposer:
             return GroupedGaussianProcess([*columns, max(columns) + 1])
         return GroupedGaussianProcess(groups) if groups is not None else GaussianProcess()
 
-    def best_rates(
-        self,
-        gp: GaussianProcess,
-        points: Sequence[Any],
-        acquire: Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray] | None,
-    ) -> tuple[list[float], np.ndarray, np.ndarray]:
+    def best_rates(self, gp: GaussianProcess, points: Sequence[Any]) -> tuple[list[float], np.ndarray, np.ndarray]:
         """For each of ``points``, the rate of ``rates`` with the highest acquisition (UCB with the annealing's
-        beta, or ``acquire``; the first listed on ties), and the GP's mean and deviation at it."""
+        beta; the first listed on ties), and the GP's mean and deviation at it."""
         x = self._point_features(points)
         n, k = len(points), len(self.rates)
         grid = np.vstack([np.column_stack([x, np.full(n, np.log(r))]) for r in self.rates])
         mean, std = (a.reshape(k, n) for a in gp.predict(grid))
-        every = [p for _ in self.rates for p in points]
-        values = ucb(mean, std, self.annealing.beta) if acquire is None else acquire(every, mean.ravel(), std.ravel())
+        values = ucb(mean, std, self.annealing.beta)
         best = np.argmax(np.reshape(values, (k, n)), axis=0)
         cols = np.arange(n)
         return [self.rates[i] for i in best], mean[best, cols], std[best, cols]
@@ -407,20 +386,6 @@ class BayesianProposer:
         x, y = self._data(history)
         length_scale, noise = self.hyperparameters
         return GaussianProcess(length_scale, noise, optimize=False).fit(x, y), None
-
-    def per_cost(
-        self, history: History, gp: GaussianProcess
-    ) -> Callable[[Sequence[Any], np.ndarray, np.ndarray], np.ndarray]:
-        """Expected improvement over the best fitted target (fantasised pending points included) per unit of cost:
-        each point's ``space.cost`` over the median cost of the points the GP fits (``observed``)."""
-        best = float(np.max(gp.y_))
-        unit = float(np.median([self.space.cost(o.point) for o in self.observed(history)]))
-
-        def acquire(points: Sequence[Any], mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-            cost = np.array([self.space.cost(p) for p in points], float) / unit
-            return expected_improvement(mean, std, best) / cost
-
-        return acquire
 
     def remeasure(self, history: History) -> Observation | None:
         """In a ``remeasurable`` space, the point to measure again before anything new (its latest observation),
@@ -471,21 +436,9 @@ class BayesianProposer:
             return None
         return latest[min(open_, key=lambda i: len(scores[i]))]
 
-    def roots(self, history: History) -> list[Observation]:
-        """Where the tree search starts: what the GP fits (``observed``), or its ``parents`` best by score (the
-        first observed on ties), in the order they were observed."""
-        observed = list(self.observed(history))
-        if not self.parents or len(observed) <= self.parents:
-            return observed
-        ranked = sorted(range(len(observed)), key=lambda i: -observed[i].score)  # stable: the first leads a tie
-        keep = set(ranked[: self.parents])
-        return [o for i, o in enumerate(observed) if i in keep]
-
     def _random(self) -> RandomProposer:
-        """The random walk a proposal falls back to: chains as long as the annealing's cap (or the walk's own)."""
-        return RandomProposer(
-            self.space, max_chain=self.annealing.max_steps or RandomProposer.max_chain, rates=self.rates
-        )
+        """The random walk a proposal falls back to."""
+        return RandomProposer(self.space, rates=self.rates)
 
     def propose(self, history: History, k: int, rng: np.random.Generator) -> Batch:
         """Up to ``k`` proposals and the refit they used. With ``random_without_signal``, where every score the GP
@@ -504,7 +457,7 @@ class BayesianProposer:
             x = self.features([point], [history.rate_of_pending(i)])
             gp.add(x[0], float(gp.predict(x)[0][0]))
         taken = history.excluded()
-        roots = [(o.model_id, o.point) for o in self.roots(history)]
+        roots = [(o.model_id, o.point) for o in self.observed(history)]
         out: list[Proposal] = []
         leader = self.remeasure(history) if k > 0 else None
         if leader is not None:  # measure it again before anything new
@@ -517,20 +470,17 @@ class BayesianProposer:
             gp.add(x[0], float(m))
         while len(out) < k:
             start = time.perf_counter()
-            acquire = self.per_cost(history, gp) if self.acquisition == "ei_per_cost" else None
 
-            def score(
-                points: Sequence[Any], gp: GaussianProcess = gp, acquire: Any = acquire
-            ) -> tuple[np.ndarray, np.ndarray]:
+            def score(points: Sequence[Any], gp: GaussianProcess = gp) -> tuple[np.ndarray, np.ndarray]:
                 """The GP's mean and deviation at each point, at its best rate where rates are chosen."""
                 if self.rates:
-                    return self.best_rates(gp, points, acquire)[1:]
+                    return self.best_rates(gp, points)[1:]
                 return gp.predict(self.features(points))
 
             if hasattr(self.space, "points"):
                 found = maximize_over_space(self.space, roots, gp, taken, float(np.max(gp.y_)))
             else:
-                found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing, acquire)
+                found = optimize_acquisition(self.space, roots, score, taken, rng, self.annealing)
             if found.best is None:  # the neighbourhood is exhausted: fall back to a random chain
                 extra = (
                     self._random()
@@ -547,7 +497,7 @@ class BayesianProposer:
                 taken.add(extra[0].point.id)
                 continue
             b = found.best
-            rate = self.best_rates(gp, [b.point], acquire)[0][0] if self.rates else None
+            rate = self.best_rates(gp, [b.point])[0][0] if self.rates else None
             mean, std = targets.prediction(b.mean, b.std)  # the acquisition stays in the surrogate's units
             seconds = time.perf_counter() - start
             out.append(Proposal(b.root_id, b.steps, b.point, b.acquisition, mean, std, found.evaluated, seconds, rate))

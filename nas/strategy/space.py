@@ -92,12 +92,6 @@ class MorphismSpace:
                 break
         return list(out.values())
 
-    def cost(self, point: Architecture) -> float:
-        """What training the network costs per example, relative to others: its forward-pass work
-        (``Architecture.work``, the proxy the training plan scales epoch seconds by). A count, not a measured time,
-        so a proposal that reads it is the same on every machine and in a replay."""
-        return float(point.work)
-
     def descriptor(self, point: Architecture) -> NetworkDescriptor:
         return describe(point)
 

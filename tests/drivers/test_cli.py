@@ -17,9 +17,9 @@ from tests.conftest import mlflow_has_no_runs
         (["--set", "search.strategy=greedy"], "search.strategy='greedy' must be one of bayesian, random, evolution"),
         (["--set", "search.surrogate_targets=log"], "search.surrogate_targets='log' must be one of rank, raw"),
         (["--set", "search.continue_leader=maybe"], "search.continue_leader='maybe' must be true or false"),
-        (["--set", "search.acquisition=ei"], "search.acquisition='ei' must be one of ucb, ei_per_cost"),
-        (["--set", "search.max_steps=-1"], "search.max_steps=-1 must be a non-negative integer (0: no cap)"),
-        (["--set", "search.parents=-2"], "search.parents=-2 must be a non-negative integer (0: every trained model)"),
+        (["--set", "search.acquisition=ei_per_cost"], "search.acquisition='ei_per_cost': nas 0.3.0 removed this"),
+        (["--set", "search.max_steps=1"], "(bench/results/steps1-fashion_mnist-1200.md); delete it from the settings"),
+        (["--set", "search.parents=1"], "search.parents=1: nas 0.3.0 removed this setting, which did not pay when"),
         (
             ["--set", "search.learning_rates=[0.001,-0.01]"],
             "search.learning_rates=[0.001, -0.01] must be a list of distinct positive numbers, e.g. [0.0005,",
@@ -109,7 +109,7 @@ def test_a_setting_left_out_takes_its_default_and_the_shipped_file_shows_at_most
     assert load_pipeline(tmp_path / "empty.yaml") == load_pipeline(shipped)
     assert load(tmp_path / "empty.yaml")["train"]["schedule"] == "cosine"
     assert load(tmp_path / "empty.yaml", ["train.epochs=7"])["train"]["epochs"] == 7
-    old = ["train.augment=none", "train.weight_decay=0", "train.lr_decay=1"]  # removed, at what the code now does
+    old = ["train.augment=none", "train.weight_decay=0", "train.lr_decay=1", "search.parents=0", "search.max_steps=0"]
     assert load(tmp_path / "empty.yaml", old) == load(shipped)
     assert sum(len(keys) for keys in yaml.safe_load(shipped.read_text()).values()) <= 20
 
