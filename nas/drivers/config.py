@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from nas.ledger.events import REMOVED, REMOVED_IN
+from nas.ledger.events import REMOVED, REMOVED_IN, removed_in_use
 from nas.strategy.targets import TARGETS
 from nas.training import SCHEDULES
 
@@ -132,10 +132,11 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
 def _removed(path: str, value: Any) -> None:
     """A removed setting in a settings file: ignored at the value that does what the code now does, else
     ValueError naming it, its measurement and the fix."""
-    neutral, page = REMOVED[path]
-    if value != neutral and not (isinstance(neutral, float) and value == neutral):
+    group, key = path.split(".")
+    if removed_in_use({group: {key: value}}):
         raise ValueError(
-            f"{path}={value!r}: nas {REMOVED_IN} removed this setting, which did not pay when measured ({page}); "
+            f"{path}={value!r}: nas {REMOVED_IN} removed this setting, which did not pay when measured "
+            f"({REMOVED[path][1]}); "
             "delete it from the settings file"
         )
 
@@ -153,7 +154,7 @@ def _validate(
         if not isinstance(values, Mapping):
             raise ValueError(f"settings group {group!r} must be a mapping of keys to values")
         for key, value in values.items():
-            if f"{group}.{key}" in REMOVED and key not in schema[group]:
+            if f"{group}.{key}" in REMOVED:
                 _removed(f"{group}.{key}", value)
                 continue
             if key not in schema[group]:

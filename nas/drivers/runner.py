@@ -139,15 +139,13 @@ def process_holder() -> str:
 def require_current(name: str, config: Mapping[str, Any]) -> None:
     """ValueError if search ``name`` was logged with a setting this version removed, at a value that changed what
     it did: its trainings cannot go on as they began. Replay, audit, report and register still read it."""
-    from nas.ledger.events import LAST_WITH, REMOVED, REMOVED_IN, removed_in_use
+    from nas.ledger.events import LAST_WITH, removed_by, removed_in_use
 
     used = removed_in_use(config)
     if used:
-        page = REMOVED[used[0].split("=")[0]][1]
         raise ValueError(
-            f"search {name!r} was started with {', '.join(used)}, a setting nas {REMOVED_IN} removed (it did not pay: "
-            f"{page}); resume it with nas {LAST_WITH} or start a new search; replay, audit, report and register "
-            "still work on it"
+            f"search {name!r} was started with {removed_by(used)}; resume it with nas {LAST_WITH} or start a new "
+            "search; replay, audit, report and register still work on it"
         )
 
 

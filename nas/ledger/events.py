@@ -228,6 +228,13 @@ def removed_in_use(config: Mapping[str, Any]) -> list[str]:
     return found
 
 
+def removed_by(used: list[str]) -> str:
+    """What ``removed_in_use`` found, in words: the settings, the version that removed them and the page that
+    measured the first."""
+    page = REMOVED[used[0].split("=")[0]][1]
+    return f"{', '.join(used)}, a setting nas {REMOVED_IN} removed (it did not pay: {page})"
+
+
 def logged_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The upcaster of a logged search configuration (``SearchStarted.config``): every setting a search logged
     before it existed gets the value that search ran with (``BEFORE_SETTING``); what the log holds is kept. The

@@ -41,7 +41,10 @@ def check_search_name(name: str) -> str:
     return name
 
 
-HOLDER_PROCESS = re.compile(r"\[(?P<host>[^\]:]+):(?P<pid>\d+)(:(?P<space>[0-9a-f]+))?\]$")
+# A process as ``process_tag`` writes it (host:pid:space); before spaces, "host:pid" (lease holders) or "host pid"
+# (event writers).
+PROCESS_TAG = re.compile(r"(?P<host>[^\]:\s]+)[: ](?P<pid>\d+)(?::(?P<space>[0-9a-f]+))?")
+HOLDER_PROCESS = re.compile(rf"\[{PROCESS_TAG.pattern}\]$")
 
 
 @lru_cache(maxsize=1)

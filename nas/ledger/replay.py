@@ -8,14 +8,13 @@ from typing import Any
 
 from nas.ledger.events import (
     LAST_WITH,
-    REMOVED,
-    REMOVED_IN,
     ArchitectureProposed,
     Event,
     SearchStarted,
     SurrogateRefitted,
     TrainingCompleted,
     TrainingFailed,
+    removed_by,
     removed_in_use,
 )
 from nas.ledger.service import Proposing
@@ -96,10 +95,9 @@ def verify(events: Sequence[Event]) -> Divergence | None:
     started = next((e for e in events if isinstance(e, SearchStarted)), None)
     used = [u for u in removed_in_use(started.config) if u.startswith("search.")] if started else []
     if used and started is not None:
-        page = REMOVED[used[0].split("=")[0]][1]
         raise ValueError(
-            f"search {started.name!r} proposed with {', '.join(used)}, a setting nas {REMOVED_IN} removed (it did not "
-            f"pay: {page}); nas {LAST_WITH} re-runs its proposals, and nas audit still checks its log here"
+            f"search {started.name!r} proposed with {removed_by(used)}; nas {LAST_WITH} re-runs its proposals, and "
+            "nas audit still checks its log here"
         )
     proposing = Proposing()
     state = SearchState()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.ledger.log import GENESIS, Attachments, ChainError, ConcurrencyError, EventLog, Head
-from nas.ledger.ports import Repairable, alive, here, process_tag
+from nas.ledger.ports import PROCESS_TAG, Repairable, alive, here, process_tag
 from nas.tracking.records import event_metrics, event_params, event_tags, record_from_params, run_name
 from nas.tracking.runs import SearchRuns, claim_key
 
@@ -213,12 +213,11 @@ def in_flight(run: Any) -> bool:
     """Whether an uncommitted run may belong to a writer still between writing and claiming it: its writer (tag
     ``nas.writer``) is a live process of this pid space, or a process elsewhere that wrote it less than
     ``UNCLAIMED_AGE_S`` ago. A run with no writer tag was not written by a writer of ours."""
-    writer = run.data.tags.get("nas.writer", "")
-    host, pid, space = ([*writer.replace(" ", ":").split(":"), "", ""])[:3]  # "host:pid:space"; before: "host pid"
-    if not pid.isdigit():
+    writer = PROCESS_TAG.fullmatch(run.data.tags.get("nas.writer", ""))
+    if writer is None:
         return False
-    if here(host, space or None):
-        return alive(int(pid))
+    if here(writer["host"], writer["space"]):
+        return alive(int(writer["pid"]))
     return time.time() - run.info.start_time / 1000 < UNCLAIMED_AGE_S
 
 
