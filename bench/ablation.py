@@ -8,10 +8,9 @@ two-sided); the two runs of a seed go in alternating order, so the process's war
 Each run is appended to the runs file as it ends; ``--resume`` keeps the runs already there (same setting, same
 ``--set``) and runs only the missing ones, so seeds can be spread over several sittings.
 
-    .venv/bin/python bench/ablation.py     # search.continue_leader true vs false, MNIST-5k, 90 s, 6 seeds: ~20 min
-    .venv/bin/python bench/ablation.py --setting train.schedule --values cosine constant --out schedule
+    .venv/bin/python bench/ablation.py     # train.schedule cosine vs constant, MNIST-5k, 90 s, 6 seeds: ~20 min
     .venv/bin/python bench/ablation.py --datasets fashion_mnist_official --budget 300 --epochs 3 --seeds 3
-    .venv/bin/python bench/ablation.py --set train.epochs=6 --out continue_leader-6   # both sides train 6 epochs
+    .venv/bin/python bench/ablation.py --set train.epochs=6 --out schedule-6   # both sides train 6 epochs
 """
 
 from __future__ import annotations
@@ -41,9 +40,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="train.epochs")
     parser.add_argument("--seeds", type=int, default=6)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--setting", default="search.continue_leader", help="GROUP.KEY")
-    parser.add_argument("--values", nargs=2, default=["true", "false"], metavar=("TRIED", "BASELINE"))
-    parser.add_argument("--out", default="continue_leader")
+    parser.add_argument("--setting", default="train.schedule", help="GROUP.KEY")
+    parser.add_argument("--values", nargs=2, default=["cosine", "constant"], metavar=("TRIED", "BASELINE"))
+    parser.add_argument("--out", default="schedule")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="GROUP.KEY=VALUE", help="fixed for both sides"
     )

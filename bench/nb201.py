@@ -46,7 +46,8 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from nas.strategy.nb201 import DATASETS, EDGES, OPS, Cell, CellSpace, Table, load_table
-from nas.strategy.proposers import Batch, History, Observation, Proposal, Proposer, make_proposer
+from nas.strategy.proposals import Batch, History, Observation, Proposal, Proposer
+from nas.strategy.strategies import make_proposer
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = ("bayesian", "evolution", "random", "uniform", "rea", "local")

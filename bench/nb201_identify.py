@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from nb201 import RESULTS, run, written_by
 
+from nas.strategy.bayesian import BayesianProposer
 from nas.strategy.nb201 import DATASETS, Table, load_table
-from nas.strategy.proposers import BayesianProposer
 
 VARIANTS = {"identify": BayesianProposer.identify, "confirm only": 0.0}  # the default share, and none
 _TABLES: dict[str, Table] = {}

@@ -1,8 +1,8 @@
 """Overlap and overhead of the nas-search flow, read back from the MLflow runs of one search.
 
 - hidden proposal share: of the seconds spent proposing (surrogate refit + acquisition search), the
-  share that ran while a model was training (Auto-Keras' CPU/GPU parallelism; the search proposes ahead,
-  ``search.propose_ahead=true``, as it did by default when these figures were first taken);
+  share that ran while a model was training (Auto-Keras' CPU/GPU parallelism: a search proposes the next model
+  while one trains);
 - orchestration overhead per round: flow wall time not covered by training or proposing (Prefect
   task scheduling, MLflow logging, weights up/download, model building), per model, as a share of
   training seconds per model.
@@ -89,16 +89,15 @@ def main() -> None:
     from flows.nas_search import nas_search
     from nas.tracking import open_store
 
-    ahead = ["search.propose_ahead=true"]  # what is measured: proposals made while a model trains
     params = (
         {
             "dataset": "digits",
             "max_models": 4,
             "epochs": 1,
-            "overrides": ["search.initial_width=8", "train.min_steps=0", *ahead],
+            "overrides": ["search.initial_width=8", "train.min_steps=0"],
         }
         if args.quick
-        else {"overrides": ahead}
+        else {}
     )
     start = time.perf_counter()
     nas_search(name="overlap", **params)

@@ -31,10 +31,12 @@ import numpy as np
 
 from nas.architectures.edit_distance import edit_distance
 from nas.architectures.initial import initial_cnn
+from nas.strategy.bayesian import BayesianProposer
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
 from nas.strategy.nb201 import Cell, CellSpace, load_table
-from nas.strategy.proposers import BayesianProposer, History, Observation, make_proposer
+from nas.strategy.proposals import History, Observation
 from nas.strategy.space import MorphismSpace
+from nas.strategy.strategies import make_proposer
 
 RESULTS = Path(__file__).parent / "results"
 

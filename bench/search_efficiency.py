@@ -89,7 +89,7 @@ def run_ours(
     (``group.key=value``) over params.yaml, named after its strategy, dataset, seed and ``tag``; returns its curve,
     its best model's test accuracy, that of the mean of its ``final.ensemble`` best models (the searched model
     the DVC pipeline fine-tunes and registers; models that ended after the budget left out) and how many of its
-    models were trained further (search.continue_leader)."""
+    models were trained further (the leader, after a model found no time to train)."""
     from nas.architectures.weights import load_weights
     from nas.drivers.config import load, load_pipeline
     from nas.drivers.runner import run_search

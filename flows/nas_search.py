@@ -1,16 +1,15 @@
 """The ``nas-search`` Prefect flow: the search's rounds (``nas.drivers.runner.run_rounds``) as Prefect tasks.
 
-Each round is a ``refit`` task (the Gaussian process on the results so far, logged), a ``propose mN`` task (the
-next model, logged) and ``train mN`` tasks in the slots of the global concurrency limit ``nas-trainer`` (see
-``flows.trainings``). The next model is proposed while every slot trains, as in Auto-Keras, or, with
-``search.propose_ahead`` false, when a slot frees. A run started from Python (``nas search``) is named after the
-search; a deployment run keeps the name it was created with (``prefect deployment run ... --flow-run-name NAME``).
-Its artifacts show the models so far and the progress (``flows.story``). Running the flow with the name of an
-existing search resumes it: the event log says where to go on. One runner per search: the flow holds the search's
-lease while it runs.
+Each round is a ``refit`` task (the Gaussian process on the results so far, logged), a ``propose mN`` task (the next
+model, logged) and ``train mN`` tasks in the slots of the global concurrency limit ``nas-trainer`` (see
+``flows.trainings``). The next model is proposed while every slot trains, as in Auto-Keras. A run started from
+Python (``nas search``) is named after the search; a deployment run keeps the name it was created with (``prefect
+deployment run ... --flow-run-name NAME``). Its artifacts show the models so far and the progress (``flows.story``).
+Running the flow with the name of an existing search resumes it: the event log says where to go on. One runner per
+search: the flow holds the search's lease while it runs.
 
-Settings arrive as data: ``settings`` (a validated settings dict, what ``nas search`` passes), or, for
-deployments, ``params.yaml`` (or ``config_path``) with the named parameters and ``overrides`` applied.
+Settings arrive as data: ``settings`` (a validated settings dict, what ``nas search`` passes), or, for deployments,
+``params.yaml`` (or ``config_path``) with the named parameters and ``overrides`` applied.
 """
 
 from __future__ import annotations

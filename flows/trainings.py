@@ -26,7 +26,7 @@ from nas.data import Splits
 from nas.drivers.runner import LeaseKeeper, Trainings, bar, splits_for
 from nas.ledger.service import SearchService
 from nas.ledger.state import ModelStatus
-from nas.tracking import open_store, tracking_uri
+from nas.tracking import experiment_name, open_store, tracking_uri
 from nas.training.stop import StopRequested, check_stop
 
 TRAINER_LIMIT = "nas-trainer"
@@ -38,12 +38,13 @@ POLL_S = 2.0
 _services = threading.local()  # one service per search and thread: a training task's log reads stay warm
 
 
-def service_for(search_id: str, uri: str) -> SearchService:
-    """This thread's service of search ``search_id`` in store ``uri``, caught up with the log."""
+def service_for(search_id: str, uri: str, experiment: str | None = None) -> SearchService:
+    """This thread's service of search ``search_id`` in store ``uri`` (its MLflow ``experiment``; default:
+    ``MLFLOW_EXPERIMENT_NAME`` or nas), caught up with the log."""
     cache = _services.__dict__.setdefault("by_key", {})
-    key = (search_id, uri)
+    key = (search_id, uri, experiment or experiment_name())
     if key not in cache:
-        cache[key] = SearchService(open_store(uri).log(search_id))
+        cache[key] = SearchService(open_store(uri, key[2]).log(search_id))
     service: SearchService = cache[key]
     service.refresh()
     return service
@@ -193,26 +194,33 @@ def _train_in_slot(
     lease_s: float = TASK_LEASE_S,
     slot_held: bool = False,
     deadline: float | None = None,
+    experiment: str | None = None,
 ) -> ModelStatus:
     """Train one model in a slot of ``nas-trainer`` (its lease, ``lease_s``, frees the slot of a process that
     died holding it; ``slot_held``: the caller holds one for it) and log the outcome; a model that has its
     outcome already is not trained again. ``deadline``: when the search's wall-clock budget runs out. A stop
     asked (``nas.training.stop``) ends it at the next batch with the model's status unchanged (no outcome)."""
     try:
-        return _train(search_id, model_id, uri, lease_s, slot_held, deadline)
+        return _train(search_id, model_id, uri, lease_s, slot_held, deadline, experiment)
     except StopRequested:
         get_run_logger().info("%s: stopped before its end (no outcome logged; nas resume trains it again)", model_id)
-        return service_for(search_id, uri).state.models[model_id].status
+        return service_for(search_id, uri, experiment).state.models[model_id].status
 
 
 def _train(
-    search_id: str, model_id: str, uri: str, lease_s: float, slot_held: bool, deadline: float | None
+    search_id: str,
+    model_id: str,
+    uri: str,
+    lease_s: float,
+    slot_held: bool,
+    deadline: float | None,
+    experiment: str | None,
 ) -> ModelStatus:
     from nas.training.task import run_training, train_config
 
     logger = get_run_logger()
     with nullcontext() if slot_held or not shared_api() else training_slot(lease_s):
-        service = service_for(search_id, uri)
+        service = service_for(search_id, uri, experiment)
         model = service.state.models[model_id]
         if model.status.is_finished:
             return model.status  # a retried task after the outcome was logged: never train twice
@@ -247,8 +255,15 @@ def train_task(search_id: str, model_id: str, uri: str, slot_held: bool = False,
 
 
 @flow(name="nas-train", log_prints=True)
-def nas_train(search_id: str, model_id: str, uri: str | None = None, deadline: float | None = None) -> str:
-    """Train model ``model_id`` of search ``search_id`` in a training slot and log its outcome (trained or
+def nas_train(
+    search_id: str,
+    model_id: str,
+    uri: str | None = None,
+    deadline: float | None = None,
+    experiment: str | None = None,
+) -> str:
+    """Train model ``model_id`` of search ``search_id`` (in the MLflow ``experiment``; default: the worker's
+    ``MLFLOW_EXPERIMENT_NAME`` or nas) in a training slot and log its outcome (trained or
     failed); a model whose outcome is logged already is not trained again. Deployed for workers, it is how
     one search trains several models at once on several workers (see ``NAS_TRAIN_DEPLOYMENT``). ``deadline``
     (a Unix time) is when the search's wall-clock budget runs out: the training ends at an epoch before it."""
@@ -271,7 +286,8 @@ def nas_train(search_id: str, model_id: str, uri: str | None = None, deadline: f
     beats = threading.Thread(target=contextvars.copy_context().run, args=(beat,), name="nas-heartbeat", daemon=True)
     beats.start()
     try:
-        return str(_train_in_slot(search_id, model_id, uri or tracking_uri(), lease_s=60, deadline=deadline))
+        where = uri or tracking_uri()
+        return str(_train_in_slot(search_id, model_id, where, lease_s=60, deadline=deadline, experiment=experiment))
     finally:
         stop.set()
 
@@ -421,6 +437,7 @@ class DeployedTrainings(Trainings):
                 "model_id": model_id,
                 "uri": self.uri,
                 "deadline": self.service.deadline(),
+                "experiment": experiment_name(),
             },
             timeout=0,
             flow_run_name=f"{self.search_id}-{model_id}-{n}",

@@ -19,10 +19,6 @@ class Column(str):
     number (a column 2024, pandas' 0, 1, ...) is that name."""
 
 
-class Numbers(list):  # type: ignore[type-arg]
-    """Schema type of a setting that lists numbers: a YAML list of them, or one number."""
-
-
 # group -> key -> (type, check, what a good value is, the default)
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _FRACTION = (lambda v: 0 < v < 1, "a number above 0 and below 1 (each split needs examples)")
@@ -49,19 +45,11 @@ SCHEMA: dict[str, dict[str, tuple[type, Any, str, Any]]] = {
         "time_budget_s": (float, *_POSITIVE, 480.0),
         "seed": (int, lambda v: v >= 0, "a non-negative integer", 0),
         "trainers": (int, *_POSITIVE, 1),
-        "propose_ahead": (bool, *_ANY, True),
         "max_params": (int, *_POSITIVE, 1000000),
         "max_layers": (int, *_POSITIVE, 60),
         "beta": (float, lambda v: v >= 0, "a non-negative number", 2.576),
         "kernel_lambda": (float, lambda v: v >= 0, "a non-negative number", 1.0),
         "surrogate_targets": (str, lambda v: v in TARGETS, f"one of {', '.join(TARGETS)}", "rank"),
-        "continue_leader": (bool, *_ANY, False),
-        "learning_rates": (
-            Numbers,
-            lambda v: all(r > 0 for r in v) and len(set(v)) == len(v),
-            "a list of distinct positive numbers, e.g. [0.0005, 0.001, 0.002] ([]: train.learning_rate alone)",
-            [],
-        ),
         "initial_width": (int, *_POSITIVE, 32),
         "initial_depth": (int, *_POSITIVE, 3),
         "initial_units": (int, *_POSITIVE, 256),
@@ -93,10 +81,6 @@ DEFAULT_FILE = Path("params.yaml")
 
 
 def _coerce(key: str, value: Any, typ: type) -> Any:
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}={value!r} must be true or false")
-        return value
     if typ is list:  # column names: a YAML list, or one name (several joined by commas, as --set writes them)
         if value is None:
             return []
@@ -104,12 +88,6 @@ def _coerce(key: str, value: Any, typ: type) -> Any:
         if not isinstance(names, list) or not all(isinstance(n, str | int) and not isinstance(n, bool) for n in names):
             raise ValueError(f"{key}={value!r} must be a list of column names, e.g. [id, date]")
         return [str(n).strip() for n in names if str(n).strip()]
-    if typ is Numbers:
-        items = [] if value is None else value if isinstance(value, list) else [value]
-        try:
-            return [_coerce(key, v, float) for v in items]
-        except ValueError:
-            raise ValueError(f"{key}={value!r} must be a list of numbers, e.g. [0.0005, 0.001, 0.002]") from None
     if typ is Column:
         if value is None:  # label: (empty) in YAML
             return ""

@@ -1,14 +1,13 @@
 """Run or resume a search: the one round loop, for the plain loop and the Prefect flow alike.
 
-A round keeps the training slots busy and proposes the next model while every slot trains (with
-``search.propose_ahead: false``, when a slot frees). How models are trained is a ``Trainings``: in this
-process (the plain loop, ``nas search --local``), as Prefect tasks, or as deployed flow runs on workers
-(``flows/``). Which outcomes the proposal for model j sees is ``Proposing.known``'s rule; the loop only
-waits for them.
+A round keeps the training slots busy and proposes the next model while every slot trains. How models are trained is
+a ``Trainings``: in this process (the plain loop, ``nas search --local``), as Prefect tasks, or as deployed flow
+runs on workers (``flows/``). Which outcomes the proposal for model j sees is ``Proposing.known``'s rule; the loop
+only waits for them.
 
-Before anything is written, a new search's settings, data and initial network are checked; then the
-search's place is created, its lease taken (one runner per search), a resumed log repaired (crash
-leftovers only, each reported) and audited, and only then are events written.
+Before anything is written, a new search's settings, data and initial network are checked; then the search's place
+is created, its lease taken (one runner per search), a resumed log repaired (crash leftovers only, each reported)
+and audited, and only then are events written.
 """
 
 from __future__ import annotations

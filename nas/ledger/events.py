@@ -35,7 +35,11 @@ class SearchStarted(Event):
     code_version: str
     seed: int
     initial_architecture: str  # canonical JSON
+    # v2: a proposal reads the outcomes it sees in the order the models were proposed (False: in the order they
+    # ended, as logs from before search.propose_ahead did; see ``upcast_search_started_v1_v2``)
+    outcomes_in_proposal_order: bool = True
     TYPE: ClassVar[str] = "SearchStarted"
+    VERSION: ClassVar[int] = 2
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,12 @@ def upcast_started_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "epochs": None}
 
 
+def upcast_search_started_v1_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """A v1 search read outcomes in proposal order where it logged ``search.propose_ahead`` (the code that had
+    that setting did so), in the order they ended before."""
+    return {**payload, "outcomes_in_proposal_order": "propose_ahead" in payload["config"].get("search", {})}
+
+
 def upcast_elapsed(payload: dict[str, Any]) -> dict[str, Any]:
     """Before ArchitectureProposed v3 and SearchFinished v2 the wall clock was not recorded: unknown."""
     return {**payload, "elapsed_s": None}
@@ -181,6 +191,7 @@ def upcast_proposed_v3_v4(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("SearchStarted", 1): upcast_search_started_v1_v2,
     ("ArchitectureProposed", 1): upcast_proposed_v1_v2,
     ("ArchitectureProposed", 2): upcast_elapsed,
     ("ArchitectureProposed", 3): upcast_proposed_v3_v4,
@@ -198,9 +209,6 @@ BEFORE_SETTING: dict[str, dict[str, Any]] = {
         "initial_units": 256,
         "initial_dense_layers": 2,
         "surrogate_targets": "raw",
-        "continue_leader": False,
-        "propose_ahead": True,
-        "learning_rates": [],
     },
     "train": {"min_steps": 0, "schedule": "constant"},
 }
@@ -209,6 +217,9 @@ REMOVED: dict[str, tuple[Any, str]] = {
     "search.max_steps": (0, "bench/results/steps1-fashion_mnist-1200.md"),
     "search.acquisition": ("ucb", "bench/results/cost-fashion_mnist-1200.md"),
     "search.parents": (0, "bench/results/parents1-fashion_mnist-1200.md"),
+    "search.continue_leader": (False, "bench/results/continue_leader-cosine-fashion_mnist-1200.md"),
+    "search.propose_ahead": (True, "bench/results/wait-fashion_mnist-1200.md"),
+    "search.learning_rates": ([], "bench/results/rates-fashion_mnist-1200.md"),
     "train.lr_decay": (1.0, "bench/results/decay-fashion_mnist-1200.md"),
     "train.augment": ("none", "bench/results/flip-fashion_mnist-1200.md"),
     "train.weight_decay": (0.0, "bench/results/wd-fashion_mnist-1200.md"),
@@ -238,12 +249,13 @@ def removed_by(used: list[str]) -> str:
 def logged_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The upcaster of a logged search configuration (``SearchStarted.config``): every setting a search logged
     before it existed gets the value that search ran with (``BEFORE_SETTING``); what the log holds is kept. The
-    fold applies it, so code reading a search's settings never guesses a default. It adds
-    ``search.outcomes_in_proposal_order``, which says how the log's proposals read outcomes."""
+    fold applies it, so code reading a search's settings never guesses a default. A removed setting the log lacks
+    reads as the value that does what the code now does (``REMOVED``), so the audit and the report read older
+    logs, which have them, and newer ones alike."""
     out = {group: dict(values) for group, values in config.items()}
-    # Not a setting but a fact of the log: before search.propose_ahead a proposal read outcomes in the order they
-    # ended, since then in the order the models were proposed.
-    out.setdefault("search", {})["outcomes_in_proposal_order"] = "propose_ahead" in config.get("search", {})
+    for path, (neutral, _) in REMOVED.items():
+        group, key = path.split(".")
+        out.setdefault(group, {}).setdefault(key, copy.deepcopy(neutral))
     for group, values in BEFORE_SETTING.items():
         for key, value in values.items():
             out.setdefault(group, {}).setdefault(key, copy.deepcopy(value))

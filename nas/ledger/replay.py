@@ -125,11 +125,9 @@ def verify(events: Sequence[Event]) -> Divergence | None:
                         f"({', '.join(m['kind'] for m in chain)}); the log has {e.architecture_id[:12]} from "
                         f"{e.parent_model_id} ({', '.join(m['kind'] for m in e.morphisms)})",
                     )
-                if e.learning_rate != p.learning_rate:
+                if e.learning_rate is not None:
                     return Divergence(
-                        e.seq,
-                        f"{e.model_id}: re-running the proposer gives learning rate {p.learning_rate}; "
-                        f"the log has {e.learning_rate}",
+                        e.seq, f"{e.model_id}: the log has learning rate {e.learning_rate}; the proposer chooses none"
                     )
         state = fold(group, state)
     return None

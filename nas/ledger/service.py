@@ -38,19 +38,11 @@ from nas.ledger.events import (
 from nas.ledger.log import Attachments, ChainError, ConcurrencyError, EventLog
 from nas.ledger.state import SearchState, fold
 from nas.strategy.acquisition import AnnealingConfig
+from nas.strategy.bayesian import BayesianProposer
 from nas.strategy.kernel import AnchorEmbedding, anchors_from_walks
-from nas.strategy.proposers import (
-    Batch,
-    BayesianProposer,
-    History,
-    Proposal,
-    Proposer,
-    Refit,
-    continuation,
-    leader,
-    make_proposer,
-)
+from nas.strategy.proposals import Batch, History, Proposal, Proposer, Refit, leader
 from nas.strategy.space import MorphismSpace
+from nas.strategy.strategies import make_proposer
 
 APPEND_RETRIES = 20
 
@@ -71,12 +63,6 @@ def seed_for(seed: int, *parts: int) -> np.random.Generator:
     return np.random.default_rng([seed, *parts])
 
 
-def _rate_choice(state: SearchState) -> tuple[tuple[float, ...], float]:
-    """The learning rates a search's proposals choose from (``search.learning_rates``) and the rate of a training
-    whose proposal chose none (``train.learning_rate``)."""
-    return tuple(state.config["search"]["learning_rates"]), state.config["train"]["learning_rate"]
-
-
 class Proposing:
     """Turns a search state into proposals: a pure function of the state, its seed and k.
 
@@ -88,19 +74,17 @@ class Proposing:
 
     @staticmethod
     def known(state: SearchState) -> int:
-        """How many models' outcomes the next proposal may see (see ``batch``): all but the ``trainers`` last
-        with ``search.propose_ahead`` (proposed while every slot trains), else all but the ``trainers - 1`` last
-        (proposed when a slot frees)."""
-        s = state.config["search"]
-        return len(state.models) - s["trainers"] + (0 if s["propose_ahead"] else 1)
+        """How many models' outcomes the next proposal may see (see ``batch``): all but the ``trainers`` last,
+        since it is proposed while every slot trains."""
+        return len(state.models) - state.config["search"]["trainers"]
 
     @classmethod
     def seen(cls, state: SearchState) -> History:
         """What the next proposal reads: the outcomes of the first ``known`` models, in the order they were proposed,
-        so that with several trainers which one ended first does not change a proposal. A search logged before
-        ``search.propose_ahead`` read them in the order they ended, and replays so (with one trainer, the same)."""
-        in_order = state.config["search"]["outcomes_in_proposal_order"]
-        return state.history(known_models=cls.known(state), proposal_order=in_order)
+        so that with several trainers which one ended first does not change a proposal. An older log may say its
+        proposals read them in the order they ended (``SearchStarted.outcomes_in_proposal_order``), and replays so
+        (with one trainer, the same)."""
+        return state.history(known_models=cls.known(state), proposal_order=state.outcomes_in_proposal_order)
 
     def space(self, state: SearchState) -> MorphismSpace:
         """The morphism space under the caps known to the next proposal (out-of-memory lowers the size cap)."""
@@ -116,7 +100,6 @@ class Proposing:
         """The Bayesian proposer; its anchors depend on the configured caps only."""
         s = state.config["search"]
         space = self.space(state)
-        rates, base = _rate_choice(state)
         if self._embedding is None:
             fixed = MorphismSpace(space.start, s["max_params"], s["max_layers"], s["kernel_lambda"])
             self._embedding = AnchorEmbedding(fixed.distances, anchors_from_walks(fixed, 32, state.seed))
@@ -127,20 +110,14 @@ class Proposing:
             _embedding=self._embedding,
             hyperparameters=hyperparameters,
             targets=s["surrogate_targets"],
-            rates=rates,
-            base_rate=base,
-            random_without_signal=bool(rates),  # a search choosing rates (see the proposer)
         )
 
     def proposer(self, state: SearchState) -> Proposer:
         """The configured proposer; the Bayesian one uses the hyperparameters of the last logged refit."""
         strategy = state.config["search"]["strategy"]
-        rates, base = _rate_choice(state)
-        if strategy == "random":
-            return make_proposer(strategy, self.space(state), rates=rates)
-        if strategy == "evolution":
-            return make_proposer(strategy, self.space(state), rates=rates, base_rate=base)
-        return self._bayesian(state, state.surrogate)
+        if strategy == "bayesian":
+            return self._bayesian(state, state.surrogate)
+        return make_proposer(strategy, self.space(state))
 
     def refit(self, state: SearchState) -> Refit | None:
         """The surrogate refit the next proposal should use: None for strategies without one, or nothing seen yet."""
@@ -151,24 +128,21 @@ class Proposing:
 
     def batch(self, state: SearchState, k: int) -> Batch:
         """Proposals for the next k models. The next model, number j, sees the trainings of models
-        1 .. j-1-trainers with ``search.propose_ahead`` (the default): the ``trainers`` models before it may still
-        be training (they count as pending), as they are when it is proposed while every slot trains; without it,
-        1 .. j-trainers (proposed when a slot frees). With ``search.continue_leader`` the
-        first is the model ``continuation`` names, if any: trained further from its weights, no morphisms.
-        After a model that was not trained because not one epoch of it fitted in the wall-clock budget left
-        (failure ``budget``), the first is the leader trained further, whose epochs cost what they cost before."""
+        1 .. j-1-trainers: the ``trainers`` models before it may still be training (they count as pending), as
+        they are when it is proposed while every slot trains. After a model that was not trained because not one
+        epoch of it fitted in the wall-clock budget left (failure ``budget``), the first is the leader trained
+        further, whose epochs cost what they cost before."""
         history = self.seen(state)
         rng = seed_for(state.seed, len(state.models))
-        further = continuation(history) if k > 0 and state.config["search"]["continue_leader"] else None
-        if further is None and k > 0 and state.models and list(state.models.values())[-1].out_of_time:
+        further = None
+        if k > 0 and state.models and list(state.models.values())[-1].out_of_time:
             further = leader(history)
         if further is None:
             return self.proposer(state).propose(history, k, rng)
-        first = Proposal(further.model_id, (), further.point, learning_rate=further.rate)
+        first = Proposal(further.model_id, (), further.point)
         if k == 1:
             return Batch([first])
-        rates = tuple(history.rate_of_pending(i) for i in range(len(history.pending)))
-        more = replace(history, pending=(*history.pending, further.point), pending_rates=(*rates, further.rate))
+        more = replace(history, pending=(*history.pending, further.point))
         rest = self.proposer(state).propose(more, k - 1, rng)
         return Batch([first, *rest.proposals], rest.refit)
 
@@ -306,7 +280,6 @@ class SearchService:
                     batch_index=i,
                     batch_size=len(batch.proposals),
                     elapsed_s=elapsed,
-                    learning_rate=p.learning_rate,
                 )
                 for i, p in enumerate(batch.proposals)
             ]

@@ -22,7 +22,7 @@ from nas.ledger.events import (
     logged_config,
 )
 from nas.ledger.log import ChainError
-from nas.strategy.proposers import History, Observation
+from nas.strategy.proposals import History, Observation
 
 OOM_CAP_FACTOR = 0.75  # after an out-of-memory failure the size cap falls below the failed model's size
 
@@ -95,6 +95,7 @@ class SearchState:
     seed: int = 0
     initial_architecture: str = ""
     dataset_fingerprint: str = ""
+    outcomes_in_proposal_order: bool = True  # how its proposals read outcomes (``SearchStarted``)
     last_seq: int = 0
     models: Mapping[str, ModelRecord] = field(default_factory=dict)  # in proposal order
     trained_order: tuple[str, ...] = ()  # model ids in the order their training completed
@@ -173,16 +174,13 @@ class SearchState:
         order = list(self.models)
         known = set(order if known_models is None else order[: max(known_models, 0)])
         trained = tuple(
-            Observation(
-                mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0), self.models[mid].learning_rate
-            )
+            Observation(mid, self.models[mid].arch, float(self.models[mid].val_accuracy or 0.0))
             for mid in (order if proposal_order else self.trained_order)
             if mid in known and self.models[mid].status == ModelStatus.TRAINED
         )
         waiting = [m for m in self.models.values() if m.model_id not in known or not m.status.is_finished]
         seen = frozenset(m.architecture_id for m in self.models.values())
-        rates = tuple(m.learning_rate for m in waiting)
-        return History(trained, tuple(m.arch for m in waiting), seen, pending_rates=rates)
+        return History(trained, tuple(m.arch for m in waiting), seen)
 
 
 def _with_model(state: SearchState, model: ModelRecord, **changes: Any) -> SearchState:
@@ -221,6 +219,7 @@ def _(event: SearchStarted, state: SearchState) -> SearchState:
         seed=event.seed,
         initial_architecture=event.initial_architecture,
         dataset_fingerprint=event.dataset_fingerprint,
+        outcomes_in_proposal_order=event.outcomes_in_proposal_order,
     )
 
 

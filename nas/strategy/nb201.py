@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nas.strategy.space import SearchSpace
+
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = 6
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -64,7 +66,7 @@ class EdgeChange:
 
 
 @dataclass(frozen=True)
-class CellSpace:
+class CellSpace(SearchSpace[Cell]):
     """NAS-Bench-201 cells, starting from ``start``. A cell can be measured again (another training seed)."""
 
     start: Cell

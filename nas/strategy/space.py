@@ -36,11 +36,37 @@ P = TypeVar("P", bound=Point)
 
 
 class SearchSpace(Protocol[P]):
+    """What a proposer asks of a space. The members with a body are what a space may refine: by default a point
+    proposed again is neither trained further nor measured again, the GP reads the anchor embedding of the edit
+    distance, and the acquisition is optimised by a tree search of neighbours."""
+
+    # a trained point proposed again (its model as parent, no steps) is trained further from that model's weights
+    continuable: ClassVar[bool] = False
+    # a point proposed again is measured again (another training seed): one lucky measurement can be checked
+    remeasurable: ClassVar[bool] = False
+
+    @property
+    def groups(self) -> tuple[int, ...] | None:
+        """The group of each column of ``encode`` (the GP gives each group its own length scale), or None where
+        the space has no encoding of its own: the GP reads the anchor embedding of the edit distance."""
+        return None
+
+    def encode(self, points: Sequence[P]) -> np.ndarray:
+        """The GP's features of ``points`` (a space whose ``groups`` is not None)."""
+        raise TypeError(f"{type(self).__name__} has no encoding of its own; read the anchor embedding instead")
+
+    def points(self) -> Sequence[P] | None:
+        """Every point of the space, where few enough to score them all (``steps`` then says how one is reached
+        from another), else None."""
+        return None
+
     def initial(self) -> P:
         """The point every search starts from."""
         ...
 
-    def neighbours(self, point: P, rng: np.random.Generator, n: int = 8, tries: int = 16) -> list[tuple[Step, P]]:
+    def neighbours(
+        self, point: P, rng: np.random.Generator, n: int = 8, tries: int = 16
+    ) -> Sequence[tuple[Step, P]]:
         """Up to ``n`` distinct random neighbours of ``point`` from ``tries`` attempts, each with its step."""
         ...
 
@@ -58,12 +84,10 @@ class SearchSpace(Protocol[P]):
 
 
 @dataclass(frozen=True)
-class MorphismSpace:
-    """Networks reachable from ``start`` by exact morphisms within the size caps.
-
-    ``continuable``: a trained network proposed again, its model as parent and no morphisms, is trained further
-    from that model's weights (a search's ``continue_leader`` does so; see ``proposers.continuation``).
-    """
+class MorphismSpace(SearchSpace[Architecture]):
+    """Networks reachable from ``start`` by exact morphisms within the size caps. A trained network proposed
+    again, its model as parent and no morphisms, is trained further from that model's weights (a search does so
+    with its leader after a model found no time to train)."""
 
     continuable: ClassVar[bool] = True
 

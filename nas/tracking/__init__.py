@@ -3,7 +3,8 @@
 ``open_store(uri)`` gives the ``SearchStore`` for a URI: ``memory:`` (or ``memory:NAME``) for an
 in-process store, anything else for MLflow (a ``sqlite:///`` file, a tracking server). With no URI it
 takes ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory, made explicit so
-that MLflow never falls back to a file store it finds lying around.
+that MLflow never falls back to a file store it finds lying around. Searches live in the MLflow experiment
+``MLFLOW_EXPERIMENT_NAME`` (default ``nas``), as MLflow's own clients read that variable.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def open_store(uri: str | None = None) -> SearchStore:
-    """The store behind ``uri`` (default: ``tracking_uri()``); one object per URI in a process."""
+def experiment_name() -> str:
+    """``MLFLOW_EXPERIMENT_NAME`` if set, else ``nas``: the MLflow experiment that holds the searches."""
+    from nas.tracking.runs import DEFAULT_EXPERIMENT
+
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def open_store(uri: str | None = None, experiment: str | None = None) -> SearchStore:
+    """The store behind ``uri`` (default: ``tracking_uri()``), its searches in ``experiment`` (default:
+    ``experiment_name()``; a memory store has none); one object per URI and experiment in a process."""
     uri = uri or tracking_uri()
     if uri.startswith("memory:"):
         return memory_store(uri)
-    return _mlflow_store(uri)
+    return _mlflow_store(uri, experiment or experiment_name())
 
 
 def list_searches(uri: str | None = None) -> list[SearchListing]:
@@ -37,19 +46,19 @@ def list_searches(uri: str | None = None) -> list[SearchListing]:
     import sqlite3
 
     from nas.tracking.listing import rest_searches, sqlite_path, sqlite_searches
-    from nas.tracking.runs import DEFAULT_EXPERIMENT
 
     uri = uri or tracking_uri()
+    experiment = experiment_name()
     path = sqlite_path(uri)
     listed: list[SearchListing] | None = None
     if path is not None:
         try:
-            listed = sqlite_searches(path, DEFAULT_EXPERIMENT)
+            listed = sqlite_searches(path, experiment)
         except sqlite3.Error:
             pass  # not the schema this reading knows: MLflow reads it
     if listed is None and uri.startswith(("http://", "https://")):
         try:
-            listed = rest_searches(uri, DEFAULT_EXPERIMENT)
+            listed = rest_searches(uri, experiment)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreachable or not answering as this reading expects: MLflow's client says why
     if listed is None:
@@ -71,7 +80,7 @@ def _fresh(uri: str, listing: SearchListing) -> SearchListing:
 
 
 @lru_cache(maxsize=16)
-def _mlflow_store(uri: str) -> SearchStore:
+def _mlflow_store(uri: str, experiment: str) -> SearchStore:
     from nas.tracking.store import MlflowStore
 
-    return MlflowStore(uri)
+    return MlflowStore(uri, experiment)

@@ -14,14 +14,10 @@ import numpy as np
 import pytest
 
 from nas.drivers.config import load
-from nas.drivers.runner import outcome_line, run_search
-from nas.ledger.audit import lineage
+from nas.drivers.runner import run_search
 from nas.ledger.events import ArchitectureProposed, SearchStarted, SurrogateRefitted, TrainingCompleted
 from nas.ledger.memory import MemoryStore
 from nas.ledger.replay import verify
-from nas.ledger.service import Proposing
-from nas.ledger.state import fold
-from nas.report.page import table
 from nas.tracking import open_store
 
 ROOT = Path(__file__).parents[2]
@@ -62,8 +58,7 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
     """Logs from before ``search.surrogate_targets`` have no such key and were fitted on raw scores: replay
     must fit them so. A log made with raw scores verifies with the key removed, and not as a rank search."""
     store = MemoryStore()
-    # every model a new network (no continued training, which needs no GP), so the GP's scale shows early
-    raw = [*SMALL, "search.max_models=6", "search.surrogate_targets=raw", "search.continue_leader=false"]
+    raw = [*SMALL, "search.max_models=6", "search.surrogate_targets=raw"]
     run_search(store, "old", load(ROOT / "params.yaml", raw))
     events = store.log("old").read()
     started = events[0]
@@ -75,25 +70,6 @@ def test_a_search_logged_before_surrogate_targets_existed_still_verifies() -> No
     # two scores normalise alike on either scale; the first refit on three is where the scales part
     refits = [e.seq for e in events if isinstance(e, SurrogateRefitted) and e.observations > 2]
     assert divergence is not None and divergence.seq == refits[0]
-
-
-@pytest.mark.slow
-def test_the_leader_is_trained_further_from_its_weights_and_it_verifies() -> None:
-    """With search.continue_leader the leader is trained further before anything new: m2, the first proposal that sees
-    an outcome (m1's, proposed when the slot frees), is m1 again, its model as parent, no morphisms. Its training
-    starts where m1's ended, so its first epoch beats m1's first; replay reproduces it."""
-    settings = [*SMALL, "search.max_models=5", "search.continue_leader=true", "search.propose_ahead=false"]
-    config = load(ROOT / "params.yaml", settings)
-    store = MemoryStore()
-    run_search(store, "further", config)
-    events = store.log("further").read()
-    proposed = {e.model_id: e for e in events if isinstance(e, ArchitectureProposed)}
-    trained = {e.model_id: e for e in events if isinstance(e, TrainingCompleted)}
-    m2 = proposed["m2"]
-    assert (m2.parent_model_id, m2.morphisms, m2.architecture_id) == ("m1", [], proposed["m1"].architecture_id)
-    assert trained["m2"].preservation_error == 0.0
-    assert trained["m2"].epochs[0]["val_loss"] < trained["m1"].epochs[0]["val_loss"]
-    assert len(trained) == 5 and verify(events) is None
 
 
 def test_a_search_logged_with_a_removed_setting_is_not_resumed_and_nothing_is_written() -> None:
@@ -122,27 +98,31 @@ def test_a_search_logged_with_a_removed_setting_is_not_resumed_and_nothing_is_wr
 
 
 @pytest.mark.slow
-def test_a_search_logged_before_continue_leader_existed_or_with_removed_settings_verifies_or_says_why_not() -> None:
-    """Logs from before ``search.continue_leader`` have no such key and never trained a model further: replay must
-    read them so. A log made with the removed settings at what the code now does (``search.parents`` 0,
-    ``search.max_steps`` 0, ``search.acquisition`` ucb, as nas 0.2.0 logged them) verifies; one made with another
-    value cannot be re-run here, and verify says so in one sentence instead of reporting a divergence."""
+def test_a_search_logged_with_removed_settings_verifies_or_says_why_not() -> None:
+    """A log made with the removed settings at what the code now does (as nas 0.2.0 logged every search: parents 0,
+    max_steps 0, acquisition ucb, continue_leader false, propose_ahead true, no learning_rates) verifies; one made
+    with another value cannot be re-run here, and verify says so in one sentence instead of reporting a
+    divergence."""
     store = MemoryStore()
-    run_search(store, "old", load(ROOT / "params.yaml", SMALL))  # the default: false
+    run_search(store, "old", load(ROOT / "params.yaml", SMALL))
     events = store.log("old").read()
     started = events[0]
     assert isinstance(started, SearchStarted)
     assert all(e.morphisms for e in events if isinstance(e, ArchitectureProposed) and e.parent_model_id)
-
-    old = {k: v for k, v in started.config["search"].items() if k != "continue_leader"}
-    assert verify(with_search(events, old)) is None
-    divergence = verify(with_search(events, {**old, "continue_leader": True}))
-    m3 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m3")  # sees m1: continues
-    assert divergence is not None and divergence.seq == m3.seq
-    as_0_2 = {**started.config["search"], "parents": 0, "max_steps": 0, "acquisition": "ucb"}
+    as_0_2 = {
+        **started.config["search"],
+        **{"parents": 0, "max_steps": 0, "acquisition": "ucb"},
+        **{"continue_leader": False, "propose_ahead": True, "learning_rates": []},
+    }
     assert verify(with_search(events, as_0_2)) is None
-    with pytest.raises(ValueError, match=r"search 'old' proposed with search.parents=1, a setting nas 0.3.0 removed"):
-        verify(with_search(events, {**as_0_2, "parents": 1}))
+    for changed, shown in (
+        ({"parents": 1}, "search.parents=1"),
+        ({"continue_leader": True}, "search.continue_leader=True"),
+        ({"propose_ahead": False}, "search.propose_ahead=False"),
+        ({"learning_rates": [0.001, 0.002]}, r"search.learning_rates=\[0.001, 0.002\]"),
+    ):
+        with pytest.raises(ValueError, match=rf"search 'old' proposed with {shown}, a setting nas 0.3.0 removed"):
+            verify(with_search(events, {**as_0_2, **changed}))
 
 
 @pytest.mark.slow
@@ -217,80 +197,14 @@ def test_the_time_budget_is_wall_clock_and_the_last_training_ends_by_it() -> Non
 
 
 @pytest.mark.slow
-def test_a_search_proposing_ahead_replays_with_its_rule_and_logs_from_before_the_setting_are_read_so() -> None:
-    """search.propose_ahead=true: the proposal for model j sees models 1..j-2 (proposed while j-1 trains), so its
-    refits fitted one outcome fewer. A log from before the setting (no such key) proposed ahead: it replays with
-    the key removed, and read with the new rule it diverges at the first refit that the rule changes."""
+def test_each_proposal_sees_every_model_but_the_one_still_training_and_replays() -> None:
+    """The proposal for model j sees models 1..j-2 (proposed while j-1 trains), so its refit fits j-2 outcomes;
+    replay reproduces it."""
     store = MemoryStore()
-    run_search(store, "ahead", load(ROOT / "params.yaml", [*SMALL, "search.max_models=5", "search.propose_ahead=true"]))
+    run_search(store, "ahead", load(ROOT / "params.yaml", [*SMALL, "search.max_models=5"]))
     events = store.log("ahead").read()
     assert len(outcome(events)) == 5 and verify(events) is None
     for i, e in enumerate(events):
         if isinstance(e, SurrogateRefitted):
             after = next(p for p in events[i:] if isinstance(p, ArchitectureProposed))
             assert e.observations == int(after.model_id[1:]) - 2, after.model_id
-    started = events[0]
-    assert isinstance(started, SearchStarted)
-
-    old = {k: v for k, v in started.config["search"].items() if k != "propose_ahead"}
-    assert verify(with_search(events, old)) is None
-    divergence = verify(with_search(events, {**old, "propose_ahead": False}))
-    first_refit = next(e.seq for e in events if isinstance(e, SurrogateRefitted))
-    assert divergence is not None and divergence.seq <= first_refit
-
-
-@pytest.mark.slow
-def test_a_search_choosing_learning_rates_trains_each_model_at_its_rate_and_verifies() -> None:
-    """With search.learning_rates each Bayesian proposal after the first chooses one of them with its morphisms: the
-    model's training starts at it (each epoch records its rate; cosine starts at the full rate), the same seed
-    chooses the same rates, replay reproduces them, and a rate edited after the fact is a divergence at its seq.
-    A model whose proposal chose none (the first) trains at train.learning_rate."""
-    rates = [0.0005, 0.004]
-    settings = [*SMALL, "search.max_models=5", "search.propose_ahead=false", f"search.learning_rates={rates}"]
-    runs = []
-    for _ in range(2):
-        store = MemoryStore()
-        run_search(store, "rates", load(ROOT / "params.yaml", settings))
-        runs.append(store.log("rates").read())
-    events = runs[0]
-    chosen = {e.model_id: e.learning_rate for e in events if isinstance(e, ArchitectureProposed)}
-    assert chosen == {e.model_id: e.learning_rate for e in runs[1] if isinstance(e, ArchitectureProposed)}
-    assert outcome(events) == outcome(runs[1]) and len(outcome(events)) == 5
-    assert chosen["m1"] is None and all(chosen[m] in rates for m in ("m2", "m3", "m4", "m5"))
-    # m2, the first proposal to see a score (m1's alone: nothing to rank by), is a random chain; a search that does
-    # not choose rates proposes by UCB there, as every search logged before the setting did
-    m2 = next(e for e in events if isinstance(e, ArchitectureProposed) and e.model_id == "m2")
-    assert m2.acquisition is None and 1 <= len(m2.morphisms) <= 3
-    plain = Proposing()._bayesian(fold(with_search(events, {**events[0].config["search"], "learning_rates": []})), None)
-    assert (plain.rates, plain.random_without_signal) == ((), False)
-    for e in events:
-        if isinstance(e, TrainingCompleted):
-            assert e.epochs[0]["learning_rate"] == pytest.approx(chosen[e.model_id] or 0.001)
-    assert verify(events) is None
-    state = fold(events)  # what people read: the report's table, the audit's lineage, the progress line
-    shown = ["-", *(f"{chosen[m]:g}" for m in ("m2", "m3", "m4", "m5"))]
-    assert [row["learning_rate"] for row in table(state)] == shown
-    assert all(step["learning_rate"] == chosen[step["model"]] for step in lineage(state))
-    assert outcome_line(state.models["m2"]).endswith(f" at learning rate {chosen['m2']:g}")
-    i, bad = next((i, e) for i, e in enumerate(events) if isinstance(e, ArchitectureProposed) and e.learning_rate)
-    other = next(r for r in rates if r != bad.learning_rate)
-    divergence = verify([*events[:i], replace(bad, learning_rate=other), *events[i + 1 :]])
-    assert divergence is not None and divergence.seq == bad.seq and "learning rate" in divergence.problem
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["random", "evolution"])
-def test_random_and_evolution_searches_choosing_rates_train_at_them_and_verify(strategy: str) -> None:
-    """The other strategies choose rates too (by lot; the parent's, mutated): each training starts at its
-    proposal's rate, and replay reproduces the rates."""
-    rates = [0.0005, 0.004]
-    settings = [*SMALL, f"search.strategy={strategy}", "search.propose_ahead=false", f"search.learning_rates={rates}"]
-    store = MemoryStore()
-    run_search(store, "rates", load(ROOT / "params.yaml", settings))
-    events = store.log("rates").read()
-    chosen = {e.model_id: e.learning_rate for e in events if isinstance(e, ArchitectureProposed)}
-    assert chosen["m1"] is None and all(chosen[m] in rates for m in ("m2", "m3", "m4"))
-    for e in events:
-        if isinstance(e, TrainingCompleted):
-            assert e.epochs[0]["learning_rate"] == pytest.approx(chosen[e.model_id] or 0.001)
-    assert len(outcome(events)) == 4 and verify(events) is None

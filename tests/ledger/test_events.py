@@ -199,9 +199,8 @@ def test_best_model_is_the_highest_validation_accuracy() -> None:
 
 
 def test_the_next_proposal_sees_every_model_but_the_ones_that_may_still_train() -> None:
-    """``Proposing.known``: after m1..m3 (m3 still training), the next proposal sees all but the ``trainers - 1``
-    last models (proposed when a slot frees), or with ``search.propose_ahead`` all but the ``trainers`` last; a
-    log from before the setting proposed ahead. The history the proposal gets holds the known outcomes only."""
+    """``Proposing.known``: after m1..m3 (m3 still training), the next proposal sees all but the ``trainers`` last
+    models (it is proposed while every slot trains). The history it gets holds the known outcomes only."""
     start = verify_chain(golden())[0]
     assert isinstance(start, SearchStarted)
     arch = start.initial_architecture
@@ -220,14 +219,13 @@ def test_the_next_proposal_sees_every_model_but_the_ones_that_may_still_train() 
         assert len(seen.observations) == min(Proposing.known(state), 2)  # m3 has no outcome yet
         return Proposing.known(state)
 
-    assert known(trainers=1, propose_ahead=False) == 3 and known(trainers=1, propose_ahead=True) == 2
-    assert known(trainers=2, propose_ahead=False) == 2 and known(trainers=2, propose_ahead=True) == 1
-    assert known(trainers=1, propose_ahead=None) == 2  # logged before the setting: proposed ahead
+    assert known(trainers=1) == 2 and known(trainers=2) == 1 and known(trainers=3) == 0
 
 
 def test_the_next_proposal_reads_outcomes_in_the_order_the_models_were_proposed() -> None:
     """With two trainers m2 may end before m1: a proposal reads m1 then m2 all the same (so which training ended
-    first changes no proposal); a log from before ``search.propose_ahead`` read them as they ended, and still does."""
+    first changes no proposal). A v1 log read them so where it logged ``search.propose_ahead``, and as they ended
+    where it did not; the upcaster of ``SearchStarted`` says which, and each replays as it ran."""
     start = verify_chain(golden())[0]
     assert isinstance(start, SearchStarted)
     arch = start.initial_architecture
@@ -239,8 +237,16 @@ def test_the_next_proposal_reads_outcomes_in_the_order_the_models_were_proposed(
         ArchitectureProposed("golden", 6, "m3", None, [], "3" * 64, arch, "random"),
     ]
     search = {**start.config["search"], "trainers": 1}  # (the fold does not check who trained at once)
-    for settings, order in (({**search, "propose_ahead": False}, ["m1", "m2"]), (search, ["m2", "m1"])):
-        state = fold([replace(start, config={**start.config, "search": settings}), *tail])
+    now = to_record(replace(start, config={**start.config, "search": search}, outcomes_in_proposal_order=True))
+    assert now["schema_version"] == 2 and now["payload"]["outcomes_in_proposal_order"] is True
+    v1 = {**now, "schema_version": 1, "payload": {k: v for k, v in now["payload"].items() if "outcomes" not in k}}
+    ahead = {**v1["payload"]["config"], "search": {**search, "propose_ahead": False}}  # any value: it was logged
+    for record, order in (
+        (now, ["m1", "m2"]),
+        ({**v1, "payload": {**v1["payload"], "config": ahead}}, ["m1", "m2"]),
+        (v1, ["m2", "m1"]),  # logged before search.propose_ahead
+    ):
+        state = fold([from_record(record), *tail])
         assert [o.model_id for o in Proposing.seen(state).observations] == order
 
 
@@ -310,7 +316,7 @@ def test_a_search_logged_before_later_settings_reads_as_it_ran_and_a_complete_on
     assert state.config["search"]["surrogate_targets"] == "raw" and state.config["train"]["min_steps"] == 0
     assert state.config["search"]["max_models"] == complete["search"]["max_models"]
     now = fold([SearchStarted("s", 1, "s", complete, "fp", "test", 0, "{}")]).config
-    assert now["search"].pop("outcomes_in_proposal_order") is True and now == complete
-    assert state.config["search"]["outcomes_in_proposal_order"] is False  # read as they ended, as it did
+    removed = {group: {k: v for k, v in values.items() if k in complete[group]} for group, values in now.items()}
+    assert removed == complete and now["search"]["learning_rates"] == [] and "learning_rates" not in complete["search"]
     assert logged_config(old) == fold([SearchStarted("s", 1, "s", old, "fp", "test", 0, "{}")]).config
     assert "schedule" not in old["train"]  # the event itself is not changed (its hash covers it)

@@ -21,6 +21,7 @@ from nas.report.page import morphism_summary, random_baselines, render, table
 from nas.tracking import open_store
 from nas.tracking.runs import searches_path
 from tests.conftest import mlflow_ui
+from tests.tracking.forge import fake_search, fake_training
 
 ROOT = Path(__file__).parents[2]
 SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.initial_width=8", "search.max_models=3"]
@@ -28,8 +29,9 @@ SMALL = ["data.dataset=digits", "train.epochs=1", "train.min_steps=0", "search.i
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """A store with a finished Bayesian search 'b', a finished random search 'r' on the same data, and a
-    search 'half' that has proposed its first model and trained nothing."""
+    """A store with a finished Bayesian search 'b', a finished random search 'r' on the same data, a search 'half'
+    that has proposed its first model and trained nothing, and a search 'further' (trainings faked) whose third
+    model found no time to train, so its fourth is the leader trained further."""
     home = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     before, cwd = os.environ.get("MLFLOW_TRACKING_URI"), Path.cwd()
@@ -37,7 +39,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
     os.chdir(home)
     try:
         store = open_store(uri)
-        run_search(store, "b", load(ROOT / "params.yaml", [*SMALL, "search.continue_leader=true"]))
+        run_search(store, "b", load(ROOT / "params.yaml", SMALL))
         run_search(store, "r", load(ROOT / "params.yaml", [*SMALL, "search.strategy=random"]))
         config = load(ROOT / "params.yaml", SMALL)
         splits = splits_for(config)
@@ -48,6 +50,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]
         half.start("half", config, splits.input_shape, splits.num_classes, fingerprint(splits))
         half.refit()
         half.ask(1)
+        further = fake_search(store, "further", models=2, finish=False)
+        (late,) = further.ask(1)
+        further.training_failed(late.model_id, "budget", "not one epoch fits in the 3 s left", 0.0)
+        (again,) = further.ask(1)
+        fake_training(further, again.model_id, 0.95, np.random.default_rng(0))  # the best: its lineage shows it
         yield home, uri
     finally:
         os.chdir(cwd)
@@ -118,17 +125,18 @@ def test_morphism_chains_read_short_in_tables() -> None:
 def test_a_model_trained_further_says_so_in_the_table_the_run_names_and_the_audit(
     store: tuple[Path, str], capsys
 ) -> None:
-    """In search 'b' (search.continue_leader=true) m3, the first proposal that sees an outcome (proposed ahead,
-    the default), is m1 trained further: no morphisms, parent m1."""
+    """In search 'further' m4, proposed after m3 found no time to train, is the leader trained further: no
+    morphisms, parent the leader."""
     _, uri = store
-    log = open_store(uri).log("b")
-    rows = {row["model"]: row for row in table(fold(log.read()))}
-    assert (rows["m1"]["parent"], rows["m1"]["morphisms"]) == ("-", "-")
-    assert (rows["m3"]["parent"], rows["m3"]["morphisms"]) == ("m1", "trained further")
-    names = {run.info.run_name for run in log.runs.event_runs()}
-    assert any(re.fullmatch(r"\d{4} proposed m3 from m1 \(trained further\)", n) for n in names)
-    assert main(["audit", "b"]) == 0  # its lineage of the best model: the same words
+    log = open_store(uri).log("further")
     state = fold(log.read())
+    leader = max(("m1", "m2"), key=lambda m: state.models[m].val_accuracy or 0.0)
+    rows = {row["model"]: row for row in table(state)}
+    assert (rows["m1"]["parent"], rows["m1"]["morphisms"]) == ("-", "-")
+    assert (rows["m4"]["parent"], rows["m4"]["morphisms"]) == (leader, "trained further")
+    names = {run.info.run_name for run in log.runs.event_runs()}
+    assert any(re.fullmatch(rf"\d{{4}} proposed m4 from {leader} \(trained further\)", n) for n in names)
+    assert main(["audit", "further"]) == 0  # its lineage of the best model, m4: the same words
     lineage = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
     assert lineage
     for model_id, line in lineage.items():

@@ -8,19 +8,12 @@ import pytest
 from nas.architectures.initial import initial_cnn
 from nas.architectures.morphisms import apply_chain
 from nas.strategy.acquisition import AnnealingConfig, expected_improvement, maximize_over_space, optimize_acquisition
+from nas.strategy.bayesian import CLEAR_LEAD, BayesianProposer
 from nas.strategy.gp import GroupedGaussianProcess
 from nas.strategy.nb201 import Cell, CellSpace, Table, load_table
-from nas.strategy.proposers import (
-    CLEAR_LEAD,
-    STRATEGIES,
-    BayesianProposer,
-    History,
-    Observation,
-    continuation,
-    make_proposer,
-    mutated_rate,
-)
+from nas.strategy.proposals import History, Observation
 from nas.strategy.space import MorphismSpace
+from nas.strategy.strategies import STRATEGIES, make_proposer
 
 FAST = AnnealingConfig(t_min=0.05)  # ~28 expansions instead of ~88: same algorithm, shorter test
 
@@ -336,33 +329,9 @@ def test_bayesian_on_nb201_beats_uniform_draws_at_forty_queries() -> None:
     assert np.mean(regret["bayesian"]) < 0.5 * np.mean(regret["uniform"])
 
 
-def test_the_leader_is_trained_further_while_it_gains() -> None:
-    space = morphism_space()
-    history = grow("random", space, 3, seed=6)
-    a, b, c = (o.point for o in history.observations)
-
-    def seen(*scored: tuple) -> History:
-        obs = tuple(Observation(f"m{i + 1}", p, s) for i, (p, s) in enumerate(scored))
-        return History(obs, (), frozenset(p.id for p, _ in scored))
-
-    # a new leader, trained once: train it further (its own model, the first of equals)
-    assert continuation(seen((a, 0.80), (b, 0.85), (c, 0.85))).model_id == "m2"
-    # its further training gained: again, from the model that set the best score
-    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.87))).model_id == "m3"
-    # it gained nothing: its lineage is left to the morphisms, even while it still leads
-    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.87), (b, 0.86))) is None
-    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.85))) is None
-    # a leader whose further training is pending is not proposed twice; an empty history names nothing
-    pending = seen((a, 0.80), (b, 0.85))
-    assert continuation(History(pending.observations, (b,), pending.seen)) is None
-    assert continuation(History()) is None
-    # a new leader is trained further in its turn
-    assert continuation(seen((a, 0.80), (b, 0.85), (b, 0.86), (b, 0.85), (c, 0.9))).model_id == "m5"
-
-
 def test_in_a_continuable_space_the_gp_sees_each_network_at_its_best() -> None:
     space = morphism_space()
-    assert space.continuable and not getattr(CellSpace(Cell(("none",) * 6)), "continuable", False)
+    assert space.continuable and not CellSpace(Cell(("none",) * 6)).continuable
     grown = grow("random", space, 4, seed=7)
     a, b = grown.observations[0].point, grown.observations[1].point
     obs = (*grown.observations, Observation("m5", a, 99.0), Observation("m6", b, -1.0))
@@ -374,106 +343,3 @@ def test_in_a_continuable_space_the_gp_sees_each_network_at_its_best() -> None:
     assert batch.refit is not None and batch.refit.observations == 4
     assert batch.proposals[0].parent_id in {"m5", "m1", "m2", "m3"}  # morphisms start from the best-trained model
     assert batch.proposals[0].point.id not in history.excluded()
-
-
-RATES = (0.0005, 0.001, 0.002)
-
-
-def rated_history(space: MorphismSpace, n: int, seed: int, good: float) -> History:
-    """``n`` networks of a random walk, trained in turn at each of ``RATES``; a made-up objective that rewards size
-    and, by one unit, the rate ``good``."""
-    walk = grow("random", space, n, seed)
-    observed = tuple(
-        Observation(o.model_id, o.point, o.score + (1.0 if RATES[i % 3] == good else 0.0), RATES[i % 3])
-        for i, o in enumerate(walk.observations)
-    )
-    return History(observed, (), walk.seen)
-
-
-@pytest.mark.parametrize("good", RATES)
-def test_with_rates_the_gp_reads_the_log_rate_and_each_proposal_takes_the_rate_it_favours(good: float) -> None:
-    """The kernel gains a group of its own, the log rate, so what the observations say about rates carries over to
-    networks never trained: with exploration off (beta 0) both proposals of a batch take the rate that scored
-    best, whichever of the three it is, and replaying the proposer gives the same batch."""
-    space = morphism_space()
-    history = rated_history(space, 12, seed=3, good=good)
-    proposer = BayesianProposer(space, AnnealingConfig(beta=0.0, t_min=0.05), n_anchors=8, rates=RATES)
-    gp, refit = proposer.refit(history)
-    assert isinstance(gp, GroupedGaussianProcess) and len(gp.length_scale_) == 2  # edit distance, log rate
-    x = proposer.features([o.point for o in history.observations], [o.rate for o in history.observations])
-    assert x.shape == (12, 9) and np.allclose(x[:, -1], np.log([o.rate for o in history.observations]))
-    batch = proposer.propose(history, 2, np.random.default_rng(0))
-    assert [p.learning_rate for p in batch.proposals] == [good, good]
-    again = proposer.propose(history, 2, np.random.default_rng(0))
-    assert [(p.point.id, p.learning_rate) for p in again.proposals] == [
-        (p.point.id, p.learning_rate) for p in batch.proposals
-    ]
-    assert refit.observations == 12
-
-
-def test_without_rates_nothing_changes_and_an_unchosen_rate_reads_as_the_configured_one() -> None:
-    """No ``rates``: the features are the embedding alone and proposals choose no rate (None: the configured one).
-    With rates, an observation whose proposal chose none (the first model, a model trained further) is read at
-    ``base_rate``."""
-    space = morphism_space()
-    history = grow("random", space, 5, seed=1)
-    plain = BayesianProposer(space, FAST, n_anchors=8)
-    assert plain.features([space.initial()]).shape == (1, 8)
-    assert all(p.learning_rate is None for p in plain.propose(history, 2, np.random.default_rng(0)).proposals)
-    rated = BayesianProposer(space, FAST, n_anchors=8, rates=RATES, base_rate=0.001)
-    assert np.array_equal(rated.features([space.initial()], [None]), rated.features([space.initial()], [0.001]))
-    assert all(p.learning_rate in RATES for p in rated.propose(history, 2, np.random.default_rng(0)).proposals)
-
-
-def test_rates_must_be_positive_and_belong_to_a_trainable_space() -> None:
-    with pytest.raises(ValueError, match="must be positive"):
-        BayesianProposer(morphism_space(), rates=(0.001, 0.0))
-    with pytest.raises(ValueError, match="trainable networks only"):
-        BayesianProposer(CellSpace(Cell(("none",) * 6)), rates=RATES)
-
-
-def test_an_evolved_rate_is_the_parents_or_a_neighbour_in_the_list() -> None:
-    """Half the children keep the listed rate nearest their parent's (on a log scale), the rest move one place up or
-    down, never past an end; a parent at an unlisted rate starts from the nearest listed one."""
-    rng = np.random.default_rng(0)
-    draws = [mutated_rate(RATES, 0.001, rng) for _ in range(400)]
-    assert set(draws) == set(RATES) and 150 < draws.count(0.001) < 250
-    assert {mutated_rate(RATES, 0.0005, rng) for _ in range(100)} == {0.0005, 0.001}
-    assert {mutated_rate(RATES, 0.0007, rng) for _ in range(100)} == {0.0005, 0.001}  # nearest: 0.0005
-
-
-@pytest.mark.parametrize("strategy", ["random", "evolution"])
-def test_random_and_evolution_choose_listed_rates_repeatably(strategy: str) -> None:
-    """With rates the random walk draws each proposal's rate from them and evolution mutates the winner's; the same
-    history and seed give the same batch. Without rates neither draws one, so older searches replay unchanged."""
-    space = morphism_space()
-    history = rated_history(space, 8, seed=2, good=0.002)
-    parents = {o.model_id: o.rate for o in history.observations}
-    proposer = make_proposer(strategy, space, rates=RATES)
-    batch = proposer.propose(history, 4, np.random.default_rng(5))
-    assert len(batch.proposals) == 4 and all(p.learning_rate in RATES for p in batch.proposals)
-    again = proposer.propose(history, 4, np.random.default_rng(5)).proposals
-    assert [(p.point.id, p.learning_rate) for p in again] == [(p.point.id, p.learning_rate) for p in batch.proposals]
-    if strategy == "evolution":
-        for p in batch.proposals:
-            assert abs(RATES.index(p.learning_rate) - RATES.index(parents[p.parent_id])) <= 1
-    plain = make_proposer(strategy, space).propose(history, 4, np.random.default_rng(5)).proposals
-    assert all(p.learning_rate is None for p in plain)
-
-
-def test_where_every_score_is_the_same_the_proposals_are_random_chains() -> None:
-    """Two trained networks with one score give the GP nothing to rank by (its mean is flat, its deviation grows with
-    the distance from them): with ``random_without_signal`` the proposals are the random walk's (no acquisition, at
-    most its 3 steps, rates by lot) and the refit is still reported; once the scores differ, the GP chooses again."""
-    space = morphism_space()
-    walk = grow("random", space, 2, seed=4)
-    tied = History(tuple(Observation(o.model_id, o.point, 0.9, None) for o in walk.observations), (), walk.seen)
-    proposer = BayesianProposer(space, FAST, n_anchors=8, rates=RATES, random_without_signal=True)
-    batch = proposer.propose(tied, 3, np.random.default_rng(0))
-    assert batch.refit is not None and len(batch.proposals) == 3
-    assert all(p.acquisition is None and 1 <= len(p.steps) <= 3 and p.learning_rate in RATES for p in batch.proposals)
-    first, second = tied.observations
-    apart = History((first, Observation(second.model_id, second.point, 0.91, None)), (), tied.seen)
-    assert all(p.acquisition is not None for p in proposer.propose(apart, 2, np.random.default_rng(0)).proposals)
-    off = BayesianProposer(space, FAST, n_anchors=8, rates=RATES)  # a search logged before the rule: UCB throughout
-    assert all(p.acquisition is not None for p in off.propose(tied, 2, np.random.default_rng(0)).proposals)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nas.strategy.bayesian import BayesianProposer
 from nas.strategy.nb201 import CellSpace, load_table
-from nas.strategy.proposers import BayesianProposer, History, Observation
+from nas.strategy.proposals import History, Observation
 from nas.strategy.targets import Targets
 
 

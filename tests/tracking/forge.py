@@ -44,21 +44,23 @@ def fake_search(store: MlflowStore, name: str, models: int = 3, finish: bool = T
     service = SearchService(store.log(name))
     service.start(name, config, splits.input_shape, splits.num_classes, fingerprint(splits))
     rng = np.random.default_rng(len(name))
-    folder = Path(tempfile.mkdtemp(prefix="nas-fake-"))
     for _ in range(models):
         (proposal,) = service.ask(1)
-        model = proposal.model_id
-        service.training_started(model)
-        path = folder / f"{model}.npz"
-        save_weights(path, init_weights(service.state.models[model].arch, rng))
-        accuracy = float(rng.uniform(0.5, 0.9))
-        epochs = [{"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": accuracy}]
-        service.training_completed(model, accuracy, epochs, 0.0, 1.0, path)
+        fake_training(service, proposal.model_id, float(rng.uniform(0.5, 0.9)), rng)
         publish_summary(store, name)
     if finish:
         service.finish(f"max_models={models} reached")
         publish_summary(store, name)
     return service
+
+
+def fake_training(service: SearchService, model: str, accuracy: float, rng: np.random.Generator) -> None:
+    """Log ``model``'s training as started and completed at ``accuracy``, its weights as initialised."""
+    service.training_started(model)
+    path = Path(tempfile.mkdtemp(prefix="nas-fake-")) / f"{model}.npz"
+    save_weights(path, init_weights(service.state.models[model].arch, rng))
+    epochs = [{"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": accuracy}]
+    service.training_completed(model, accuracy, epochs, 0.0, 1.0, path)
 
 
 class Database:

@@ -145,3 +145,23 @@ def test_a_second_outcome_for_one_model_is_caught_and_never_logged_by_the_servic
     log.append([failed[1]], 4)  # a writer that skipped the check
     found, problem = first_bad(log)
     assert found == 5 and problem == "model m1 has 2 training outcomes (seqs 4, 5)"
+
+
+def test_searches_live_in_the_experiment_mlflow_experiment_name_names(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``MLFLOW_EXPERIMENT_NAME`` picks the MLflow experiment that holds the searches (default ``nas``), as it does
+    for MLflow's own clients: a search made under one name is listed and audited under it, and not under another."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.tracking.forge import fake_search
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team-a")
+    fake_search(open_store(), "mine", models=2)
+    assert main(["ls"]) == 0 and "mine" in capsys.readouterr().out
+    assert main(["audit", "mine"]) == 0
+    capsys.readouterr()
+    client = MlflowClient(mlflow_uri)
+    assert client.get_experiment_by_name("team-a") is not None and client.get_experiment_by_name("nas") is None
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    assert main(["ls"]) == 0 and "mine" not in capsys.readouterr().out
