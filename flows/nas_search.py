@@ -23,8 +23,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from flows.local_api import shared_api
+from flows.slots import TRAINER_LIMIT
 from flows.story import FlowStory
-from flows.trainings import TRAINER_LIMIT, DeployedTrainings, TaskTrainings, data_of
+from flows.trainings import DeployedTrainings, TaskTrainings, data_of
 from nas.drivers.config import load, located, validate
 from nas.drivers.publish import Publisher
 from nas.drivers.runner import LeaseKeeper, RoundHooks, Trainings, env_seconds, open_search, process_holder, run_rounds

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, overload
 
 import numpy as np
 
+from nas.architectures.anatomy import check_body, deeper_targets, nonnegative, rewire, skip_pairs, wider_targets
 from nas.architectures.graph import BN_EPSILON, INPUT, MIXING_KINDS, Architecture, Layer
 from nas.architectures.weights import Weights
 
@@ -38,8 +38,6 @@ KINDS = ("deeper", "wider", "add_skip", "concat_skip")
 DEEPER_KERNEL_SIZES = (1, 3, 5)
 # Layers that pass each channel through on its own, so a widened channel stays one channel.
 _CHANNELWISE = frozenset({"BatchNormalization", "ReLU", "Dropout", "MaxPooling2D", "GlobalAveragePooling2D"})
-# Layers whose output is never negative when all their inputs are never negative.
-_SIGN_KEEPING = frozenset({"MaxPooling2D", "GlobalAveragePooling2D", "Dropout", "Flatten", "Add", "Concatenate"})
 
 Layout = list[tuple[int, bool]]  # per channel of a widened tensor: (source channel in the old tensor, is new)
 
@@ -109,79 +107,6 @@ def apply_chain(
     return arch, weights
 
 
-# --- where morphisms may act ---------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _body(arch: Architecture) -> tuple[str, ...]:
-    """Main-chain layers outside the classifier head, input to output."""
-    return tuple(n for n in arch.main_chain if n != INPUT and n not in arch.head)
-
-
-def deeper_targets(arch: Architecture) -> list[str]:
-    """Layers after which ``deeper`` may insert a layer."""
-    return list(_body(arch))
-
-
-def wider_targets(arch: Architecture) -> list[str]:
-    """Layers ``wider`` may widen (some may still be refused when an Add cannot follow)."""
-    return [n for n in _body(arch) if arch.by_id[n].kind in MIXING_KINDS]
-
-
-@lru_cache(maxsize=4096)
-def skip_pairs(arch: Architecture) -> tuple[tuple[str, str], ...]:
-    """(src, dst) pairs a skip may join: same rank, a Conv/Dense between, shapes that copied pooling matches.
-
-    The same rules as ``_skip_branch_pools``, walked once per source instead of checked per pair.
-    """
-    body = _body(arch)
-    # per body layer: the pool size it divides the spatial shape by (0: none), whether it mixes, its node id
-    steps = []
-    for node in body:
-        lay = arch.by_id[node]
-        steps.append((lay.get("pool_size") if lay.kind == "MaxPooling2D" else 0, lay.kind in MIXING_KINDS, node))
-    pairs = []
-    for i, src in enumerate(body):
-        s_shape = arch.shapes[src]
-        spatial, mixed, rank = s_shape[:-1], False, len(s_shape)
-        for pool, mixing, dst in steps[i + 1 :]:
-            if pool:
-                spatial = tuple(-(-d // pool) for d in spatial)
-            mixed = mixed or mixing
-            d_shape = arch.shapes[dst]
-            if mixed and len(d_shape) == rank and spatial == d_shape[:-1]:
-                pairs.append((src, dst))
-    return tuple(pairs)
-
-
-def _nonnegative(arch: Architecture, node: str) -> bool:
-    """True when ``node`` can never hold a negative value (a ReLU after it is then the identity)."""
-    if node == INPUT:
-        return False
-    lay = arch.by_id[node]
-    if lay.kind in ("ReLU", "Softmax"):
-        return True
-    return lay.kind in _SIGN_KEEPING and all(_nonnegative(arch, i) for i in lay.inputs)
-
-
-def _check_body(arch: Architecture, node: str, role: str) -> None:
-    arch.layer(node)  # names a missing id
-    if node not in _body(arch):
-        raise ValueError(
-            f"{role} {node!r} is not a main-chain layer outside the classifier head; choose one of {list(_body(arch))}"
-        )
-
-
-def _rewire(layers: Iterable[Layer], old: str, new: str, skip: set[str]) -> list[Layer]:
-    """Make every layer that read ``old`` read ``new`` instead (except the layers in ``skip``)."""
-    out = []
-    for lay in layers:
-        if lay.id not in skip and old in lay.inputs:
-            lay = Layer(lay.id, lay.kind, tuple(new if i == old else i for i in lay.inputs), lay.config)
-        out.append(lay)
-    return out
-
-
 # --- deeper --------------------------------------------------------------------------------
 
 
@@ -206,17 +131,17 @@ def plan_deeper(
     if after is None:
         if not targets:
             raise ValueError("the architecture has no layer a deeper morphism can follow")
-        safe_targets = [n for n in targets if _nonnegative(arch, n)]
+        safe_targets = [n for n in targets if nonnegative(arch, n)]
         pool = safe_targets or targets
         after = pool[int(rng.integers(len(pool)))]
         relu = True if relu is None else relu
-    _check_body(arch, after, "deeper after")
+    check_body(arch, after, "deeper after")
     image = len(arch.shapes[after]) == 3
     if kernel_size is None:
         kernel_size = int(rng.choice(DEEPER_KERNEL_SIZES)) if image else 1
     if image and (kernel_size < 1 or kernel_size % 2 == 0):
         raise ValueError(f"kernel_size={kernel_size} must be a positive odd number for an identity convolution")
-    safe = _nonnegative(arch, after)
+    safe = nonnegative(arch, after)
     relu = safe if relu is None else relu
     return _morphism("deeper", exact=safe or not relu, after=after, kernel_size=kernel_size, bn=image, relu=relu)
 
@@ -224,7 +149,7 @@ def plan_deeper(
 def _apply_deeper(
     arch: Architecture, weights: Weights | None, after: str, kernel_size: int, bn: bool, relu: bool
 ) -> tuple[Architecture, Weights | None]:
-    _check_body(arch, after, "deeper after")
+    check_body(arch, after, "deeper after")
     shape = arch.shapes[after]
     c = shape[-1]
     kinds = ["Conv2D" if len(shape) == 3 else "Dense"] + ["BatchNormalization"] * bn + ["ReLU"] * relu
@@ -234,7 +159,7 @@ def _apply_deeper(
     else:
         new = [Layer.make(ids[0], "Dense", [after], units=c)]
     new += [Layer.make(ids[i], kinds[i], [ids[i - 1]]) for i in range(1, len(ids))]
-    layers = _rewire(arch.layers, after, ids[-1], skip=set(ids)) + new
+    layers = rewire(arch.layers, after, ids[-1], skip=set(ids)) + new
     child = arch.replace(layers)
     if weights is None:
         return child, None
@@ -264,7 +189,7 @@ def plan_wider(
         if not targets:
             raise ValueError("the architecture has no Conv2D or Dense layer a wider morphism can widen")
         layer = targets[int(rng.integers(len(targets)))]
-    _check_body(arch, layer, "wider layer")
+    check_body(arch, layer, "wider layer")
     width = arch.shapes[layer][-1]
     if n_add is None:
         n_add = max(1, width // int(rng.choice([1, 2, 4])))
@@ -335,7 +260,7 @@ def _layouts(arch: Architecture, producers: set[str], dup: Sequence[int], width:
 def _apply_wider(
     arch: Architecture, weights: Weights | None, layer: str, dup: tuple[int, ...]
 ) -> tuple[Architecture, Weights | None]:
-    _check_body(arch, layer, "wider layer")
+    check_body(arch, layer, "wider layer")
     if arch.by_id[layer].kind not in MIXING_KINDS:
         raise ValueError(f"wider needs a Conv2D or Dense layer, {layer!r} is {arch.by_id[layer].kind}")
     width = arch.shapes[layer][-1]
@@ -414,8 +339,8 @@ def plan_skip(
         if not pairs:
             raise ValueError("the architecture has no pair of layers a skip connection can join")
         src, dst = pairs[int(rng.integers(len(pairs)))]
-    _check_body(arch, src, "skip source")
-    _check_body(arch, dst, "skip destination")
+    check_body(arch, src, "skip source")
+    check_body(arch, dst, "skip destination")
     _skip_branch_pools(arch, src, dst)
     return _morphism(kind, src=src, dst=dst)
 
@@ -423,8 +348,8 @@ def plan_skip(
 def _apply_skip(
     arch: Architecture, weights: Weights | None, kind: str, src: str, dst: str
 ) -> tuple[Architecture, Weights | None]:
-    _check_body(arch, src, "skip source")
-    _check_body(arch, dst, "skip destination")
+    check_body(arch, src, "skip source")
+    check_body(arch, dst, "skip destination")
     pools = _skip_branch_pools(arch, src, dst)
     image = len(arch.shapes[dst]) == 3
     c_dst, c_src = arch.shapes[dst][-1], arch.shapes[src][-1]
@@ -446,7 +371,7 @@ def _apply_skip(
         # 1x1 conv over concat(dst, pooled src): identity on dst's channels, zero on src's.
         new += [Layer.make(merge_id, "Concatenate", [dst, last]), Layer.make(mix_id, mix, [merge_id], **conv_cfg)]
         out_id = mix_id
-    child = arch.replace(_rewire(arch.layers, dst, out_id, skip=set(ids)) + new)
+    child = arch.replace(rewire(arch.layers, dst, out_id, skip=set(ids)) + new)
     if weights is None:
         return child, None
     out = dict(weights)

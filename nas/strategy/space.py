@@ -64,9 +64,7 @@ class SearchSpace(Protocol[P]):
         """The point every search starts from."""
         ...
 
-    def neighbours(
-        self, point: P, rng: np.random.Generator, n: int = 8, tries: int = 16
-    ) -> Sequence[tuple[Step, P]]:
+    def neighbours(self, point: P, rng: np.random.Generator, n: int = 8, tries: int = 16) -> Sequence[tuple[Step, P]]:
         """Up to ``n`` distinct random neighbours of ``point`` from ``tries`` attempts, each with its step."""
         ...
 

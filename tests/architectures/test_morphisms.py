@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nas.architectures.anatomy import skip_pairs
 from nas.architectures.graph import INPUT, Architecture, Layer
 from nas.architectures.initial import initial_cnn, initial_mlp
 from nas.architectures.morphisms import (
@@ -20,7 +21,6 @@ from nas.architectures.morphisms import (
     plan_skip,
     plan_wider,
     random_morphism,
-    skip_pairs,
     wider,
 )
 from nas.architectures.weights import check_weights, init_weights

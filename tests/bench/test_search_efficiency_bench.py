@@ -11,7 +11,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-import nas.data
+import nas.data.builtin
 from nas.data import load_prepared
 from nas.drivers.config import load
 from nas.drivers.runner import splits_for
@@ -45,7 +45,7 @@ def test_the_published_split_keeps_the_test_file_as_the_test_set(
         files[prefix] = (rng.integers(0, 256, (n, 28, 28)), rng.permutation(np.arange(n) % 10))
         _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", files[prefix][0])
         _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", files[prefix][1])
-    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path)
+    monkeypatch.setattr(nas.data.builtin, "FASHION_MNIST_DIR", tmp_path)
     splits = load_prepared(bench.official_fashion_mnist(tmp_path / "prepared", validation=40))
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (160, 40, 50)
     assert np.array_equal(np.rint(splits.x_test[..., 0] * 255), files["t10k"][0])  # as published, in order

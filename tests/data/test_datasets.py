@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nas.data
+import nas.data.builtin
 from nas.cli import main
 from nas.data import check, fingerprint, load, load_splits, split
 from tests.conftest import mlflow_has_no_runs
@@ -40,14 +40,14 @@ def test_fashion_mnist_reads_idx_files(tmp_path: Path, monkeypatch: pytest.Monke
     for prefix, n in (("train", 30), ("t10k", 10)):
         write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path)
+    monkeypatch.setattr(nas.data.builtin, "FASHION_MNIST_DIR", tmp_path)
     x, y, _ = load("fashion_mnist")
     assert x.shape == (40, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert y.tolist() == [i % 10 for i in range(30)] + list(range(10))
 
 
 def test_missing_fashion_mnist_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nas.data, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(nas.data.builtin, "FASHION_MNIST_DIR", tmp_path / "nowhere")
     with pytest.raises(ValueError, match="apt-get install dataset-fashion-mnist"):
         load("fashion_mnist")
 

@@ -21,7 +21,7 @@ def test_a_slot_is_held_by_one_block_at_a_time_renewed_and_given_back(capsys: py
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.trainings import training_slot
+    from flows.slots import training_slot
 
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="slot-test", limit=1))
@@ -48,7 +48,7 @@ def test_a_slot_is_held_by_one_block_at_a_time_renewed_and_given_back(capsys: py
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_limit_that_does_not_exist_limits_nothing() -> None:
-    from flows.trainings import training_slot
+    from flows.slots import training_slot
 
     ran = []
     with training_slot(60, limit="no-such-limit"):
@@ -61,7 +61,7 @@ def test_a_slot_is_given_back_when_the_block_fails() -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from flows.trainings import training_slot
+    from flows.slots import training_slot
 
     with get_client(sync_client=True) as client:
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="slot-fail", limit=1))
