@@ -143,7 +143,7 @@ def run_control(seed: int, budget: float, splits: Any, config: dict) -> dict[str
     """The no-search control: the search's initial network trained alone, with early stopping (patience
     ``CONTROL_PATIENCE``) and no other limit than the wall-clock budget (no epoch starts that would end after
     it at the pace of the one before); its curve has a point per epoch."""
-    from nas.ledger.service import initial_for
+    from nas.architectures.initial import initial_for
     from nas.training.builder import predict
     from nas.training.fit import TrainConfig, fit, make_deterministic
 

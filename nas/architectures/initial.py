@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from nas.architectures.graph import INPUT, Architecture, Layer, Shape
 
 CONV_DROPOUT_RATE = 0.25  # Auto-Keras' Constant.CONV_DROPOUT_RATE
@@ -78,3 +81,24 @@ def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def initial_for(config: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> Architecture:
+    """The initial network of a search with ``config`` on data of this shape; ValueError, naming the fix,
+    when it does not fit the size cap. Called before anything is written, so bad settings log nothing."""
+    s = config["search"]
+    arch = initial_architecture(
+        input_shape,
+        num_classes,
+        depth=s["initial_depth"],
+        width=s["initial_width"],
+        dense_layers=s["initial_dense_layers"],
+        units=s["initial_units"],
+    )
+    knob = "search.initial_width" if len(input_shape) == 3 else "search.initial_units"
+    if arch.param_count > s["max_params"]:
+        raise ValueError(
+            f"the initial network has {arch.param_count:,} parameters, above search.max_params={s['max_params']:,}; "
+            f"raise search.max_params or lower {knob}"
+        )
+    return arch

@@ -22,9 +22,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from nas.architectures.initial import initial_for
 from nas.data import Splits, fingerprint, load_splits
 from nas.ledger.ports import Lease, LeaseHeld, Repairable, SearchStore, holder_name
-from nas.ledger.service import Proposing, SearchService, initial_for
+from nas.ledger.proposing import Proposing
+from nas.ledger.service import SearchService
 from nas.ledger.state import ModelRecord, ModelStatus, SearchState
 from nas.training.stop import check_stop
 

@@ -17,7 +17,7 @@ from nas.ledger.events import (
     removed_by,
     removed_in_use,
 )
-from nas.ledger.service import Proposing
+from nas.ledger.proposing import Proposing
 from nas.ledger.state import ModelStatus, SearchState, fold
 
 

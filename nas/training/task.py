@@ -15,12 +15,13 @@ from nas.architectures.morphisms import apply_chain
 from nas.architectures.weights import Weights, init_weights, load_weights, save_weights, standardize
 from nas.data import Splits
 from nas.ledger.events import finite_or_none
-from nas.ledger.service import IntegrityError, SearchService, seed_for
+from nas.ledger.proposing import seed_for
+from nas.ledger.service import IntegrityError, SearchService
 from nas.ledger.state import ModelStatus, SearchState
 from nas.training.stop import StopRequested, TrainingTimeout, check_stop
 
 if TYPE_CHECKING:
-    from nas.training.fit import TrainConfig
+    from nas.training.fit import TrainConfig, TrainResult
 
 PROBE = 64  # validation examples the preservation error is measured on
 
@@ -93,24 +94,15 @@ def run_training(
     recorded hash are not a training failure: IntegrityError propagates and the search stops. A stop asked
     (``nas.training.stop``) ends the training at the next batch with StopRequested and no outcome logged.
     """
-    from nas.training.builder import preservation_error
     from nas.training.fit import fit, make_deterministic
 
     check_stop()
     state = service.state
     t = state.config["train"]
     config = train_config(t, state.models[model_id].learning_rate)
-    configured = config.epochs_for(len(data.x_train))
-    seconds_left = None if deadline is None else deadline - time.time()
-    per_epoch = expected_epoch_seconds(state, model_id)
-    plan = planned_epochs(configured, per_epoch, seconds_left)
-    if plan == 0:
-        reason = (
-            f"{seconds_left:.1f} s of the wall-clock budget left, less than one epoch of it (about {per_epoch:.1f} s)"
-        )
-        service.training_failed(model_id, "budget", reason, 0.0)
+    plan = _plan(service, model_id, config.epochs_for(len(data.x_train)), deadline)
+    if plan is None:
         return ModelStatus.FAILED
-    service.training_started(model_id, None if plan == configured else plan)
     state = service.state
     model = state.models[model_id]
     files = tempfile.TemporaryDirectory()
@@ -120,20 +112,7 @@ def run_training(
     try:
         train_seed = int(seed_for(state.seed, number, 1).integers(2**31))
         make_deterministic(train_seed)
-        arch = model.arch
-        weights: Weights
-        if model.parent_id is None:
-            weights = standardize(arch, init_weights(arch, seed_for(state.seed, number, 2)), data.x_train)
-            error = None
-        else:
-            parent = state.models[model.parent_id]
-            assert parent.completed_seq is not None, f"parent {parent.model_id} of {model_id} has no weights"
-            parent_weights = load_weights(service.weights_file(parent.model_id))
-            parent_arch, chain = service.chain(model_id)
-            child_arch, weights = apply_chain(parent_arch, parent_weights, chain)
-            assert child_arch.id == arch.id, f"replaying the morphisms of {model_id} gave another architecture"
-            error = preservation_error(parent_arch, parent_weights, arch, weights, data.x_val[:PROBE])
-
+        weights, error = _starting_weights(service, model_id, data)
         epoch_ends = [time.perf_counter()]
 
         def watch(epoch: int, logs: dict[str, float]) -> bool:
@@ -145,10 +124,10 @@ def run_training(
             last_epoch, epoch_ends[0] = now - epoch_ends[0], now
             return deadline is not None and time.time() + last_epoch > deadline
 
-        if plan != configured:
+        if plan != config.epochs_for(len(data.x_train)):
             config = replace(config, epochs=plan, min_steps=0)  # exactly the planned epochs
         result = fit(
-            arch,
+            model.arch,
             weights,
             data.x_train,
             data.y_train,
@@ -168,16 +147,65 @@ def run_training(
             seconds = time.perf_counter() - start
             service.training_failed(model_id, _classify(e), f"{type(e).__name__}: {e}", seconds, diagram)
         return ModelStatus.FAILED
-    seconds = time.perf_counter() - start
     with files:
-        if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
-            service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
-            return ModelStatus.FAILED
-        epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
-        path = Path(files.name) / "weights.npz"
-        save_weights(path, result.weights)
-        accuracy, error = float(result.val_accuracy), finite_or_none(error)
-        service.training_completed(model_id, accuracy, epochs, error, seconds, path, diagram)
+        return _record_outcome(service, model_id, result, error, time.perf_counter() - start, Path(files.name), diagram)
+
+
+def _plan(service: SearchService, model_id: str, configured: int, deadline: float | None) -> int | None:
+    """The epochs ``model_id`` trains (``planned_epochs``), with TrainingStarted logged (and the plan where it is
+    fewer than ``configured``); None, with the model logged as failed for ``budget``, where not one fits."""
+    seconds_left = None if deadline is None else deadline - time.time()
+    per_epoch = expected_epoch_seconds(service.state, model_id)
+    plan = planned_epochs(configured, per_epoch, seconds_left)
+    if plan == 0:
+        reason = (
+            f"{seconds_left:.1f} s of the wall-clock budget left, less than one epoch of it (about {per_epoch:.1f} s)"
+        )
+        service.training_failed(model_id, "budget", reason, 0.0)
+        return None
+    service.training_started(model_id, None if plan == configured else plan)
+    return plan
+
+
+def _starting_weights(service: SearchService, model_id: str, data: Splits) -> tuple[Weights, float | None]:
+    """The weights ``model_id`` starts from and how far they change its parent's function on a probe of the
+    validation split: a first model's initialised and standardised (no parent: None), a child's its parent's
+    through the logged morphisms (the parent's weights file checked against its hash: IntegrityError)."""
+    from nas.training.builder import preservation_error
+
+    state = service.state
+    model = state.models[model_id]
+    number = int(model_id.lstrip("m"))
+    if model.parent_id is None:
+        return standardize(model.arch, init_weights(model.arch, seed_for(state.seed, number, 2)), data.x_train), None
+    parent = state.models[model.parent_id]
+    assert parent.completed_seq is not None, f"parent {parent.model_id} of {model_id} has no weights"
+    parent_weights = load_weights(service.weights_file(parent.model_id))
+    parent_arch, chain = service.chain(model_id)
+    child_arch, weights = apply_chain(parent_arch, parent_weights, chain)
+    assert child_arch.id == model.arch.id, f"replaying the morphisms of {model_id} gave another architecture"
+    return weights, preservation_error(parent_arch, parent_weights, model.arch, weights, data.x_val[:PROBE])
+
+
+def _record_outcome(
+    service: SearchService,
+    model_id: str,
+    result: TrainResult,
+    error: float | None,
+    seconds: float,
+    folder: Path,
+    diagram: dict[str, Path],
+) -> ModelStatus:
+    """Log a finished fit's outcome: failed for ``nan_loss`` where a loss was not finite, else completed with its
+    epochs and its weights (written to ``folder``)."""
+    if any(not math.isfinite(h.get("loss", math.nan)) for h in result.history):
+        service.training_failed(model_id, "nan_loss", "the training loss became NaN or infinite", seconds, diagram)
+        return ModelStatus.FAILED
+    epochs = [{k: finite_or_none(v) for k, v in h.items()} for h in result.history]
+    path = folder / "weights.npz"
+    save_weights(path, result.weights)
+    accuracy = float(result.val_accuracy)
+    service.training_completed(model_id, accuracy, epochs, finite_or_none(error), seconds, path, diagram)
     return ModelStatus.TRAINED
 
 

@@ -26,8 +26,9 @@ from nas.ledger.events import (
 )
 from nas.ledger.log import ChainError, verify_chain
 from nas.ledger.memory import MemoryStore
+from nas.ledger.proposing import Proposing
 from nas.ledger.replay import summary
-from nas.ledger.service import Proposing, SearchService
+from nas.ledger.service import SearchService
 from nas.ledger.state import OOM_CAP_FACTOR, fold
 
 ROOT = Path(__file__).parents[2]
