@@ -317,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n")[1].replace("``", "").replace("\n", " "),
     )
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the Keras backend's start-up lines and warnings (hidden otherwise)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     search = sub.add_parser(
         "search", help="run a new search (the nas-search flow; local MLflow unless MLFLOW_TRACKING_URI)"
@@ -381,8 +384,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nas`` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
     args = _parser().parse_args(argv)
+    if args.verbose:
+        os.environ["NAS_VERBOSE"] = "1"  # read where Keras is imported (nas.training.backend), and by subprocesses
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter is not for users
     from nas.ledger.log import ChainError
     from nas.ledger.ports import LeaseHeld
     from nas.training.stop import StopRequested

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,15 @@ def test_version_is_the_installed_package_version(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"nas {version('nas-ledger')}"
+
+
+def test_verbose_asks_the_backend_for_its_own_lines(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``nas --verbose`` sets NAS_VERBOSE before anything imports Keras (``nas.training.backend`` reads it; see
+    tests/training/test_backend.py) and leaves TF_CPP_MIN_LOG_LEVEL as the user set it; without it, nothing changes
+    the user's own variables but that default."""
+    monkeypatch.delenv("NAS_VERBOSE", raising=False)
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main(["ls"]) == 0 and "NAS_VERBOSE" not in os.environ and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert main(["--verbose", "ls"]) == 0 and os.environ["NAS_VERBOSE"] == "1"
+    assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "no searches" in capsys.readouterr().out
