@@ -180,9 +180,10 @@ def test_verbose_asks_the_backend_for_its_own_lines(mlflow_uri: str, monkeypatch
     """``nas --verbose`` sets NAS_VERBOSE before anything imports Keras (``nas.training.backend`` reads it; see
     tests/training/test_backend.py) and leaves TF_CPP_MIN_LOG_LEVEL as the user set it; without it, nothing changes
     the user's own variables but that default."""
-    monkeypatch.delenv("NAS_VERBOSE", raising=False)
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
-    assert main(["ls"]) == 0 and "NAS_VERBOSE" not in os.environ and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+    monkeypatch.setenv("NAS_VERBOSE", "0")  # (monkeypatch puts back what it set: --verbose's "1" leaks nowhere)
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    assert main(["ls"]) == 0 and os.environ["NAS_VERBOSE"] == "0" and os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     assert main(["--verbose", "ls"]) == 0 and os.environ["NAS_VERBOSE"] == "1"
     assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and "no searches" in capsys.readouterr().out
